@@ -1,0 +1,36 @@
+"""The `latentforge` command. Each sub-command lives in `latentforge/commands/` and imports its heavy
+dependencies only when it runs, so `latentforge --help` and the first image stay quick."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from latentforge import __version__
+from latentforge.commands import export
+
+# Each module has `register(subparsers)`, which adds its parsers with `set_defaults(run=...)`.
+COMMAND_MODULES = (export,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="latentforge",
+        description="Latent text-to-image diffusion: generate, train, evaluate and export models.",
+    )
+    parser.add_argument("--version", action="version", version=f"latentforge {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMAND_MODULES:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        # Bad input: one clear line, no traceback.
+        print(f"latentforge {args.command}: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,34 @@
+"""`latentforge export SRC DST`: write a model (diffusers folder, hub id, or architecture name) as a
+diffusers folder that stock `StableDiffusionPipeline.from_pretrained` loads."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="save a model as a diffusers folder (safetensors, fp32 or fp16)",
+        description="Load a diffusers-layout model (local folder or hub id), or build an architecture "
+        "from configs/models/<name> with random weights (--architecture), and save it in diffusers layout.",
+    )
+    parser.add_argument("source", help="model folder, hub id, or architecture name/folder with --architecture")
+    parser.add_argument("output", help="folder to write (must not exist unless --overwrite)")
+    parser.add_argument("--architecture", action="store_true", help="SOURCE is an architecture: random weights")
+    parser.add_argument("--seed", type=int, default=0, help="seed for random weights with --architecture")
+    parser.add_argument("--fp16", action="store_true", help="store weights in float16 (half the size)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    parser.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from latentforge.models.components import Components
+
+    if args.architecture:
+        components = Components.from_architecture(args.source, seed=args.seed)
+    else:
+        components = Components.from_pretrained(args.source)
+    components.save_pretrained(args.output, fp16=args.fp16, overwrite=args.overwrite)
+    print(f"saved {args.output}")
+    return 0

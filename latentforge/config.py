@@ -1,0 +1,163 @@
+"""Run configs: typed dataclasses with working defaults, YAML files of overrides, `key=value` overrides.
+
+A config class is a plain `@dataclass` whose fields all have defaults (nested dataclasses allowed).
+`load_config(TrainConfig, "configs/train/smoke-unet.yaml", ["lr=1e-4", "ema.decay=0.999"])` starts from
+the defaults, applies the YAML file, then the command-line overrides, coercing each value to the
+field's declared type. Unknown keys are an error that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown key or holds a value of the wrong type."""
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Defaults of `cls`, then the YAML file at `path` (if any), then `key=value` overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"config file {path} must hold a mapping of key: value, got {type(loaded).__name__}")
+        values = _deep_merge(values, dict(loaded))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. lr=1e-4)")
+        values = _deep_merge(values, _nest(key.strip(), yaml.safe_load(raw) if raw.strip() else ""))
+    return build_config(cls, values)
+
+
+def build_config(cls: type[T], values: Mapping[str, Any], _prefix: str = "") -> T:
+    """Instantiate dataclass `cls` from a (nested) mapping, checking keys and coercing types."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(_unknown_key_message(_prefix + key, sorted(_prefix + k for k in fields)))
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{_prefix}{key} is a group of settings; give a mapping or {key}.FIELD=VALUE")
+            kwargs[key] = build_config(hint, value, f"{_prefix}{key}.")
+        else:
+            kwargs[key] = coerce(value, hint, _prefix + key)
+    return cls(**kwargs)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A plain nested dict (YAML/JSON safe) of a config dataclass."""
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    """Write a config as YAML (all fields, so the file alone reproduces the run)."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def coerce(value: Any, hint: Any, name: str) -> Any:
+    """Convert `value` (from YAML or the command line) to type `hint`, or raise ConfigError naming `name`."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in {"none", "null"}):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg, name)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{name}: {value!r} fits none of {hint}: " + "; ".join(errors))
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{name} must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (list, tuple, Sequence):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",")] if value else []
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{name} needs {len(args)} values, got {len(value)}: {value!r}")
+            return tuple(coerce(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        out = [coerce(v, item, f"{name}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name} must be a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in _TRUE:
+            return True
+        if str(value).lower() in _FALSE:
+            return False
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if hint in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+        if hint is int:
+            if not number.is_integer():
+                raise ConfigError(f"{name} must be a whole number, got {value!r}")
+            return int(number)
+        return number
+    if hint is str:
+        if isinstance(value, (Mapping, list)):
+            raise ConfigError(f"{name} must be text, got {value!r}")
+        return str(value)
+    return value
+
+
+def _nest(dotted: str, value: Any) -> dict[str, Any]:
+    head, _, rest = dotted.partition(".")
+    return {head: _nest(rest, value) if rest else value}
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _unknown_key_message(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"unknown config key {key!r}.{hint} Valid keys: {', '.join(valid)}"
