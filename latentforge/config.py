@@ -40,7 +40,9 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
         if not isinstance(loaded, Mapping):
-            raise ConfigError(f"config file {path} must hold a mapping of key: value, got {type(loaded).__name__}")
+            raise ConfigError(
+                f"config file {path} must hold a mapping of key: value, got {type(loaded).__name__}"
+            )
         values = _deep_merge(values, dict(loaded))
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -61,7 +63,9 @@ def build_config(cls: type[T], values: Mapping[str, Any], _prefix: str = "") -> 
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{_prefix}{key} is a group of settings; give a mapping or {key}.FIELD=VALUE")
+                raise ConfigError(
+                    f"{_prefix}{key} is a group of settings; give a mapping or {key}.FIELD=VALUE"
+                )
             kwargs[key] = build_config(hint, value, f"{_prefix}{key}.")
         else:
             kwargs[key] = coerce(value, hint, _prefix + key)

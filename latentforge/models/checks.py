@@ -1,0 +1,61 @@
+"""Checks of a diffusers model folder that name the broken component and file before anything loads."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+# component -> (config file, accepted weight files, most preferred first)
+EXPECTED_FILES = {
+    "vae": ("config.json", ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")),
+    "unet": ("config.json", ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")),
+    "text_encoder": ("config.json", ("model.safetensors", "pytorch_model.bin")),
+    "tokenizer": ("tokenizer_config.json", ("tokenizer.json", "vocab.json")),
+    "scheduler": ("scheduler_config.json", ()),
+}
+
+
+class ModelFolderError(FileNotFoundError):
+    """A model folder lacks a component or a file it needs."""
+
+
+def check_model_folder(root: Path) -> None:
+    """Raise `ModelFolderError` naming the first missing component or file of a diffusers SD folder."""
+    if not (root / "model_index.json").is_file():
+        raise ModelFolderError(
+            f"{root} is not a diffusers model folder: model_index.json is missing "
+            "(save models with Components.save_pretrained or `latentforge export`)"
+        )
+    for component, (config, weights) in EXPECTED_FILES.items():
+        folder = root / component
+        if not folder.is_dir():
+            raise ModelFolderError(f"{component}: folder {folder} is missing from the model")
+        if not (folder / config).is_file():
+            raise ModelFolderError(f"{component}: {folder / config} is missing")
+        if weights and not any((folder / w).is_file() for w in weights):
+            raise ModelFolderError(
+                f"{component}: no weights in {folder} (expected one of {', '.join(weights)})"
+            )
+        _check_json(component, folder / config)
+
+
+@contextlib.contextmanager
+def loading(component: str, folder: Path) -> Iterator[None]:
+    """Re-raise any failure while loading `component` as a ValueError naming it and its files."""
+    try:
+        yield
+    except Exception as err:  # torch, safetensors and transformers each raise their own types
+        files = ", ".join(sorted(p.name for p in folder.iterdir())) if folder.is_dir() else "none"
+        raise ValueError(
+            f"{component}: could not load {folder} (files: {files}); a weights or config file is corrupt or "
+            f"does not match the config — restore it or re-export the model. Cause: {type(err).__name__}: {err}"
+        ) from err
+
+
+def _check_json(component: str, path: Path) -> None:
+    try:
+        json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{component}: {path} is not valid JSON ({err}); restore or re-export it") from err

@@ -1,0 +1,246 @@
+"""The five parts of a latent diffusion model, loaded from and saved to the diffusers folder layout.
+
+A model folder holds `model_index.json` and one sub-folder per component (`unet/`, `vae/`,
+`text_encoder/`, `tokenizer/`, `scheduler/`); an architecture folder (`configs/models/<name>/`) has the
+same shape with config files only, and `Components.from_architecture` fills it with seeded random weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from latentforge.models import checks
+from latentforge.models.tokenizer import PAD_TOKENS, build_clip_tokenizer, load_tokenizer, save_tokenizer
+
+logger = logging.getLogger(__name__)
+
+COMPONENT_NAMES = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
+# Folders of diffusers' Stable Diffusion layout that latentforge does not use.
+IGNORED_FOLDERS = ("safety_checker", "feature_extractor", "image_encoder")
+ARCHITECTURES_DIR = Path(__file__).resolve().parents[2] / "configs" / "models"
+
+
+@dataclasses.dataclass
+class Components:
+    """VAE, CLIP text encoder + tokenizer, conditional U-Net and noise scheduler of one model."""
+
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    unet: UNet2DConditionModel
+    scheduler: SchedulerMixin
+    name: str = ""  # shown in image metadata and model cards
+
+    # ---- loading -------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls, path_or_id: str | os.PathLike, torch_dtype: torch.dtype | None = None
+    ) -> Components:
+        """Load a diffusers Stable-Diffusion-1.x/2.x folder (local path, or hub id when online)."""
+        root = _resolve_model_path(path_or_id)
+        checks.check_model_folder(root)
+        for extra in IGNORED_FOLDERS:
+            if (root / extra).is_dir():
+                logger.info("%s: ignoring %s/ (latentforge does not use it)", root, extra)
+        kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
+        with checks.loading("vae", root / "vae"):
+            vae = AutoencoderKL.from_pretrained(root / "vae", **kwargs)
+        with checks.loading("unet", root / "unet"):
+            unet = UNet2DConditionModel.from_pretrained(root / "unet", **kwargs)
+        with checks.loading("text_encoder", root / "text_encoder"):
+            text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", **kwargs)
+        tokenizer = load_tokenizer(root / "tokenizer")
+        scheduler = load_scheduler(root / "scheduler")
+        return cls(vae, text_encoder, tokenizer, unet, scheduler, name=_model_name(path_or_id))
+
+    @classmethod
+    def from_architecture(cls, name_or_path: str | os.PathLike, seed: int = 0) -> Components:
+        """Random-weight components of an architecture folder (`configs/models/<name>` or a path), seeded."""
+        root = resolve_architecture(name_or_path)
+        configs = {name: _read_json(root / name / "config.json") for name in ("vae", "unet", "text_encoder")}
+        tokenizer_config = _read_json(root / "tokenizer" / "tokenizer_config.json")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            vae = AutoencoderKL.from_config(configs["vae"])
+            unet = UNet2DConditionModel.from_config(configs["unet"])
+            text_encoder = CLIPTextModel(CLIPTextConfig(**_strip_private(configs["text_encoder"])))
+        tokenizer = build_clip_tokenizer(
+            pad_token=tokenizer_config.get("pad_token", PAD_TOKENS["sd1"]),
+            model_max_length=tokenizer_config.get("model_max_length", 77),
+        )
+        scheduler = load_scheduler(root / "scheduler")
+        return cls(vae, text_encoder, tokenizer, unet, scheduler, name=root.name)
+
+    # ---- saving --------------------------------------------------------------------------------
+    def save_pretrained(self, path: str | os.PathLike, fp16: bool = False, overwrite: bool = False) -> None:
+        """Write a diffusers folder that stock `StableDiffusion[Inpaint]Pipeline.from_pretrained` loads.
+
+        Safetensors only; `fp16=True` stores floating weights as float16. Written to a temporary folder
+        beside `path` and renamed into place, so a crash never leaves a half-written model at `path`.
+        """
+        from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
+
+        path = Path(path)
+        if path.exists() and not overwrite and (not path.is_dir() or any(path.iterdir())):
+            raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pipeline_cls = StableDiffusionInpaintPipeline if self.is_inpaint else StableDiffusionPipeline
+        pipeline = pipeline_cls(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=self.scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            pipeline.save_pretrained(tmp, safe_serialization=True)
+            save_tokenizer(self.tokenizer, tmp / "tokenizer")
+            if fp16:
+                for file in tmp.glob("*/*.safetensors"):
+                    _cast_safetensors(file, torch.float16)
+            if path.exists():
+                shutil.rmtree(path)
+            tmp.rename(path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    # ---- utilities -----------------------------------------------------------------------------
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Components:
+        """Move the three networks (in place) to `device` and/or `dtype`; returns self."""
+        for module in (self.vae, self.text_encoder, self.unet):
+            module.to(device=device, dtype=dtype)
+        return self
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell along each side (8 for Stable Diffusion)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def is_inpaint(self) -> bool:
+        """True for a 9-channel inpainting U-Net (latents + mask + masked-image latents)."""
+        return self.unet.config.in_channels == 9
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    def weights_hash(self) -> str:
+        """Short SHA-256 over all U-Net, VAE and text-encoder weights (identifies a model in metadata)."""
+        digest = hashlib.sha256()
+        for module in (self.unet, self.vae, self.text_encoder):
+            for key, tensor in sorted(module.state_dict().items()):
+                digest.update(key.encode())
+                digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return digest.hexdigest()[:12]
+
+
+def load_scheduler(folder: Path) -> SchedulerMixin:
+    """The scheduler whose class and settings `folder/scheduler_config.json` names."""
+    import diffusers
+
+    config = _read_json(folder / "scheduler_config.json")
+    class_name = config.get("_class_name")
+    scheduler_cls = getattr(diffusers, str(class_name), None)
+    if not (isinstance(scheduler_cls, type) and issubclass(scheduler_cls, SchedulerMixin)):
+        raise ValueError(
+            f"scheduler: {folder / 'scheduler_config.json'} names _class_name={class_name!r}, "
+            "which is not a diffusers scheduler class (e.g. 'DDIMScheduler')"
+        )
+    return scheduler_cls.from_config(config)
+
+
+def resolve_architecture(name_or_path: str | os.PathLike) -> Path:
+    """`configs/models/<name>` for a known name, else the given folder."""
+    candidate = Path(name_or_path)
+    if not candidate.is_dir():
+        candidate = ARCHITECTURES_DIR / str(name_or_path)
+    if not candidate.is_dir():
+        known = (
+            sorted(p.name for p in ARCHITECTURES_DIR.iterdir() if p.is_dir())
+            if ARCHITECTURES_DIR.is_dir()
+            else []
+        )
+        raise FileNotFoundError(
+            f"architecture {str(name_or_path)!r} not found: give a folder with vae/, unet/, text_encoder/, "
+            f"tokenizer/ and scheduler/ configs, or one of {known}"
+        )
+    return candidate
+
+
+def _resolve_model_path(path_or_id: str | os.PathLike) -> Path:
+    path = Path(path_or_id)
+    if path.exists():
+        if not path.is_dir():
+            raise FileNotFoundError(f"model path {path} is a file; give a diffusers model folder")
+        return path
+    text = str(path_or_id)
+    if text.count("/") != 1 or text.startswith((".", "/")):
+        raise FileNotFoundError(
+            f"model folder {text} does not exist (and it is not a hub id like 'org/name')"
+        )
+    from huggingface_hub import snapshot_download
+
+    patterns = ["model_index.json", "*.json", "*.txt", "*.safetensors"]
+    try:
+        return Path(
+            snapshot_download(
+                text,
+                allow_patterns=[f"{c}/{p}" for c in COMPONENT_NAMES for p in patterns] + ["model_index.json"],
+            )
+        )
+    except Exception as err:
+        raise FileNotFoundError(
+            f"model {text!r} is not a local folder and could not be fetched from the hub ({err}); "
+            "download it once with a network, or give a local diffusers folder"
+        ) from err
+
+
+def _model_name(path_or_id: str | os.PathLike) -> str:
+    return Path(path_or_id).name if Path(path_or_id).exists() else str(path_or_id)
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.parent.name}: {path} is missing")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path.parent.name}: {path} is not valid JSON ({err}); restore or re-export it"
+        ) from err
+
+
+def _strip_private(config: dict) -> dict:
+    return {
+        k: v
+        for k, v in config.items()
+        if not k.startswith("_") and k not in ("architectures", "transformers_version")
+    }
+
+
+def _cast_safetensors(file: Path, dtype: torch.dtype) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in load_file(file).items()}
+    save_file(tensors, file, metadata={"format": "pt"})
