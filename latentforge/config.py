@@ -85,65 +85,80 @@ def save_config(config: Any, path: str | Path) -> None:
 def coerce(value: Any, hint: Any, name: str) -> Any:
     """Convert `value` (from YAML or the command line) to type `hint`, or raise ConfigError naming `name`."""
     origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
     if hint is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in {"none", "null"}):
-            if type(None) in args:
-                return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return coerce(value, arg, name)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(f"{name}: {value!r} fits none of {hint}: " + "; ".join(errors))
+        return _coerce_union(value, typing.get_args(hint), name)
     if origin is typing.Literal:
-        if value not in args:
-            raise ConfigError(f"{name} must be one of {list(args)}, got {value!r}")
+        if value not in typing.get_args(hint):
+            raise ConfigError(f"{name} must be one of {list(typing.get_args(hint))}, got {value!r}")
         return value
     if origin in (list, tuple, Sequence):
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",")] if value else []
-        if not isinstance(value, (list, tuple)):
-            value = [value]
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{name} needs {len(args)} values, got {len(value)}: {value!r}")
-            return tuple(coerce(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        item = args[0] if args else Any
-        out = [coerce(v, item, f"{name}[{i}]") for i, v in enumerate(value)]
-        return tuple(out) if origin is tuple else out
+        return _coerce_sequence(value, origin, typing.get_args(hint), name)
     if origin is dict or hint is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{name} must be a mapping, got {value!r}")
         return dict(value)
     if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if str(value).lower() in _TRUE:
-            return True
-        if str(value).lower() in _FALSE:
-            return False
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
+        return _coerce_bool(value, name)
     if hint in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{name} must be a number, got {value!r}")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a number, got {value!r}") from None
-        if hint is int:
-            if not number.is_integer():
-                raise ConfigError(f"{name} must be a whole number, got {value!r}")
-            return int(number)
-        return number
+        return _coerce_number(value, hint, name)
     if hint is str:
         if isinstance(value, (Mapping, list)):
             raise ConfigError(f"{name} must be text, got {value!r}")
         return str(value)
     return value
+
+
+def _coerce_union(value: Any, args: tuple, name: str) -> Any:
+    is_none = value is None or (isinstance(value, str) and value.lower() in {"none", "null"})
+    if is_none and type(None) in args:
+        return None
+    errors = []
+    for arg in (a for a in args if a is not type(None)):
+        try:
+            return coerce(value, arg, name)
+        except ConfigError as err:
+            errors.append(str(err))
+    raise ConfigError(f"{name}: {value!r} fits none of the allowed types: " + "; ".join(errors))
+
+
+def _coerce_sequence(value: Any, origin: Any, args: tuple, name: str) -> list | tuple:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",")] if value else []
+    if not isinstance(value, (list, tuple)):
+        value = [value]
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if len(value) != len(args):
+            raise ConfigError(f"{name} needs {len(args)} values, got {len(value)}: {value!r}")
+        return tuple(coerce(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    item = args[0] if args else Any
+    out = [coerce(v, item, f"{name}[{i}]") for i, v in enumerate(value)]
+    return tuple(out) if origin is tuple else out
+
+
+def _coerce_bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in _TRUE:
+        return True
+    if str(value).lower() in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _coerce_number(value: Any, hint: type, name: str) -> int | float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if hint is int:
+        if not number.is_integer():
+            raise ConfigError(f"{name} must be a whole number, got {value!r}")
+        return int(number)
+    return number
 
 
 def _nest(dotted: str, value: Any) -> dict[str, Any]:

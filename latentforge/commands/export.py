@@ -13,9 +13,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Load a diffusers-layout model (local folder or hub id), or build an architecture "
         "from configs/models/<name> with random weights (--architecture), and save it in diffusers layout.",
     )
-    parser.add_argument("source", help="model folder, hub id, or architecture name/folder with --architecture")
+    parser.add_argument(
+        "source", help="model folder, hub id, or architecture name/folder with --architecture"
+    )
     parser.add_argument("output", help="folder to write (must not exist unless --overwrite)")
-    parser.add_argument("--architecture", action="store_true", help="SOURCE is an architecture: random weights")
+    parser.add_argument(
+        "--architecture", action="store_true", help="SOURCE is an architecture: random weights"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for random weights with --architecture")
     parser.add_argument("--fp16", action="store_true", help="store weights in float16 (half the size)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")

@@ -50,7 +50,8 @@ def _bytes_to_unicode() -> dict[int, str]:
 @lru_cache(maxsize=1)
 def clip_vocab_and_merges() -> tuple[dict[str, int], list[str]]:
     """The CLIP `vocab` (token -> id, 49408 entries) and merge rules, derived from open_clip's BPE file."""
-    lines = gzip.open(_bpe_path()).read().decode("utf-8").split("\n")
+    with gzip.open(_bpe_path()) as file:
+        lines = file.read().decode("utf-8").split("\n")
     merges = lines[1 : MERGES_USED + 1]
     symbols = list(_bytes_to_unicode().values())
     tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges] + [BOS, EOS]
