@@ -1,0 +1,37 @@
+"""Datasets and transforms for training: built-in synthetic `shapes` and `emoji`, and any image/caption source.
+
+Names are imported lazily so `import latentforge.data` pulls in neither `datasets` nor `torch`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> module that defines it
+_EXPORTS = {
+    "COLORS": "latentforge.data.shapes",
+    "SHAPES": "latentforge.data.shapes",
+    "HELD_OUT_PAIRS": "latentforge.data.shapes",
+    "Scene": "latentforge.data.shapes",
+    "ShapeObject": "latentforge.data.shapes",
+    "PromptSpec": "latentforge.data.shapes",
+    "render_scene": "latentforge.data.shapes",
+    "sample_scene": "latentforge.data.shapes",
+    "caption_scene": "latentforge.data.shapes",
+    "parse_prompt": "latentforge.data.shapes",
+    "scene_for_prompt": "latentforge.data.shapes",
+    "shapes_dataset": "latentforge.data.shapes",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'latentforge.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
