@@ -68,6 +68,8 @@ def build_clip_tokenizer(pad_token: str = EOS, model_max_length: int = CONTEXT_L
         merges=[tuple(m.split()) for m in merges],
         pad_token=pad_token,
         model_max_length=model_max_length,
+        # open_clip reads "!" and "<|endoftext|>" inside a prompt as plain text; so do we (SD 2.x pads with "!").
+        split_special_tokens=True,
     )
 
 
