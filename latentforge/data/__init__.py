@@ -22,6 +22,7 @@ _EXPORTS = {
     "parse_prompt": "latentforge.data.shapes",
     "scene_for_prompt": "latentforge.data.shapes",
     "shapes_dataset": "latentforge.data.shapes",
+    "emoji_dataset": "latentforge.data.emoji",
 }
 
 __all__ = sorted(_EXPORTS)
