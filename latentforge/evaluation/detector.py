@@ -1,0 +1,153 @@
+"""A deterministic object detector for the `shapes` world: colour segmentation + shape classification.
+
+It reads back what `latentforge.data.shapes.render_scene` draws (and what a model trained on it should
+draw): the background is the most common named colour on the image border; every other pixel takes the
+nearest named colour (RGB distance to `COLORS`); each colour's connected regions are objects, and an
+object's shape comes from two rotation-invariant measurements of its pixel mask:
+
+- solidity = area / convex-hull area: ~1 for convex shapes, ~0.5 for a five-pointed star;
+- disc fill = area / (pi * R^2), R = largest distance from the centroid to the mask's pixel corners:
+  circle 1.0, square 2/pi = 0.64, triangle 0.36-0.41 (equilateral 3*sqrt(3)/(4*pi)).
+
+Antialiased edges blend two colours into a third (red on blue gives purple): such thin rings have no
+3x3 interior, which is how they are told apart from objects.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+# Thresholds sit midway between the ideal values of neighbouring classes (see module docstring);
+# measured margins on ground-truth renders are in tests/test_detector.py.
+STAR_MAX_SOLIDITY = 0.78
+CIRCLE_MIN_DISC_FILL = 0.75
+SQUARE_MIN_DISC_FILL = 0.50
+WORK_SIZE = 64  # smaller images are upsampled to at least this many pixels per side
+MIN_AREA_FRACTION = 0.004  # smallest object, as a fraction of the image area (16 px at 64x64)
+
+
+@dataclass(frozen=True)
+class DetectedObject:
+    """One object read from an image; box = (x0, y0, x1, y1) in pixels, x1/y1 exclusive."""
+
+    shape: str
+    color: str
+    box: tuple[int, int, int, int]
+    area: int
+
+    @property
+    def center(self) -> tuple[float, float]:
+        """(x, y) centre of the box in pixels."""
+        return (self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2
+
+
+@dataclass(frozen=True)
+class Detection:
+    """Everything read from one image: the background colour name and the objects on it."""
+
+    background: str
+    objects: tuple[DetectedObject, ...]
+
+    def count(self, shape: str | None = None, color: str | None = None) -> int:
+        """Number of objects with this shape and/or colour (None = any)."""
+        return len(self.find(shape, color))
+
+    def find(self, shape: str | None = None, color: str | None = None) -> list[DetectedObject]:
+        """Objects with this shape and/or colour (None = any), largest first."""
+        return [o for o in self.objects if shape in (None, o.shape) and color in (None, o.color)]
+
+
+def _default_palette() -> dict[str, tuple[int, int, int]]:
+    from latentforge.data.shapes import COLORS
+
+    return dict(COLORS)
+
+
+def nearest_color_labels(pixels: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Index of the nearest palette colour per pixel. pixels: (H, W, 3) in [0, 255]; palette: (K, 3)."""
+    diff = pixels[:, :, None, :].astype(np.float32) - palette[None, None].astype(np.float32)
+    return np.einsum("hwkc,hwkc->hwk", diff, diff).argmin(axis=-1)
+
+
+def classify_shape(mask: np.ndarray) -> str:
+    """'circle', 'square', 'triangle' or 'star' for a filled binary mask (H, W) of one object."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    ys, xs = np.nonzero(mask)
+    area = float(len(xs))
+    # pixel corners, not centres: a filled n x n square then has hull area n^2, exactly its pixel count
+    corners = np.concatenate([np.stack([xs + dx, ys + dy], axis=1) for dx in (0, 1) for dy in (0, 1)])
+    try:
+        hull_area = ConvexHull(corners).volume  # in 2-D, `volume` is the enclosed area
+    except QhullError:  # a single row or column of pixels: no 2-D hull
+        return "square"
+    if area / hull_area < STAR_MAX_SOLIDITY:
+        return "star"
+    cx, cy = xs.mean() + 0.5, ys.mean() + 0.5
+    radius_sq = ((corners[:, 0] - cx) ** 2 + (corners[:, 1] - cy) ** 2).max()
+    disc_fill = area / (math.pi * radius_sq)
+    if disc_fill >= CIRCLE_MIN_DISC_FILL:
+        return "circle"
+    return "square" if disc_fill >= SQUARE_MIN_DISC_FILL else "triangle"
+
+
+def detect_objects(
+    image: Image.Image | np.ndarray,
+    palette: Mapping[str, tuple[int, int, int]] | None = None,
+    min_area_fraction: float = MIN_AREA_FRACTION,
+) -> Detection:
+    """Background colour and objects (largest first) of an RGB image: PIL or uint8 array (H, W, 3)."""
+    from scipy import ndimage
+
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(
+                f"image array must be uint8 with shape (H, W, 3), got {image.dtype} {image.shape}"
+            )
+        image = Image.fromarray(image)
+    image = image.convert("RGB")
+    # Below WORK_SIZE px, shapes are a few pixels wide and the ones lost to antialiasing decide the
+    # class; bicubic upsampling first turns the antialiased edges into sub-pixel boundaries.
+    scale = max(1, math.ceil(WORK_SIZE / min(image.size)))
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.BICUBIC)
+    pixels = np.asarray(image)
+    if not 0 < min_area_fraction < 1:
+        raise ValueError(f"min_area_fraction must be in (0, 1), got {min_area_fraction}")
+    palette = dict(palette or _default_palette())
+    names = list(palette)
+    labels = nearest_color_labels(pixels, np.array([palette[n] for n in names]))
+    border = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]])
+    background = int(np.bincount(border, minlength=len(names)).argmax())
+    min_area = max(4, math.ceil(min_area_fraction * labels.size))
+    square3 = np.ones((3, 3), dtype=bool)
+
+    objects = []
+    for index in np.unique(labels):
+        if index == background:
+            continue
+        components, _ = ndimage.label(labels == index)
+        areas = np.bincount(components.ravel())
+        for component, box in enumerate(ndimage.find_objects(components), start=1):
+            if box is None or areas[component] < min_area:
+                continue
+            mask = components[box] == component
+            if not ndimage.binary_erosion(mask, square3, iterations=scale).any():
+                continue  # no 3x3 interior: an antialiasing ring or speckle, not an object
+            mask = ndimage.binary_fill_holes(mask)
+            ys, xs = box
+            objects.append(
+                DetectedObject(
+                    shape=classify_shape(mask),
+                    color=names[index],
+                    box=(xs.start // scale, ys.start // scale, -(-xs.stop // scale), -(-ys.stop // scale)),
+                    area=int(mask.sum()) // scale**2,
+                )
+            )
+    objects.sort(key=lambda o: -o.area)
+    return Detection(background=names[background], objects=tuple(objects))
