@@ -23,6 +23,14 @@ _EXPORTS = {
     "scene_for_prompt": "latentforge.data.shapes",
     "shapes_dataset": "latentforge.data.shapes",
     "emoji_dataset": "latentforge.data.emoji",
+    "load_image_text_dataset": "latentforge.data.sources",
+    "ImageCaptionTransform": "latentforge.data.transforms",
+    "swap_left_right": "latentforge.data.transforms",
+    "AspectRatioBuckets": "latentforge.data.buckets",
+    "BucketBatchSampler": "latentforge.data.buckets",
+    "ImageCaptionDataset": "latentforge.data.loader",
+    "collate_skip_none": "latentforge.data.loader",
+    "image_sizes": "latentforge.data.loader",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,115 @@
+"""Torch view of an image/caption `datasets.Dataset` that skips unreadable images instead of failing."""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from latentforge.data.sources import check_columns
+from latentforge.data.transforms import ImageCaptionTransform
+
+if TYPE_CHECKING:
+    import datasets
+
+# what PIL raises on truncated, garbled or unsupported files (UnidentifiedImageError is an OSError)
+_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def _file_of(value: Any) -> Any:
+    if isinstance(value, dict):
+        return io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
+    return value
+
+
+def open_image(value: Any) -> Image.Image:
+    """RGB image from a `datasets` image value (dict of bytes/path, path, or PIL); raises OSError if unreadable."""
+    image = value if isinstance(value, Image.Image) else Image.open(_file_of(value))
+    image.load()  # decode now, so a truncated file fails here and not inside the transform
+    return image.convert("RGB")
+
+
+class ImageCaptionDataset(torch.utils.data.Dataset):
+    """Item i -> {"pixel_values": (3, H, W) float in [-1, 1], "text": str, "index": i}, or None if unreadable.
+
+    Randomness (crop, flip, choice among several captions) comes from a generator seeded by
+    (seed, epoch, index), so any worker layout and any resume point give the same samples. `skipped`
+    counts None results in this process; with DataLoader workers use the batch's "skipped" from
+    `collate_skip_none` instead. `target_sizes[i]` = (height, width) per item, e.g. from aspect-ratio buckets.
+    """
+
+    def __init__(
+        self,
+        hf_dataset: datasets.Dataset,
+        transform: ImageCaptionTransform,
+        image_column: str = "image",
+        caption_column: str = "text",
+        seed: int = 0,
+        target_sizes: list[tuple[int, int]] | None = None,
+    ) -> None:
+        import datasets
+
+        check_columns(hf_dataset, image_column, caption_column, "hf_dataset")
+        if target_sizes is not None and len(target_sizes) != len(hf_dataset):
+            raise ValueError(f"target_sizes has {len(target_sizes)} entries for {len(hf_dataset)} items")
+        if isinstance(hf_dataset.features[image_column], datasets.Image):
+            # decode here, not in `datasets`, so a corrupt file is caught and skipped
+            hf_dataset = hf_dataset.cast_column(image_column, datasets.Image(decode=False))
+        self.data, self.transform = hf_dataset, transform
+        self.image_column, self.caption_column = image_column, caption_column
+        self.seed, self.epoch, self.target_sizes, self.skipped = seed, 0, target_sizes, 0
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the random crops/flips of `epoch` (call before creating the epoch's iterator)."""
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        row = self.data[int(index)]
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        try:
+            image = open_image(row[self.image_column])
+        except _IMAGE_ERRORS:
+            self.skipped += 1
+            return None
+        caption = row[self.caption_column]
+        if isinstance(caption, list | tuple):  # several captions per image: pick one
+            caption = caption[int(rng.integers(len(caption)))] if caption else ""
+        size = self.target_sizes[int(index)] if self.target_sizes is not None else None
+        pixels, text = self.transform(image, "" if caption is None else str(caption), rng, size)
+        return {"pixel_values": pixels, "text": text, "index": int(index)}
+
+
+def collate_skip_none(items: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """Stack the readable items; "skipped" = how many were None. pixel_values: (B, 3, H, W), B may be 0."""
+    kept = [item for item in items if item is not None]
+    pixel_values = torch.stack([i["pixel_values"] for i in kept]) if kept else torch.empty(0, 3, 0, 0)
+    return {
+        "pixel_values": pixel_values,
+        "text": [i["text"] for i in kept],
+        "index": torch.tensor([i["index"] for i in kept], dtype=torch.long),
+        "skipped": len(items) - len(kept),
+    }
+
+
+def image_sizes(hf_dataset: datasets.Dataset, image_column: str = "image") -> list[tuple[int, int] | None]:
+    """(width, height) per row from image headers only (no full decode); None where even the header is unreadable."""
+    import datasets
+
+    data = hf_dataset
+    if isinstance(data.features[image_column], datasets.Image):
+        data = data.cast_column(image_column, datasets.Image(decode=False))
+    sizes: list[tuple[int, int] | None] = []
+    for batch in data.select_columns([image_column]).iter(batch_size=256):
+        for value in batch[image_column]:
+            try:
+                with Image.open(_file_of(value)) as image:
+                    sizes.append(image.size)
+            except _IMAGE_ERRORS:
+                sizes.append(None)
+    return sizes

@@ -1,0 +1,128 @@
+"""Load any image/caption source as a `datasets.Dataset`: built-in synthetic sets, local folders, hub ids."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import datasets
+
+BUILTIN_SOURCES = ("shapes", "emoji")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+_BUILTIN_PARAMS = {
+    "shapes": {"num_samples": int, "seed": int, "size": int},
+    "emoji": {"num_samples": int, "seed": int, "size": int, "placement": bool, "skin_tones": bool},
+}
+
+
+def _parse_builtin(source: str, params: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """'shapes:num_samples=1000,size=64' -> ('shapes', {...}); explicit `params` win over the string."""
+    name, _, arg_text = source.partition(":")
+    allowed = _BUILTIN_PARAMS[name]
+    parsed: dict[str, Any] = {}
+    for item in filter(None, arg_text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in allowed:
+            raise ValueError(
+                f"source {source!r}: bad parameter {item!r}; allowed keys for {name}: {sorted(allowed)}"
+            )
+        kind = allowed[key.strip()]
+        parsed[key.strip()] = value.strip().lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    for key in params or {}:
+        if key not in allowed:
+            raise ValueError(f"params: unknown key {key!r} for {name}; allowed: {sorted(allowed)}")
+    return name, {**parsed, **(params or {})}
+
+
+def _load_builtin(name: str, kwargs: dict[str, Any]) -> datasets.Dataset:
+    if name == "shapes":
+        from latentforge.data.shapes import shapes_dataset
+
+        return shapes_dataset(**{"num_samples": 10_000, **kwargs})
+    from latentforge.data.emoji import emoji_dataset
+
+    return emoji_dataset(**kwargs)
+
+
+def _caption_folder(folder: Path) -> datasets.Dataset:
+    """Images with same-name .txt captions (kohya layout), searched recursively, sorted by path."""
+    import datasets
+
+    images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    missing = [str(p) for p in images if not p.with_suffix(".txt").is_file()]
+    if missing:
+        raise ValueError(
+            f"source {folder}: {len(missing)} image(s) have no same-name .txt caption, e.g. {missing[:3]}"
+        )
+    texts = [p.with_suffix(".txt").read_text(encoding="utf-8").strip() for p in images]
+    features = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
+    return datasets.Dataset.from_dict({"image": [str(p) for p in images], "text": texts}, features=features)
+
+
+def _pick_split(data: Any, split: str, source: str) -> datasets.Dataset:
+    import datasets
+
+    if isinstance(data, datasets.DatasetDict):
+        if split not in data:
+            raise ValueError(f"source {source}: no split {split!r}; available splits: {sorted(data)}")
+        return data[split]
+    return data
+
+
+def _load_folder(folder: Path, split: str) -> datasets.Dataset:
+    import datasets
+
+    if (folder / "dataset_info.json").is_file() or (folder / "dataset_dict.json").is_file():
+        return _pick_split(datasets.load_from_disk(str(folder)), split, str(folder))
+    if any(folder.rglob("metadata.jsonl")) or any(folder.rglob("metadata.csv")):
+        return _pick_split(datasets.load_dataset("imagefolder", data_dir=str(folder)), split, str(folder))
+    if any(folder.rglob("*.txt")):
+        return _caption_folder(folder)
+    raise ValueError(
+        f"source {folder}: folder is not a save_to_disk dataset, has no metadata.jsonl (imagefolder) "
+        "and no same-name .txt captions"
+    )
+
+
+def check_columns(dataset: datasets.Dataset, image_column: str, caption_column: str, source: str) -> None:
+    """ValueError naming the missing column, the columns there are, and the keys that choose them."""
+    for key, column in (("image_column", image_column), ("caption_column", caption_column)):
+        if column not in dataset.column_names:
+            raise ValueError(
+                f"source {source}: no column {column!r} for {key}; available columns: {dataset.column_names}. "
+                f"Set {key}=<name> (in a training config: the data section's {key})"
+            )
+
+
+def load_image_text_dataset(
+    source: str,
+    image_column: str = "image",
+    caption_column: str = "text",
+    split: str = "train",
+    params: Mapping[str, Any] | None = None,
+) -> datasets.Dataset:
+    """Image/caption `datasets.Dataset` from `source`.
+
+    source: 'shapes' / 'emoji' (built-in; parameters as params={...} or 'shapes:num_samples=1000,size=64'),
+    an imagefolder with metadata.jsonl, a folder of images with same-name .txt captions, a `save_to_disk`
+    folder, or a hub dataset id (needs a network). Images stay lazily decoded.
+    """
+    name = source.partition(":")[0]
+    if name in BUILTIN_SOURCES:
+        dataset = _load_builtin(*_parse_builtin(source, params))
+    elif params:
+        raise ValueError(f"params are only for built-in sources {BUILTIN_SOURCES}, not {source!r}")
+    elif Path(source).expanduser().is_dir():
+        dataset = _load_folder(Path(source).expanduser(), split)
+    elif Path(source).expanduser().exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
+        raise FileNotFoundError(
+            f"source {source!r} is not a folder, a built-in name {BUILTIN_SOURCES} or a hub id 'owner/name'"
+        )
+    else:
+        import datasets
+
+        dataset = datasets.load_dataset(source, split=split)
+    check_columns(dataset, image_column, caption_column, source)
+    return dataset
