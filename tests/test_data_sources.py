@@ -143,3 +143,11 @@ def test_samples_are_reproducible_per_seed_epoch_index():
         a.set_epoch(epoch)
         outs.append(a[0]["pixel_values"])
     assert any(not torch.equal(outs[0], o) for o in outs[1:])
+
+
+def test_skips_are_counted_across_dataloader_workers(imagefolder):
+    ds = load_image_text_dataset(str(imagefolder), caption_column="caption")
+    torch_ds = ImageCaptionDataset(ds, ImageCaptionTransform(16), caption_column="caption")
+    loader = torch.utils.data.DataLoader(torch_ds, batch_size=2, num_workers=2, collate_fn=collate_skip_none)
+    batches = list(loader)
+    assert sum(b["skipped"] for b in batches) == 2 and sum(len(b["text"]) for b in batches) == 3
