@@ -8,10 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from latentforge import __version__
-from latentforge.commands import export
+from latentforge.commands import export, train
 
 # Each module has `register(subparsers)`, which adds its parsers with `set_defaults(run=...)`.
-COMMAND_MODULES = (export,)
+COMMAND_MODULES = (export, train)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
         # Bad input: one clear line, no traceback.
         print(f"latentforge {args.command}: error: {err}", file=sys.stderr)
         return 2

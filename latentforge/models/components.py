@@ -76,6 +76,8 @@ class Components:
             vae = AutoencoderKL.from_config(configs["vae"])
             unet = UNet2DConditionModel.from_config(configs["unet"])
             text_encoder = CLIPTextModel(CLIPTextConfig(**_strip_private(configs["text_encoder"])))
+        for module in (vae, unet, text_encoder):
+            module.eval()  # as from_pretrained returns them; training code calls .train() itself
         tokenizer = build_clip_tokenizer(
             pad_token=tokenizer_config.get("pad_token", PAD_TOKENS["sd1"]),
             model_max_length=tokenizer_config.get("model_max_length", 77),
