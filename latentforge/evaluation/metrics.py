@@ -1,0 +1,144 @@
+"""Image metrics: PSNR, SSIM, FID, KID and CLIP score. Pure functions over tensors and feature arrays;
+the feature spaces they are computed in live in `latentforge.evaluation.features`."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _check_pair(images: torch.Tensor, references: torch.Tensor) -> None:
+    if images.shape != references.shape or images.ndim != 4:
+        raise ValueError(
+            "images and references must both be (B, C, H, W) of the same shape, "
+            f"got {tuple(images.shape)} and {tuple(references.shape)}"
+        )
+
+
+def psnr(images: torch.Tensor, references: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB per image, (B,); inputs (B, C, H, W) in [0, data_range]."""
+    _check_pair(images, references)
+    mse = (images.double() - references.double()).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(data_range**2 / mse)  # inf for identical images
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Normalised 2-D Gaussian window (size, size), float64."""
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return g[:, None] * g[None, :]
+
+
+def ssim(
+    images: torch.Tensor,
+    references: torch.Tensor,
+    data_range: float = 1.0,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
+    """Mean SSIM per image, (B,); inputs (B, C, H, W) in [0, data_range], H and W >= window_size.
+
+    Wang, Bovik, Sheikh & Simoncelli 2004, "Image quality assessment: from error visibility to structural
+    similarity", Eq. 13 with their settings: 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03,
+    local statistics over 'valid' windows only (as their reference MATLAB code), averaged over channels.
+    """
+    _check_pair(images, references)
+    if min(images.shape[-2:]) < window_size:
+        raise ValueError(
+            f"images must be at least {window_size} px per side for SSIM, got {tuple(images.shape)}"
+        )
+    channels = images.shape[1]
+    window = gaussian_window(window_size, sigma).to(images.device)[None, None].repeat(channels, 1, 1, 1)
+    x, y = images.double(), references.double()
+
+    def local_mean(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, window, groups=channels)
+
+    mu_x, mu_y = local_mean(x), local_mean(y)
+    var_x = local_mean(x * x) - mu_x**2
+    var_y = local_mean(y * y) - mu_y**2
+    cov = local_mean(x * y) - mu_x * mu_y
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ssim_map.flatten(1).mean(1)
+
+
+def _as_features(features: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    array = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
+    if array.ndim != 2 or array.shape[0] < 2:
+        raise ValueError(f"{name} must be a (N, D) feature array with N >= 2, got shape {array.shape}")
+    return array.astype(np.float64)
+
+
+def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh(matrix)
+    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+
+
+def frechet_distance(features_a: np.ndarray | torch.Tensor, features_b: np.ndarray | torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (N, D) and (M, D): the FID of
+    Heusel et al. 2017 when the features are Inception pool3 activations.
+
+    d^2 = |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)), with Tr((S_a S_b)^(1/2)) computed as the trace
+    of the square root of the symmetric PSD matrix S_a^(1/2) S_b S_a^(1/2), which has the same eigenvalues.
+    """
+    a, b = _as_features(features_a, "features_a"), _as_features(features_b, "features_b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature sizes differ: {a.shape[1]} and {b.shape[1]}")
+    cov_a, cov_b = np.cov(a, rowvar=False, ddof=1), np.cov(b, rowvar=False, ddof=1)
+    root_a = _sqrt_psd(np.atleast_2d(cov_a))
+    cross = np.linalg.eigvalsh(root_a @ np.atleast_2d(cov_b) @ root_a)
+    trace_root = np.sqrt(np.clip(cross, 0, None)).sum()
+    mean_term = np.sum((a.mean(0) - b.mean(0)) ** 2)
+    return float(
+        max(mean_term + np.trace(np.atleast_2d(cov_a)) + np.trace(np.atleast_2d(cov_b)) - 2 * trace_root, 0.0)
+    )
+
+
+def polynomial_mmd2(a: np.ndarray, b: np.ndarray) -> float:
+    """Unbiased MMD^2 of two equal-size feature sets under the cubic kernel k(x, y) = (x.y / D + 1)^3."""
+    dim = a.shape[1]
+    k_aa, k_bb, k_ab = ((x @ y.T / dim + 1) ** 3 for x, y in ((a, a), (b, b), (a, b)))
+    m = a.shape[0]
+    # unbiased: the diagonal k(x_i, x_i) terms are left out of the within-set sums
+    within = (k_aa.sum() - np.trace(k_aa) + k_bb.sum() - np.trace(k_bb)) / (m * (m - 1))
+    return float(within - 2 * k_ab.mean())
+
+
+def kernel_inception_distance(
+    features_a: np.ndarray | torch.Tensor,
+    features_b: np.ndarray | torch.Tensor,
+    num_subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """(mean, std) of the unbiased polynomial-kernel MMD^2 over random subsets: the KID of
+    Binkowski et al. 2018 ("Demystifying MMD GANs", Sec. 4), subsets drawn without replacement."""
+    a, b = _as_features(features_a, "features_a"), _as_features(features_b, "features_b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature sizes differ: {a.shape[1]} and {b.shape[1]}")
+    if num_subsets < 1 or subset_size < 2:
+        raise ValueError(f"need num_subsets >= 1 and subset_size >= 2, got {num_subsets}, {subset_size}")
+    m = min(subset_size, len(a), len(b))
+    rng = np.random.default_rng(seed)
+    values = [
+        polynomial_mmd2(a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)])
+        for _ in range(num_subsets)
+    ]
+    return float(np.mean(values)), float(np.std(values))
+
+
+def clip_score(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+    """CLIP score per pair, (N,): 100 * max(cos(image, text), 0) (Hessel et al. 2021, "CLIPScore", with
+    weight 100 as torchmetrics); embeddings (N, D), row i of both belongs to pair i."""
+    if image_embeds.shape != text_embeds.shape or image_embeds.ndim != 2:
+        raise ValueError(
+            f"image_embeds and text_embeds must both be (N, D), got {tuple(image_embeds.shape)} "
+            f"and {tuple(text_embeds.shape)}"
+        )
+    cosine = F.cosine_similarity(image_embeds.double(), text_embeds.double(), dim=-1)
+    return 100 * cosine.clamp(min=0)
