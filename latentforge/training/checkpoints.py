@@ -1,0 +1,168 @@
+"""Atomic, verifiable training checkpoints on top of `accelerator.save_state`.
+
+Layout: `output_dir/checkpoints/checkpoint-<step>/` holds accelerate's state (models as safetensors,
+optimizers, LR schedulers, registered objects such as EMA, the sampler, one RNG file per process) plus
+`trainer_state.json` (step, data position, counters) and, written last, `COMPLETE.json` (a manifest of
+every file with its size). A save goes to `checkpoints/.tmp-step-<step>/` and is renamed into place
+only when complete, so a kill during a save never leaves a `checkpoint-N` that `resume=latest` would
+pick (the failure mode of diffusers' scripts, see transformers#27820); old checkpoints are pruned only
+after the new one is in place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+
+logger = logging.getLogger(__name__)
+
+MARKER = "COMPLETE.json"
+STATE_FILE = "trainer_state.json"
+TMP_PREFIX = ".tmp-step-"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _manifest(folder: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(folder)): p.stat().st_size
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MARKER
+    }
+
+
+def is_complete(folder: Path, num_processes: int | None = None) -> bool:
+    """True when `folder` has its marker, every listed file with the listed size, and (if given) one RNG
+    state per process (accelerate would otherwise resume silently without them)."""
+    marker = folder / MARKER
+    if not marker.is_file():
+        return False
+    try:
+        files = json.loads(marker.read_text())["files"]
+    except (json.JSONDecodeError, KeyError):
+        return False
+    for name, size in files.items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != size:
+            return False
+    if num_processes is not None:
+        return all(f"random_states_{i}.pkl" in files for i in range(num_processes))
+    return True
+
+
+def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every `checkpoint-N` folder under `root`, oldest first (complete or not)."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+class CheckpointManager:
+    """Saves, finds, prunes and loads checkpoints of one run (all processes call save/load together)."""
+
+    def __init__(self, accelerator: Accelerator, output_dir: str | Path, keep_last: int = 0) -> None:
+        if keep_last < 0:
+            raise ValueError(f"checkpoint.keep_last must be >= 0 (0 keeps all), got {keep_last}")
+        self.accelerator = accelerator
+        self.root = Path(output_dir) / "checkpoints"
+        self.keep_last = keep_last
+        if accelerator.is_main_process and self.root.is_dir():
+            for stale in self.root.glob(TMP_PREFIX + "*"):
+                logger.warning("removing %s left by an interrupted save", stale)
+                shutil.rmtree(stale, ignore_errors=True)
+        accelerator.wait_for_everyone()
+
+    def save(self, step: int, state: dict[str, Any], models: list[torch.nn.Module]) -> Path:
+        """Write checkpoint `step` atomically; `state` (JSON-able) goes to trainer_state.json."""
+        for model in models:
+            bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+            if bad:
+                raise RuntimeError(f"refusing to checkpoint step {step}: non-finite weights in {bad[:5]}")
+        acc = self.accelerator
+        tmp, final = self.root / f"{TMP_PREFIX}{step}", self.root / f"checkpoint-{step}"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))  # every rank writes its own RNG state
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2))
+            for file in tmp.rglob("*"):
+                if file.is_file():
+                    _fsync(file)
+            marker = {"step": step, "num_processes": acc.num_processes, "files": _manifest(tmp)}
+            (tmp / MARKER).write_text(json.dumps(marker, indent=2))
+            _fsync(tmp / MARKER)
+            _fsync(tmp)
+            if final.exists():  # re-running over an old run's output
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync(self.root)
+            self._prune()
+        acc.wait_for_everyone()
+        return final
+
+    def _prune(self) -> None:
+        if self.keep_last <= 0:
+            return
+        complete = [p for _, p in list_checkpoints(self.root) if is_complete(p)]
+        for old in complete[: -self.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def resolve(self, resume: str) -> list[Path]:
+        """Checkpoints to try for `resume` ("" = none, "latest", or a folder), best first."""
+        if not resume:
+            return []
+        n = self.accelerator.num_processes
+        if resume == "latest":
+            candidates = [p for _, p in reversed(list_checkpoints(self.root))]
+            good = [p for p in candidates if is_complete(p, n)]
+            for skipped in candidates[: candidates.index(good[0])] if good else candidates:
+                logger.warning("resume=latest: skipping incomplete checkpoint %s", skipped)
+            return good
+        path = Path(resume)
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"checkpoint.resume: {path} is not a folder (give 'latest' or a checkpoint)"
+            )
+        if not is_complete(path, n):
+            raise ValueError(
+                f"checkpoint.resume: {path} is incomplete (no valid {MARKER}, or saved with a different number "
+                f"of processes than the {n} running now)"
+            )
+        return [path]
+
+    def load(self, resume: str) -> dict[str, Any] | None:
+        """Restore the newest loadable checkpoint for `resume`; its trainer_state.json, or None for a fresh run."""
+        candidates = self.resolve(resume)
+        for i, path in enumerate(candidates):
+            try:
+                self.accelerator.load_state(str(path))
+            except Exception as err:  # a corrupt file: fall back to the next older checkpoint
+                if i + 1 == len(candidates) or resume != "latest":
+                    raise
+                logger.warning("could not load %s (%s); trying an older checkpoint", path, err)
+                continue
+            state = json.loads((path / STATE_FILE).read_text())
+            self.accelerator.print(f"resumed from {path} at step {state['step']}")
+            return state
+        if resume == "latest":
+            self.accelerator.print(f"resume=latest: no complete checkpoint in {self.root}; starting fresh")
+        return None

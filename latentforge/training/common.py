@@ -1,0 +1,357 @@
+"""Plumbing shared by the trainers: config groups, the accelerator, the NaN/Inf guard, EMA, the step
+loop's chores (progress bar, logging, checkpoints, resume position) and the model card."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    GradientAccumulationPlugin,
+    ProjectConfiguration,
+    set_seed,
+)
+from tqdm.auto import tqdm
+
+from latentforge.config import config_to_dict
+from latentforge.training.checkpoints import CheckpointManager
+from latentforge.training.data import DataConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW + a diffusers LR schedule."""
+
+    learning_rate: float = 1e-4  # peak learning rate (per optimizer step, not scaled by batch size)
+    adam_beta1: float = 0.9  # AdamW beta1
+    adam_beta2: float = 0.999  # AdamW beta2
+    adam_epsilon: float = 1e-8  # AdamW epsilon
+    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    lr_scheduler: str = "constant_with_warmup"  # any name of diffusers.optimization.get_scheduler
+    warmup_steps: int = 0  # linear warm-up length in optimizer steps
+    max_grad_norm: float = 1.0  # gradient clipping (0 = off)
+    batch_size: int = 16  # samples per process per micro-batch
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
+    max_steps: int = 1000  # optimizer steps to train
+
+
+@dataclass
+class CheckpointConfig:
+    """When to save, how many to keep, where to resume from."""
+
+    every_steps: int = 500  # save every N optimizer steps (0 = only at the end)
+    keep_last: int = 2  # keep the newest K complete checkpoints (0 = all); pruned after each save succeeds
+    resume: str = ""  # "" = fresh run, "latest" = newest complete checkpoint in output_dir, or a folder
+
+
+@dataclass
+class EMAConfig:
+    """Exponential moving average of the trained weights (diffusers EMAModel); exported when enabled."""
+
+    enabled: bool = False  # keep an EMA copy and export it instead of the raw weights
+    decay: float = 0.9999  # upper bound of the EMA decay
+    use_warmup: bool = True  # decay = 1 - (1 + step / inv_gamma) ** -power, capped at `decay`
+    inv_gamma: float = 1.0  # warm-up time scale
+    power: float = 0.75  # warm-up exponent (3/4 suits runs of < 100k steps, per diffusers' notes)
+
+
+@dataclass
+class TrainConfig:
+    """Settings every trainer has; each trainer's config extends this."""
+
+    output_dir: str = "runs/train"  # checkpoints/, logs/, model/ (the export) go here
+    seed: int = 0  # seeds weights init, data order and noise (per process: seed + rank)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # autocast dtype (fp16 needs a GPU)
+    data: DataConfig = field(default_factory=DataConfig)  # what to train on
+    optim: OptimConfig = field(default_factory=OptimConfig)  # optimizer and schedule
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)  # checkpoints and resume
+    ema: EMAConfig = field(default_factory=EMAConfig)  # EMA of the trained weights
+    log_every: int = 10  # log scalars to TensorBoard every N steps
+    max_nonfinite_steps: int = 5  # this many NaN/Inf losses in a row stop the run (each one is skipped)
+    crash_after_steps: int = 0  # testing only: os._exit(75) after this step (and its checkpoint), like a kill
+
+
+def make_accelerator(config: TrainConfig, project_name: str) -> Accelerator:
+    """Accelerator for `config` (CPU when no CUDA), TensorBoard under output_dir/logs, seeded per process."""
+    output_dir = Path(config.output_dir)
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=config.mixed_precision,
+        # Windows must not be cut at epoch ends, so that step N always means N * accumulation micro-batches.
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=config.optim.gradient_accumulation_steps, sync_with_dataloader=False
+        ),
+        # Shuffle order is a function of (seed, epoch) alone: resume replays it exactly.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir), logging_dir=str(output_dir / "logs")
+        ),
+        log_with="tensorboard",
+    )
+    set_seed(config.seed, device_specific=True)
+    hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in _flat(config).items()}
+    accelerator.init_trackers(project_name, config=hparams)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    return accelerator
+
+
+def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config_to_dict(config).items() if dataclasses.is_dataclass(config) else config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def make_optimizer(
+    params: Iterable[torch.nn.Parameter], optim: OptimConfig, betas: tuple[float, float] | None = None
+) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over `params` and its LR schedule (diffusers' get_scheduler), from `optim`."""
+    from diffusers.optimization import get_scheduler
+
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=optim.learning_rate,
+        betas=betas or (optim.adam_beta1, optim.adam_beta2),
+        eps=optim.adam_epsilon,
+        weight_decay=optim.weight_decay,
+    )
+    scheduler = get_scheduler(
+        optim.lr_scheduler, optimizer, num_warmup_steps=optim.warmup_steps, num_training_steps=optim.max_steps
+    )
+    return optimizer, scheduler
+
+
+def make_ema(
+    parameters: Iterable[torch.nn.Parameter], config: EMAConfig, accelerator: Accelerator
+) -> Any | None:
+    """diffusers `EMAModel` over `parameters` (with warm-up), registered for checkpointing; None when off."""
+    if not config.enabled:
+        return None
+    from diffusers.training_utils import EMAModel
+
+    ema = EMAModel(
+        list(parameters),
+        decay=config.decay,
+        use_ema_warmup=config.use_warmup,
+        inv_gamma=config.inv_gamma,
+        power=config.power,
+    )
+    accelerator.register_for_checkpointing(ema)
+    return ema
+
+
+class NonFiniteGuard:
+    """Skips optimizer steps whose loss is NaN/Inf on any process, counts them, and stops the run after
+    `limit` in a row (a diverged run, not a stray batch). All processes take the same decision."""
+
+    def __init__(self, accelerator: Accelerator, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"max_nonfinite_steps must be >= 1, got {limit}")
+        self.accelerator, self.limit = accelerator, limit
+        self.total = self.in_a_row = 0
+        self._window_bad = False
+
+    def check(self, loss: torch.Tensor) -> bool:
+        """True when `loss` is finite on every process (call once per micro-batch, before backward)."""
+        flag = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=loss.device)
+        bad = bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+        self._window_bad |= bad
+        return not bad
+
+    def end_window(self, step: int) -> bool:
+        """Call at each optimizer step: True to apply it, False to skip it; raises after `limit` in a row."""
+        bad, self._window_bad = self._window_bad, False
+        if not bad:
+            self.in_a_row = 0
+            return True
+        self.total += 1
+        self.in_a_row += 1
+        logger.warning("step %d: non-finite loss, update skipped (%d in a row)", step, self.in_a_row)
+        if self.in_a_row >= self.limit:
+            raise RuntimeError(
+                f"training diverged: {self.in_a_row} optimizer steps in a row had a NaN/Inf loss (up to step "
+                f"{step}); lower optim.learning_rate, use mixed_precision=no or bf16, or resume from an earlier "
+                f"checkpoint (max_nonfinite_steps={self.limit})"
+            )
+        return False
+
+
+class TrainingRun:
+    """The step loop's chores: resume position, data epochs, corrupt-image accounting, progress bar,
+    logging and checkpoints. Position = micro-batches consumed, so resume continues mid-epoch exactly."""
+
+    def __init__(self, config: TrainConfig, accelerator: Accelerator, desc: str) -> None:
+        self.config, self.accelerator, self.desc = config, accelerator, desc
+        self.max_steps = config.optim.max_steps
+        if self.max_steps < 1:
+            raise ValueError(f"optim.max_steps must be >= 1, got {self.max_steps}")
+        self.checkpoints = CheckpointManager(accelerator, config.output_dir, config.checkpoint.keep_last)
+        self.guard = NonFiniteGuard(accelerator, config.max_nonfinite_steps)
+        self.step = self.consumed = self.batches_per_epoch = 0
+        self.extra_state: dict[str, Any] = {}  # trainer-specific JSON state, saved with each checkpoint
+        self._seen = self._corrupt = 0  # this process, since start or resume
+        self._restored = {"seen": 0, "corrupt": 0, "empty_batches": 0}
+        self._empty = 0
+        self._bar: tqdm | None = None
+        self._t0 = time.perf_counter()
+
+    def resume(self, batches_per_epoch: int) -> None:
+        """Load the checkpoint `checkpoint.resume` names (after accelerator.prepare and registering state)."""
+        self.batches_per_epoch = batches_per_epoch
+        if batches_per_epoch < 1:
+            raise ValueError("the training data holds fewer samples than one batch; lower optim.batch_size")
+        state = self.checkpoints.load(self.config.checkpoint.resume)
+        if state is not None:
+            if state["batches_per_epoch"] != batches_per_epoch:
+                raise ValueError(
+                    f"checkpoint.resume: the checkpoint had {state['batches_per_epoch']} batches per epoch, this "
+                    f"run has {batches_per_epoch}; resume needs the same data, batch size and processes"
+                )
+            self.step, self.consumed = state["step"], state["consumed_batches"]
+            self.guard.total = state["nonfinite_steps"]
+            self._restored = state["images"]
+            self.extra_state = state.get("extra", {})
+        self._bar = tqdm(
+            total=self.max_steps,
+            initial=self.step,
+            desc=self.desc,
+            disable=not self.accelerator.is_main_process,
+            dynamic_ncols=True,
+        )
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.max_steps
+
+    def batches(self, dataloader: Any) -> Iterator[Any]:
+        """Micro-batches from the current position on, epoch after epoch (the caller stops at `done`).
+
+        A batch whose images were all unreadable (on any process) is consumed but not yielded."""
+        while True:
+            epoch, skip = divmod(self.consumed, self.batches_per_epoch)
+            dataloader.set_epoch(epoch)
+            active = self.accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
+            active.set_epoch(epoch)
+            for batch in active:
+                self.consumed += 1
+                size = int(batch["pixel_values"].shape[0]) if "pixel_values" in batch else len(batch["index"])
+                self._seen += size + int(batch.get("skipped", 0))
+                self._corrupt += int(batch.get("skipped", 0))
+                self._check_corrupt_fraction()
+                empty = torch.tensor([float(size == 0)], device=self.accelerator.device)
+                if self.accelerator.reduce(empty, reduction="sum").item() > 0:
+                    self._empty += 1
+                    continue
+                yield batch
+
+    def _check_corrupt_fraction(self) -> None:
+        limit = self.config.data.max_corrupt_fraction
+        if self._seen >= 50 and self._corrupt > limit * self._seen:
+            raise ValueError(
+                f"data: {self._corrupt} of {self._seen} images could not be read (more than "
+                f"data.max_corrupt_fraction={limit}); check the dataset files"
+            )
+
+    def image_counts(self) -> dict[str, int]:
+        """Images seen / unreadable and empty batches, all processes, whole run (collective: call on all ranks)."""
+        local = torch.tensor([self._seen, self._corrupt, self._empty], device=self.accelerator.device)
+        seen, corrupt, empty = (int(v) for v in self.accelerator.reduce(local, reduction="sum").tolist())
+        r = self._restored
+        return {
+            "seen": r["seen"] + seen,
+            "corrupt": r["corrupt"] + corrupt,
+            "empty_batches": r["empty_batches"] + empty,
+        }
+
+    def end_step(self, logs: dict[str, float], models: list[torch.nn.Module]) -> None:
+        """Bookkeeping after optimizer step `step + 1`: progress, logs, checkpoint, crash hook."""
+        self.step += 1
+        assert self._bar is not None, "call resume() before the loop"
+        self._bar.update(1)
+        self._bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
+        if self.step % self.config.log_every == 0 or self.step == self.max_steps:
+            self.accelerator.log(logs, step=self.step)
+        every = self.config.checkpoint.every_steps
+        if (every and self.step % every == 0) or self.step == self.max_steps:
+            state = {
+                "consumed_batches": self.consumed,
+                "batches_per_epoch": self.batches_per_epoch,
+                "nonfinite_steps": self.guard.total,
+                "images": self.image_counts(),
+                "extra": self.extra_state,
+            }
+            self.checkpoints.save(self.step, state, models)
+        if self.config.crash_after_steps and self.step == self.config.crash_after_steps:
+            self.accelerator.wait_for_everyone()
+            os._exit(75)  # a hard stop: no cleanup, no final save, like a kill
+
+    def finish(self) -> dict[str, Any]:
+        """Close the bar and trackers; a summary of the run (collective: call on all ranks)."""
+        if self._bar is not None:
+            self._bar.close()
+        counts = self.image_counts()
+        if counts["corrupt"]:
+            self.accelerator.print(
+                f"skipped {counts['corrupt']} unreadable image(s) of {counts['seen']} loaded "
+                f"({counts['empty_batches']} batch(es) had none left)"
+            )
+        self.accelerator.end_training()
+        return {
+            "steps": self.step,
+            "nonfinite_steps_skipped": self.guard.total,
+            "images_seen": counts["seen"],
+            "corrupt_images_skipped": counts["corrupt"],
+            "seconds": round(time.perf_counter() - self._t0, 1),
+        }
+
+
+def write_model_card(
+    folder: Path, title: str, config: TrainConfig, data_note: str, metrics: dict[str, Any]
+) -> None:
+    """README.md beside an export: what it is, the data, the measured numbers and the full config."""
+    lines = [
+        "---",
+        "library_name: diffusers",
+        "tags: [latentforge, text-to-image]",
+        "---",
+        f"# {title}",
+        "",
+        "Trained with latentforge. Reproduce with the config below (`latentforge train ... --config config.yaml`).",
+        "",
+        "## Data",
+        "",
+        data_note,
+        "",
+        "## Results",
+        "",
+        "```json",
+        json.dumps(metrics, indent=2, default=str),
+        "```",
+        "",
+        "## Config",
+        "",
+        "```yaml",
+        yaml.safe_dump(config_to_dict(config), sort_keys=False).rstrip(),
+        "```",
+        "",
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.md").write_text("\n".join(lines))

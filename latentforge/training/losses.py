@@ -1,0 +1,116 @@
+"""Loss math of the trainers as small pure functions (unit-tested against hand-computed values).
+
+Diffusion: Ho et al. 2020 (eps target), Salimans & Ho 2022 §4 (v target), Hang et al. 2023 "Efficient
+Diffusion Training via Min-SNR Weighting Strategy" (min-SNR-gamma). VAE: Rombach et al. 2022 (LDM)
+appendix G / Esser et al. 2021 (taming-transformers) for the KL term, hinge PatchGAN losses and the
+adaptive discriminator weight.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+PredictionType = Literal["epsilon", "v_prediction", "sample"]
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) -> (B, 1, 1, ...) so it broadcasts against `like`."""
+    return values.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def _check_prediction_type(prediction_type: str) -> None:
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {list(PREDICTION_TYPES)}, got {prediction_type!r}")
+
+
+def diffusion_target(
+    latents: torch.Tensor, noise: torch.Tensor, alphas_cumprod_t: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
+    """What the U-Net learns to predict; latents/noise: (B, C, H, W), alphas_cumprod_t: (B,) in (0, 1].
+
+    epsilon: the noise; v_prediction: v = sqrt(a) * noise - sqrt(1 - a) * x0; sample: x0.
+    """
+    _check_prediction_type(prediction_type)
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "sample":
+        return latents
+    a = _per_sample(alphas_cumprod_t.to(latents.dtype), latents)
+    return a.sqrt() * noise - (1 - a).sqrt() * latents
+
+
+def snr(alphas_cumprod_t: torch.Tensor) -> torch.Tensor:
+    """Signal-to-noise ratio alpha_bar / (1 - alpha_bar) of each timestep; (B,) -> (B,)."""
+    return alphas_cumprod_t / (1 - alphas_cumprod_t)
+
+
+def min_snr_weights(snr_t: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+    """Per-sample loss weights of min-SNR-gamma (Hang et al. 2023, eq. 8 and §3.4); (B,) -> (B,).
+
+    The paper's weight min(SNR, gamma) is stated for an x0 loss; an eps-MSE equals SNR times the x0-MSE
+    and a v-MSE equals (SNR + 1) times it, so those losses are divided by SNR and SNR + 1 respectively.
+    """
+    _check_prediction_type(prediction_type)
+    if gamma <= 0:
+        raise ValueError(f"snr_gamma must be > 0, got {gamma}")
+    clipped = torch.clamp(snr_t, max=gamma)
+    if prediction_type == "epsilon":
+        return clipped / snr_t
+    if prediction_type == "v_prediction":
+        return clipped / (snr_t + 1)
+    return clipped
+
+
+def weighted_mse(
+    pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean squared error per sample (mean over C, H, W), times `weights` (B,) if given, averaged: scalar."""
+    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
+    if weights is not None:
+        per_sample = per_sample * weights
+    return per_sample.mean()
+
+
+def reconstruction_loss(
+    images: torch.Tensor, reconstructions: torch.Tensor, kind: Literal["l1", "l2"] = "l1"
+) -> torch.Tensor:
+    """Mean absolute (l1) or squared (l2) pixel error, images in [-1, 1]: scalar."""
+    if kind == "l1":
+        return (images - reconstructions).abs().mean()
+    if kind == "l2":
+        return F.mse_loss(reconstructions, images)
+    raise ValueError(f"rec_loss must be 'l1' or 'l2', got {kind!r}")
+
+
+def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, 1)) summed over C, H, W, per sample: (B, C, h, w) -> (B,)."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1)
+
+
+def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """Discriminator hinge loss 0.5 * (E[relu(1 - D(x))] + E[relu(1 + D(x_rec))]): scalar."""
+    return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
+
+
+def hinge_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
+    """Generator (decoder) adversarial loss -E[D(x_rec)]: scalar."""
+    return -logits_fake.mean()
+
+
+def adaptive_disc_weight(
+    nll_loss: torch.Tensor,
+    g_loss: torch.Tensor,
+    last_layer: torch.Tensor,
+    max_weight: float = 1e4,
+    eps: float = 1e-4,
+) -> torch.Tensor:
+    """Taming-transformers' balance ||d nll / d w|| / (||d g / d w|| + eps), clamped to [0, max_weight],
+    w = the decoder's last layer weight; detached scalar (Esser et al. 2021, eq. 7)."""
+    (nll_grad,) = torch.autograd.grad(nll_loss, last_layer, retain_graph=True)
+    (g_grad,) = torch.autograd.grad(g_loss, last_layer, retain_graph=True)
+    weight = nll_grad.norm() / (g_grad.norm() + eps)
+    return torch.clamp(weight, 0.0, max_weight).detach()

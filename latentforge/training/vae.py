@@ -1,0 +1,240 @@
+"""Stage 1: train the KL autoencoder (`AutoencoderKL`) as in latent diffusion (Rombach et al. 2022, §3 and
+appendix G): L1/L2 reconstruction + KL + a PatchGAN discriminator with hinge loss and the adaptive weight of
+taming-transformers, switched on after `disc_start` steps. No LPIPS term: its weights are not available
+offline. Exports `output_dir/model/vae/` with `scaling_factor = 1 / std(latents)` measured on training data.
+
+    latentforge train vae --config shapes-small-vae [key=value ...]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from accelerate import Accelerator
+
+from latentforge.evaluation.metrics import psnr, ssim
+from latentforge.training import losses
+from latentforge.training.common import (
+    OptimConfig,
+    TrainConfig,
+    TrainingRun,
+    make_accelerator,
+    make_ema,
+    make_optimizer,
+    write_model_card,
+)
+from latentforge.training.data import DataConfig, data_note, image_loader, load_splits
+from latentforge.training.models import load_vae
+from latentforge.training.vae_parts import AutoencoderWithPosterior, PatchDiscriminator
+
+
+@dataclass
+class VAELossConfig:
+    """Weights of the autoencoder loss terms (LDM's LPIPSWithDiscriminator, minus LPIPS)."""
+
+    rec_loss: Literal["l1", "l2"] = "l1"  # pixel reconstruction loss
+    kl_weight: float = 1e-6  # LDM's weight, relative to a pixel-SUMMED loss (we divide KL by 3*H*W to match)
+    disc_weight: float = 0.5  # scale of the adaptive adversarial weight
+    disc_start: int = 2000  # optimizer step at which the discriminator switches on (LDM: 50001)
+    disc_layers: int = 3  # PatchGAN depth (3 = the 70x70 PatchGAN of pix2pix)
+    disc_channels: int = 64  # width of the first discriminator layer
+    disc_learning_rate: float = 0.0  # discriminator LR (0 = same as optim.learning_rate)
+
+
+@dataclass
+class VAETrainConfig(TrainConfig):
+    """`latentforge train vae`: what to train, on what, and how."""
+
+    output_dir: str = "runs/vae"  # checkpoints/, logs/, samples/, model/vae/ go here
+    model: str = (
+        "small"  # architecture (name or folder: random init) or a model/vae folder with weights (fine-tune)
+    )
+    data: DataConfig = field(
+        default_factory=lambda: DataConfig(held_out_fraction=0.02)
+    )  # images (captions unused)
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(
+            learning_rate=1e-4, adam_beta1=0.5, adam_beta2=0.9, weight_decay=0.0
+        )
+    )  # LDM: Adam(0.5, 0.9), lr 4.5e-6 * batch
+    loss: VAELossConfig = field(default_factory=VAELossConfig)  # loss terms
+    eval_every: int = 500  # held-out PSNR/SSIM + a reconstruction grid every N steps (0 = only at the end)
+    scale_samples: int = 1024  # training images encoded to measure std(latents) for scaling_factor
+
+
+def train(config: VAETrainConfig) -> Path:
+    """Train, evaluate and export; returns the exported `output_dir/model` folder."""
+    accelerator = make_accelerator(config, "vae")
+    run = TrainingRun(config, accelerator, "vae")
+    vae = load_vae(config.model, seed=config.seed)
+    autoencoder = AutoencoderWithPosterior(vae)
+    lc = config.loss
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed + 1)
+        disc = PatchDiscriminator(vae.config.out_channels, lc.disc_channels, lc.disc_layers)
+    train_data, held_out = load_splits(config.data)
+    loader = image_loader(train_data, config.data, config.optim.batch_size, shuffle=True)
+    opt_g, sched_g = make_optimizer(vae.parameters(), config.optim)
+    d_optim = OptimConfig(
+        **{**vars(config.optim), "learning_rate": lc.disc_learning_rate or config.optim.learning_rate}
+    )
+    opt_d, sched_d = make_optimizer(disc.parameters(), d_optim)
+    autoencoder, disc, opt_g, opt_d, loader = accelerator.prepare(autoencoder, disc, opt_g, opt_d, loader)
+    accelerator.register_for_checkpointing(sched_g, sched_d)
+    ema = make_ema(vae.parameters(), config.ema, accelerator)
+    run.resume(len(loader))
+    raw_disc = accelerator.unwrap_model(disc)
+    last_layer = vae.decoder.conv_out.weight  # the adaptive weight balances gradients at this layer
+
+    for batch in run.batches(loader):
+        images = batch["pixel_values"]
+        disc_on = run.step >= lc.disc_start
+        with accelerator.accumulate(autoencoder, disc):
+            recon, loss_g, logs = _generator_loss(autoencoder, raw_disc, last_layer, images, lc, disc_on)
+            if run.guard.check(loss_g):
+                accelerator.backward(loss_g)
+            if disc_on:
+                loss_d = losses.hinge_d_loss(disc(images), disc(recon.detach()))
+                logs["d_loss"] = loss_d.item()
+                if run.guard.check(loss_d):
+                    accelerator.backward(loss_d)
+            if accelerator.sync_gradients:
+                if run.guard.end_window(run.step + 1):
+                    _apply(accelerator, config.optim.max_grad_norm, autoencoder, opt_g, sched_g)
+                    if disc_on:
+                        _apply(accelerator, config.optim.max_grad_norm, disc, opt_d, sched_d)
+                    if ema is not None:
+                        ema.step(vae.parameters())
+                opt_g.zero_grad(set_to_none=True)
+                opt_d.zero_grad(set_to_none=True)
+        if accelerator.sync_gradients:
+            logs.update(loss=loss_g.item(), lr=sched_g.get_last_lr()[0])
+            run.end_step(logs, [vae])
+            if config.eval_every and run.step % config.eval_every == 0 and not run.done:
+                _evaluate(accelerator, vae, ema, held_out, config, run.step)
+            if run.done:
+                break
+
+    metrics = _evaluate(accelerator, vae, ema, held_out, config, run.step)
+    summary = run.finish()
+    return _export(accelerator, vae, ema, train_data, config, {**metrics, **summary})
+
+
+def _generator_loss(autoencoder, raw_disc, last_layer, images, lc: VAELossConfig, disc_on: bool):
+    """(reconstruction, loss, scalars): rec + kl_weight * KL (+ adaptive-weighted hinge G loss once on)."""
+    recon, mean, logvar = autoencoder(images)
+    rec = losses.reconstruction_loss(images, recon, lc.rec_loss)
+    # KL summed over the latent, divided by the pixel values per image: LDM's weight was for a summed rec loss
+    kl = losses.kl_divergence(mean, logvar).mean() / images[0].numel()
+    loss = rec + lc.kl_weight * kl
+    logs = {"rec": rec.item(), "kl": kl.item()}
+    if disc_on:
+        raw_disc.requires_grad_(False)  # G's loss must not leave gradients on D
+        g_loss = losses.hinge_g_loss(raw_disc(recon))
+        d_weight = losses.adaptive_disc_weight(rec, g_loss, last_layer) * lc.disc_weight
+        raw_disc.requires_grad_(True)
+        loss = loss + d_weight * g_loss
+        logs.update(g_loss=g_loss.item(), d_weight=d_weight.item())
+    return recon, loss, logs
+
+
+def _apply(accelerator: Accelerator, max_norm: float, model, optimizer, scheduler) -> None:
+    if max_norm > 0:
+        accelerator.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    scheduler.step()
+
+
+@torch.no_grad()
+def _evaluate(
+    accelerator: Accelerator, vae, ema, held_out, config: VAETrainConfig, step: int
+) -> dict[str, float]:
+    """Held-out PSNR/SSIM of posterior-mode reconstructions (EMA weights if on); main process only."""
+    metrics: dict[str, float] = {}
+    if accelerator.is_main_process and len(held_out):
+        if ema is not None:
+            ema.store(vae.parameters())
+            ema.copy_to(vae.parameters())
+        vae.eval()
+        psnrs, ssims, first = [], [], None
+        for batch in image_loader(held_out, config.data, config.optim.batch_size, shuffle=False, flip=False):
+            images = batch["pixel_values"].to(accelerator.device)
+            recon = vae.decode(vae.encode(images).latent_dist.mode()).sample.clamp(-1, 1)
+            psnrs.append(psnr((images + 1) / 2, (recon + 1) / 2))
+            ssims.append(ssim((images + 1) / 2, (recon + 1) / 2))
+            first = first if first is not None else torch.cat([images[:8], recon[:8]])
+        vae.train()
+        if ema is not None:
+            ema.restore(vae.parameters())
+        metrics = {
+            "held_out_psnr": torch.cat(psnrs).mean().item(),
+            "held_out_ssim": torch.cat(ssims).mean().item(),
+        }
+        accelerator.log(metrics, step=step)
+        if first is not None:
+            _save_grid(first, Path(config.output_dir) / "samples" / f"vae-step-{step}.png", rows=2)
+        accelerator.print(
+            f"step {step}: held-out PSNR {metrics['held_out_psnr']:.2f} dB, SSIM {metrics['held_out_ssim']:.4f}"
+        )
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+def _save_grid(images: torch.Tensor, path: Path, rows: int) -> None:
+    """images (N, 3, H, W) in [-1, 1] -> one PNG with `rows` rows (originals above reconstructions)."""
+    from torchvision.utils import save_image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image((images.float().cpu() + 1) / 2, path, nrow=max(1, images.shape[0] // rows))
+
+
+@torch.no_grad()
+def measure_latent_std(vae, loader, max_samples: int, device: torch.device) -> float:
+    """Std of posterior samples over up to `max_samples` images: LDM's `scale_by_std` (appendix D.1 / G)."""
+    values, seen = [], 0
+    for batch in loader:
+        images = batch["pixel_values"].to(device)
+        values.append(vae.encode(images).latent_dist.sample().float().flatten().cpu())
+        seen += images.shape[0]
+        if seen >= max_samples:
+            break
+    return torch.cat(values).std().item()
+
+
+def _export(accelerator: Accelerator, vae, ema, train_data, config: VAETrainConfig, metrics: dict) -> Path:
+    """Write `output_dir/model/vae/` (EMA weights if on, measured scaling_factor) and a model card."""
+    model_dir = Path(config.output_dir) / "model"
+    if accelerator.is_main_process:
+        if ema is not None:
+            ema.copy_to(vae.parameters())
+        vae.eval()
+        loader = image_loader(train_data, config.data, config.optim.batch_size, shuffle=False, flip=False)
+        std = measure_latent_std(vae, loader, config.scale_samples, accelerator.device)
+        vae.register_to_config(scaling_factor=1.0 / std)
+        metrics = {**metrics, "latent_std": std, "scaling_factor": 1.0 / std}
+        model_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".vae.tmp-", dir=model_dir))
+        vae.save_pretrained(tmp, safe_serialization=True)
+        shutil.rmtree(model_dir / "vae", ignore_errors=True)
+        os.replace(tmp, model_dir / "vae")
+        write_model_card(
+            model_dir,
+            "latentforge VAE (AutoencoderKL)",
+            config,
+            data_note(config.data, len(train_data)),
+            metrics,
+        )
+        (model_dir / "vae_metrics.json").write_text(json.dumps(metrics, indent=2))
+        accelerator.print(f"exported {model_dir / 'vae'} (scaling_factor {1.0 / std:.5f})")
+    accelerator.wait_for_everyone()
+    return model_dir
+
+
+CONFIG_CLASS = VAETrainConfig

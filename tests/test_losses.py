@@ -1,0 +1,106 @@
+"""Loss math of the trainers against values computed by hand (and against diffusers where it has one)."""
+
+import math
+
+import pytest
+import torch
+from diffusers import DDPMScheduler
+from diffusers.training_utils import compute_snr
+
+from latentforge.training import losses
+
+
+def test_eps_and_sample_targets_are_noise_and_latents():
+    latents, noise = torch.full((1, 1, 1, 1), 2.0), torch.full((1, 1, 1, 1), -1.0)
+    a = torch.tensor([0.64])
+    assert losses.diffusion_target(latents, noise, a, "epsilon").item() == -1.0
+    assert losses.diffusion_target(latents, noise, a, "sample").item() == 2.0
+
+
+def test_v_target_by_hand():
+    # a = 0.64: sqrt(a) = 0.8, sqrt(1 - a) = 0.6; v = 0.8 * (-1) - 0.6 * 2 = -2.0
+    v = losses.diffusion_target(
+        torch.full((1, 1, 1, 1), 2.0), torch.full((1, 1, 1, 1), -1.0), torch.tensor([0.64]), "v_prediction"
+    )
+    assert v.item() == pytest.approx(-2.0)
+
+
+def test_v_target_matches_diffusers_get_velocity():
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    g = torch.Generator().manual_seed(0)
+    latents, noise = torch.randn(3, 4, 2, 2, generator=g), torch.randn(3, 4, 2, 2, generator=g)
+    t = torch.tensor([0, 500, 999])
+    ours = losses.diffusion_target(latents, noise, scheduler.alphas_cumprod[t], "v_prediction")
+    torch.testing.assert_close(ours, scheduler.get_velocity(latents, noise, t))
+
+
+def test_snr_by_hand_and_against_diffusers():
+    assert losses.snr(torch.tensor([0.8])).item() == pytest.approx(4.0)
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    t = torch.tensor([1, 10, 999])
+    torch.testing.assert_close(losses.snr(scheduler.alphas_cumprod[t]), compute_snr(scheduler, t))
+
+
+def test_min_snr_weights_by_hand():
+    snr = torch.tensor([1.0, 4.0, 10.0])
+    # eps: min(snr, 5) / snr
+    torch.testing.assert_close(losses.min_snr_weights(snr, 5.0, "epsilon"), torch.tensor([1.0, 1.0, 0.5]))
+    # v: min(snr, 5) / (snr + 1)
+    torch.testing.assert_close(
+        losses.min_snr_weights(snr, 5.0, "v_prediction"), torch.tensor([0.5, 0.8, 5 / 11])
+    )
+    # x0: min(snr, 5)
+    torch.testing.assert_close(losses.min_snr_weights(snr, 5.0, "sample"), torch.tensor([1.0, 4.0, 5.0]))
+    with pytest.raises(ValueError, match="prediction_type"):
+        losses.min_snr_weights(snr, 5.0, "flow")
+    with pytest.raises(ValueError, match="snr_gamma"):
+        losses.min_snr_weights(snr, 0.0, "epsilon")
+
+
+def test_weighted_mse_by_hand():
+    pred = torch.tensor([[1.0, 3.0], [0.0, 0.0]]).reshape(2, 2, 1, 1)
+    target = torch.zeros(2, 2, 1, 1)
+    # per-sample MSE: (1 + 9) / 2 = 5 and 0; weights 0.5 and 7 -> mean(2.5, 0) = 1.25
+    assert losses.weighted_mse(pred, target, torch.tensor([0.5, 7.0])).item() == pytest.approx(1.25)
+    assert losses.weighted_mse(pred, target).item() == pytest.approx(2.5)
+
+
+def test_kl_divergence_by_hand():
+    # one latent value: mean 1, logvar 0 -> 0.5 * (1 + 1 - 1 - 0) = 0.5; mean 0, logvar log 2 -> 0.5 * (2 - 1 - ln 2)
+    mean = torch.tensor([1.0, 0.0]).reshape(2, 1, 1, 1)
+    logvar = torch.tensor([0.0, math.log(2.0)]).reshape(2, 1, 1, 1)
+    kl = losses.kl_divergence(mean, logvar)
+    torch.testing.assert_close(kl, torch.tensor([0.5, 0.5 * (1 - math.log(2.0))]))
+    # summed over C, H, W: 4 identical entries give 4x
+    assert losses.kl_divergence(torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)).item() == pytest.approx(2.0)
+    # agrees with diffusers' DiagonalGaussianDistribution.kl()
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    params = torch.randn(2, 8, 3, 3, generator=torch.Generator().manual_seed(0))
+    dist = DiagonalGaussianDistribution(params)
+    torch.testing.assert_close(losses.kl_divergence(dist.mean, dist.logvar), dist.kl())
+
+
+def test_hinge_losses_by_hand():
+    real = torch.tensor([2.0, 0.5])  # relu(1 - x) = 0, 0.5 -> mean 0.25
+    fake = torch.tensor([-2.0, 0.0])  # relu(1 + x) = 0, 1 -> mean 0.5
+    assert losses.hinge_d_loss(real, fake).item() == pytest.approx(0.5 * (0.25 + 0.5))
+    assert losses.hinge_g_loss(fake).item() == pytest.approx(1.0)
+
+
+def test_adaptive_disc_weight_by_hand():
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    nll = 3.0 * w.sum()  # gradient (3, 3): norm 3 * sqrt(2)
+    g = w.sum()  # gradient (1, 1): norm sqrt(2)
+    weight = losses.adaptive_disc_weight(nll, g, w)
+    assert weight.item() == pytest.approx(3 * math.sqrt(2) / (math.sqrt(2) + 1e-4), rel=1e-6)
+    assert not weight.requires_grad
+    assert losses.adaptive_disc_weight(1e9 * w.sum(), g, w).item() == pytest.approx(1e4)  # clamped
+
+
+def test_reconstruction_losses_by_hand():
+    x, y = torch.zeros(1, 1, 1, 2), torch.tensor([[[[1.0, -3.0]]]])
+    assert losses.reconstruction_loss(x, y, "l1").item() == pytest.approx(2.0)
+    assert losses.reconstruction_loss(x, y, "l2").item() == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="rec_loss"):
+        losses.reconstruction_loss(x, y, "huber")

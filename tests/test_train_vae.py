@@ -1,0 +1,83 @@
+"""The VAE trainer end to end on the tiny architecture: trains (discriminator on), skips a NaN step and
+corrupt images, checkpoints, and exports a VAE that stock diffusers loads, with a measured scaling_factor."""
+
+import json
+import math
+import random
+
+import pytest
+import torch
+from diffusers import AutoencoderKL
+from safetensors.torch import load_file
+
+from latentforge.commands.train import resolve_config
+from latentforge.config import load_config
+from latentforge.data.shapes import render_scene, sample_scene
+from latentforge.training import losses, vae
+from latentforge.training.checkpoints import is_complete
+from latentforge.training.models import load_vae
+
+
+def _imagefolder_with_corrupt_files(root, good: int, corrupt: int):
+    """An imagefolder (metadata.jsonl) of `good` shapes renders and `corrupt` unreadable files."""
+    root.mkdir()
+    rows = []
+    for i in range(good):
+        render_scene(sample_scene(random.Random(i), size=32)).save(root / f"{i}.png")
+        rows.append({"file_name": f"{i}.png", "text": f"image {i}"})
+    for i in range(corrupt):
+        data = (root / "0.png").read_bytes()[: 40 + 30 * i] if i % 2 else b""  # truncated PNG / empty file
+        (root / f"bad{i}.png").write_bytes(data)
+        rows.append({"file_name": f"bad{i}.png", "text": f"bad {i}"})
+    (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return root
+
+
+def test_smoke_vae_trains_skips_bad_data_and_exports(tmp_path, monkeypatch):
+    data = _imagefolder_with_corrupt_files(tmp_path / "data", good=14, corrupt=4)
+    out = tmp_path / "run"
+    config = load_config(
+        vae.VAETrainConfig,
+        resolve_config("smoke-vae"),
+        [
+            f"output_dir={out}",
+            f"data.dataset={data}",
+            "data.held_out_fraction=0.1",
+            "data.max_corrupt_fraction=0.6",
+        ],
+    )
+    calls = {"n": 0}
+    real_rec = losses.reconstruction_loss
+
+    def nan_on_second_call(*args, **kwargs):
+        calls["n"] += 1
+        value = real_rec(*args, **kwargs)
+        return value * float("nan") if calls["n"] == 2 else value
+
+    monkeypatch.setattr(losses, "reconstruction_loss", nan_on_second_call)
+    model_dir = vae.train(config)
+
+    metrics = json.loads((model_dir / "vae_metrics.json").read_text())
+    assert metrics["steps"] == 4
+    assert metrics["nonfinite_steps_skipped"] == 1
+    assert metrics["corrupt_images_skipped"] >= 1, "corrupt files were in the epoch but none was reported"
+    assert math.isfinite(metrics["held_out_psnr"]) and 0 < metrics["held_out_ssim"] <= 1
+
+    # checkpoints: both complete (keep_last=2); the discriminator (model_1, on from step 2) changed
+    ckpts = out / "checkpoints"
+    assert is_complete(ckpts / "checkpoint-2") and is_complete(ckpts / "checkpoint-4")
+    d2 = load_file(ckpts / "checkpoint-2" / "model_1.safetensors")
+    d4 = load_file(ckpts / "checkpoint-4" / "model_1.safetensors")
+    assert any(not torch.equal(d2[k], d4[k]) for k in d2 if d2[k].is_floating_point())
+
+    # the export: stock diffusers loads it; weights trained; scaling_factor = 1 / std of training latents
+    exported = AutoencoderKL.from_pretrained(model_dir / "vae")
+    initial = load_vae("tiny", seed=0)
+    assert not torch.equal(exported.decoder.conv_out.weight, initial.decoder.conv_out.weight)
+    assert all(torch.isfinite(p).all() for p in exported.parameters())
+    assert exported.config.scaling_factor == pytest.approx(metrics["scaling_factor"])
+    assert exported.config.scaling_factor != pytest.approx(0.18215)
+    loader = vae.image_loader(*vae.load_splits(config.data)[:1], config.data, 4, shuffle=False, flip=False)
+    std = vae.measure_latent_std(exported, loader, 16, torch.device("cpu"))
+    assert 1 / std == pytest.approx(exported.config.scaling_factor, rel=0.1)
+    assert "held_out_psnr" in (model_dir / "README.md").read_text()
