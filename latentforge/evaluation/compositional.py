@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from latentforge.evaluation.detector import DetectedObject, Detection, detect_objects
+from latentforge.evaluation.report import Report
 
 CATEGORIES = ("single_object", "two_objects", "counting", "colors", "position", "color_attribution")
 # Without a background phrase the training captions mean white (shapes_grammar: only white goes
@@ -199,3 +200,45 @@ def score_images(
         result.reasons.append(reason)
         result.detections.append(detection)
     return result
+
+
+def evaluate_compositional(
+    pipe, prompts: Sequence[CompositionalPrompt], images_per_prompt: int = 1, seed: int = 0, **generate_kwargs
+) -> tuple[CompositionalResult, list[Image.Image]]:
+    """Generate `images_per_prompt` images per prompt with `pipe` (seeds `seed`, `seed + 1`, ...) and score them."""
+    from latentforge.evaluation.generate import generate_images
+
+    if images_per_prompt < 1:
+        raise ValueError(f"images_per_prompt must be >= 1, got {images_per_prompt}")
+    repeated = [p for p in prompts for _ in range(images_per_prompt)]
+    images = generate_images(pipe, [p.text for p in repeated], seed=seed, **generate_kwargs)
+    return score_images(repeated, images), images
+
+
+def compositional_report(
+    result: CompositionalResult, images: Sequence[Image.Image], settings: dict
+) -> Report:
+    """The benchmark's report: accuracy per category and overall, in-distribution and held-out pairs."""
+    from latentforge.evaluation.report import Metric
+
+    metrics = []
+    for split, scores in result.summary().items():
+        if not isinstance(scores, dict):
+            continue
+        in_split = [p for p in result.prompts if p.held_out == (split == "held_out")]
+        for category, value in scores.items():
+            count = sum(category in ("overall", p.category) for p in in_split)
+            metrics.append(Metric(f"{split}/{category}", value, f"{count} images, shapes detector"))
+    rows = [
+        {"prompt": p.text, "category": p.category, "held_out": p.held_out, "correct": c, "reason": r}
+        for p, c, r in zip(result.prompts, result.correct, result.reasons)
+    ]
+    return Report(
+        name="compositional",
+        title="Compositional benchmark (GenEval-style, shapes world)",
+        metrics=metrics,
+        rows=rows,
+        images=list(images),
+        marks=list(result.correct),
+        settings=settings,
+    )

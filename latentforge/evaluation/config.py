@@ -1,0 +1,30 @@
+"""Settings of `latentforge eval`: one dataclass with working defaults; YAML files in `configs/eval/` hold
+overrides, command-line flags and `key=value` pairs override those. Each task reads the fields it needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TASKS = ("compositional", "emoji", "vae", "fid", "clip-score")
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate, how to sample, and where to write the report."""
+
+    model: str = ""  # diffusers-layout model folder; for `vae` also a bare VAE folder
+    output_dir: str = "eval"  # reports are written here as <task>.json, <task>.md, <task>.png
+    overwrite: bool = False  # replace an existing report of the same task in output_dir
+    seed: int = 0  # fixes the prompt set and the image seeds (image i uses seed + i)
+    num_prompts: int = 50  # compositional: per category (and as many held-out); emoji/clip-score: in all
+    images_per_prompt: int = 1  # compositional only (GenEval uses 4)
+    num_images: int = 256  # fid: generated and reference images; vae: held-out images
+    image_size: int = 64  # px of reference / held-out images (the shapes world is drawn at 64)
+    steps: int = 20  # denoising steps
+    guidance: float = 5.0  # classifier-free guidance scale
+    scheduler: str = ""  # sampler name from latentforge.pipelines.schedulers; "" = the model's own
+    batch_size: int = 16  # images per pipeline call
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    clip: str = ""  # open_clip folder (open_clip_config.json + open_clip_model.safetensors)
+    features: str = "auto"  # fid/kid feature space: auto (inception > clip > pixels), inception, clip, pixels
+    emoji_skin_tones: bool = False  # emoji: include skin-tone variants in the gallery

@@ -1,0 +1,78 @@
+"""Images for evaluation from any text-to-image pipeline: ours, or any diffusers-layout model folder.
+
+Image i of a run is drawn with its own CPU generator seeded `seed + i`, so a benchmark gives the same
+images whatever the batch size, and a single image can be regenerated on its own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'cuda' when available for "auto", else the given device name."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_pipeline(model: Any, device: str = "auto", scheduler: str | None = None) -> Any:
+    """A text-to-image pipeline: `model` is a pipeline object (returned as is, moved to `device`) or a
+    diffusers-layout model folder, loaded as `latentforge.pipelines.TextToImagePipeline`."""
+    device = resolve_device(device)
+    if isinstance(model, (str, os.PathLike)):
+        from latentforge.pipelines import TextToImagePipeline
+
+        model = TextToImagePipeline.from_pretrained(model)
+    if scheduler:
+        from latentforge.pipelines.schedulers import make_scheduler
+
+        model.scheduler = make_scheduler(scheduler, model.scheduler.config)
+    components = getattr(model, "components", None)
+    if hasattr(components, "to") and not isinstance(components, dict):
+        components.to(device)  # our pipelines: a Components dataclass
+    else:
+        model.to(device)  # diffusers pipelines
+    if hasattr(model, "set_progress_bar_config"):
+        model.set_progress_bar_config(disable=True)  # one bar over the whole run instead
+    return model
+
+
+def generate_images(
+    pipe: Any,
+    prompts: Sequence[str],
+    seed: int = 0,
+    num_inference_steps: int = 20,
+    guidance_scale: float = 5.0,
+    batch_size: int = 16,
+    height: int | None = None,
+    width: int | None = None,
+    desc: str = "generating",
+) -> list[Image.Image]:
+    """One PIL image per prompt, generated in batches; image i uses a CPU generator seeded `seed + i`."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+    images: list[Image.Image] = []
+    starts = range(0, len(prompts), batch_size)
+    for start in tqdm(starts, desc=desc, disable=len(starts) < 2):
+        batch = list(prompts[start : start + batch_size])
+        generators = [torch.Generator("cpu").manual_seed(seed + start + i) for i in range(len(batch))]
+        output = pipe(
+            prompt=batch,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            generator=generators,
+            height=height,
+            width=width,
+            output_type="pil",
+        )
+        images.extend(output.images)
+    return images
