@@ -66,10 +66,23 @@ def build_config(cls: type[T], values: Mapping[str, Any], _prefix: str = "") -> 
                 raise ConfigError(
                     f"{_prefix}{key} is a group of settings; give a mapping or {key}.FIELD=VALUE"
                 )
-            kwargs[key] = build_config(hint, value, f"{_prefix}{key}.")
+            # Start from the group's own default (a parent may set e.g. optim=OptimConfig(lr=5e-4)), so a
+            # YAML that overrides one key of a group keeps the parent's other defaults.
+            kwargs[key] = build_config(
+                hint, _deep_merge(_default_values(fields[key]), value), f"{_prefix}{key}."
+            )
         else:
             kwargs[key] = coerce(value, hint, _prefix + key)
     return cls(**kwargs)
+
+
+def _default_values(field: dataclasses.Field) -> dict[str, Any]:
+    """The default of a dataclass-typed field as a nested dict ({} when it has none)."""
+    if field.default_factory is not dataclasses.MISSING:
+        default = field.default_factory()
+    else:
+        default = field.default
+    return dataclasses.asdict(default) if dataclasses.is_dataclass(default) else {}
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
