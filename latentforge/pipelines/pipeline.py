@@ -1,0 +1,325 @@
+"""TextToImagePipeline, ImageToImagePipeline and InpaintPipeline: thin task front-ends over one base.
+
+The base validates a call (`checks.plan_call`), encodes the prompts, prepares the first latents and the
+inpainting condition, runs the shared loop (`core.denoise`) and decodes. Per-call values live in local
+variables and a private copy of the scheduler, so one pipeline object can serve several threads.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import os
+from typing import Any, ClassVar
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from diffusers.utils import BaseOutput
+
+from latentforge.models.components import Components
+from latentforge.pipelines import core
+from latentforge.pipelines import images as image_utils
+from latentforge.pipelines.checks import CallPlan, plan_call
+from latentforge.pipelines.prompts import encode_prompt
+from latentforge.pipelines.schedulers import make_scheduler
+from latentforge.pipelines.switches import MemorySwitches
+
+
+@dataclasses.dataclass
+class PipelineOutput(BaseOutput):
+    """`images`: PIL images, numpy (B, H, W, 3) or torch (B, 3, H, W) in [0, 1], or latents (B, 4, h, w)."""
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    nsfw_content_detected: list[bool] | None = None  # no safety checker; kept for diffusers compatibility
+
+
+class _Pipeline(MemorySwitches):
+    """Shared loading, saving, scheduler choice and the generation core of the three pipelines."""
+
+    task: ClassVar[str] = ""
+
+    def __init__(self, components: Components):
+        if not isinstance(components, Components):
+            raise TypeError(f"components must be a latentforge Components, got {type(components).__name__}")
+        self.components = components
+        self._progress: dict[str, Any] = {}
+
+    # ---- construction and persistence ------------------------------------------------------------
+    @classmethod
+    def from_components(cls, components: Components):
+        """A pipeline over `components` (the modules are used, not copied)."""
+        return cls(components)
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | os.PathLike, torch_dtype: torch.dtype | None = None):
+        """Load a diffusers-layout Stable Diffusion 1.x/2.x model folder (or hub id when online)."""
+        return cls(Components.from_pretrained(path_or_id, torch_dtype=torch_dtype))
+
+    @classmethod
+    def from_pipe(cls, other: _Pipeline):
+        """A pipeline of this class sharing `other`'s modules (no copy); its scheduler choice is its own."""
+        pipe = cls(dataclasses.replace(other.components))
+        pipe._progress = dict(other._progress)
+        pipe._offload_device, pipe._offload_last_hook = other._offload_device, other._offload_last_hook
+        return pipe
+
+    def save_pretrained(self, path: str | os.PathLike, fp16: bool = False, overwrite: bool = False) -> None:
+        """Write the model as a diffusers folder (see `Components.save_pretrained`)."""
+        self.components.save_pretrained(path, fp16=fp16, overwrite=overwrite)
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        """Move the networks to `device` and/or `dtype`; returns self."""
+        self.components.to(device, dtype)
+        return self
+
+    def set_scheduler(self, name: str):
+        """Sample with scheduler `name` (see `schedulers.SCHEDULERS`), built from the model's schedule; returns self."""
+        self.components.scheduler = make_scheduler(name, self.components.scheduler.config)
+        return self
+
+    def set_progress_bar_config(self, **kwargs: Any) -> None:
+        """tqdm options of the denoising progress bar, e.g. `disable=True`."""
+        self._progress = dict(kwargs)
+
+    # ---- components ------------------------------------------------------------------------------
+    vae = property(lambda self: self.components.vae)
+    text_encoder = property(lambda self: self.components.text_encoder)
+    tokenizer = property(lambda self: self.components.tokenizer)
+    unet = property(lambda self: self.components.unet)
+    scheduler = property(lambda self: self.components.scheduler)
+    vae_scale_factor = property(lambda self: self.components.vae_scale_factor)
+    dtype = property(lambda self: self.components.dtype)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the networks run (the offload device when model CPU offload is on)."""
+        return self._offload_device or self.components.device
+
+    def encode_prompt(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] | None = None,
+        do_classifier_free_guidance: bool = True,
+        clip_skip: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(prompt_embeds, negative_prompt_embeds) (B, L, D), ready for the `prompt_embeds` keywords."""
+        with torch.no_grad():
+            return encode_prompt(
+                self.tokenizer,
+                self.text_encoder,
+                prompt,
+                negative_prompt,
+                do_classifier_free_guidance=do_classifier_free_guidance,
+                clip_skip=clip_skip,
+                device=self.device,
+            )
+
+    # ---- generation ------------------------------------------------------------------------------
+    def _generate(
+        self,
+        prompt: str | list[str] | None = None,
+        *,
+        image: image_utils.ImageInput = None,
+        mask_image: image_utils.ImageInput = None,
+        strength: float = 1.0,
+        mask_blur: float = 0.0,
+        paste_back: bool = True,
+        negative_prompt: str | list[str] | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        guidance_rescale: float = 0.0,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | int | list[torch.Generator | int] | None = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        clip_skip: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        eta: float = 0.0,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: core.StepCallback | None = None,
+    ) -> PipelineOutput | tuple:
+        plan = plan_call(self, self.task, dict(locals()))
+        try:
+            with torch.no_grad():
+                images = self._run(plan)
+        finally:
+            self._after_call()
+        return PipelineOutput(images=images) if plan.return_dict else (images, None)
+
+    def _run(self, plan: CallPlan):
+        device, dtype, vae = self.device, self.unet.dtype, self.vae
+        guided = plan.guidance_scale > 1
+        cond, uncond = encode_prompt(
+            self.tokenizer,
+            self.text_encoder,
+            plan.prompts,
+            plan.negative_prompts,
+            _to(plan.prompt_embeds, device, self.text_encoder.dtype),
+            _to(plan.negative_prompt_embeds, device, self.text_encoder.dtype),
+            do_classifier_free_guidance=guided,
+            clip_skip=plan.clip_skip,
+            device=device,
+        )
+        embeddings = torch.cat([uncond, cond]) if guided else cond
+        per_prompt = plan.num_images_per_prompt
+        embeddings = embeddings.repeat_interleave(per_prompt, dim=0).to(dtype)  # [uncond x n; cond x n]
+        scheduler = copy.deepcopy(self.scheduler)  # schedulers keep per-call state (step index, history)
+        timesteps = core.set_timesteps(scheduler, plan.num_inference_steps, plan.strength, device)
+        factor, generator, total = self.vae_scale_factor, plan.generator, plan.total
+        shape = (total, vae.config.latent_channels, plan.height // factor, plan.width // factor)
+
+        image_latents = None
+        if plan.images is not None and (
+            plan.masks is None or not self.components.is_inpaint or plan.strength < 1
+        ):
+            image_latents = core.encode_images(
+                vae, plan.images * 2 - 1, total // len(plan.images), generator, device
+            )
+        # As diffusers: img2img always starts from the noised image, inpainting at strength 1 from pure noise.
+        start_from_image = plan.images is not None and (plan.masks is None or plan.strength < 1)
+        latents, noise = core.prepare_latents(
+            scheduler,
+            shape,
+            generator,
+            device,
+            dtype,
+            latents=plan.latents,
+            image_latents=image_latents if start_from_image else None,
+            timestep=timesteps[:1].repeat(total),
+        )
+        inpaint = masks = None
+        if plan.masks is not None:
+            masks = image_utils.blur_mask(plan.masks, plan.mask_blur)
+            inpaint = self._inpaint_condition(plan, masks, image_latents, noise, shape)
+        job = core.DenoiseJob(
+            unet=self.unet,
+            scheduler=scheduler,
+            timesteps=timesteps,
+            latents=latents,
+            embeddings=embeddings,
+            guidance_scale=plan.guidance_scale,
+            guidance_rescale=plan.guidance_rescale,
+            generator=generator,
+            eta=plan.eta,
+            inpaint=inpaint,
+            callback=plan.callback,
+            pipeline=self,
+            progress=self._progress,
+        )
+        latents = core.denoise(job)
+        if plan.output_type == "latent":
+            return latents
+        pixels = (core.decode_latents(vae, latents).float() * 0.5 + 0.5).clamp(0, 1)
+        if masks is not None and plan.paste_back:
+            pixels = image_utils.paste_back(pixels, _expand(plan.images, total), _expand(masks, total))
+        return _convert(pixels, plan.output_type)
+
+    def _inpaint_condition(self, plan: CallPlan, masks, image_latents, noise, shape) -> core.InpaintCondition:
+        """The mask at latent size and, for a 9-channel U-Net, the masked image's latents."""
+        device, total = self.device, plan.total
+        mask_latent = F.interpolate(masks, size=shape[-2:])  # nearest, as diffusers
+        mask_latent = _expand(mask_latent, total).to(device=device, dtype=self.unet.dtype)
+        if self.components.is_inpaint:
+            masked = (plan.images * 2 - 1) * (masks < 0.5)
+            masked_latents = core.encode_images(
+                self.vae, masked, total // len(masked), plan.generator, device
+            )
+            return core.InpaintCondition(mask_latent, masked_image_latents=masked_latents.to(self.unet.dtype))
+        core.skip_posterior_sample((len(plan.images), *shape[1:]), plan.generator, device, self.vae.dtype)
+        return core.InpaintCondition(mask_latent, image_latents=image_latents, noise=noise)
+
+
+def _to(tensor: torch.Tensor | None, device, dtype) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device=device, dtype=dtype)
+
+
+def _expand(tensor: torch.Tensor, total: int) -> torch.Tensor:
+    """(total, ...) from (1, ...) or (n, ...) with n dividing total: each row repeated total // n times."""
+    return tensor.repeat_interleave(total // tensor.shape[0], dim=0)
+
+
+def _convert(pixels: torch.Tensor, output_type: str):
+    if output_type == "pt":
+        return pixels
+    if output_type == "np":
+        return pixels.permute(0, 2, 3, 1).cpu().numpy()
+    return image_utils.to_pil(pixels)
+
+
+def _call_signature(task_call) -> inspect.Signature:
+    """`task_call`'s own parameters followed by the common keywords of `_Pipeline._generate`."""
+    own = list(inspect.signature(task_call).parameters.values())
+    own = [p for p in own if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    names = {p.name for p in own}
+    common = [
+        p
+        for p in inspect.signature(_Pipeline._generate).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+        and p.name not in names
+        and p.name not in ("image", "mask_image", "strength", "mask_blur", "paste_back")
+    ]
+    return inspect.Signature(own + common, return_annotation=PipelineOutput)
+
+
+class TextToImagePipeline(_Pipeline):
+    """Text-to-image: `pipe(prompt, ...)`; default size `unet.sample_size * vae_scale_factor`."""
+
+    task = "txt2img"
+
+    def __call__(self, prompt: str | list[str] | None = None, **kwargs: Any) -> PipelineOutput:
+        return self._generate(prompt, **kwargs)
+
+
+class ImageToImagePipeline(_Pipeline):
+    """Image-to-image (SDEdit): `pipe(prompt, image, strength=0.8, ...)` runs int(steps x strength) steps."""
+
+    task = "img2img"
+
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        image: image_utils.ImageInput = None,
+        strength: float = 0.8,
+        **kwargs: Any,
+    ) -> PipelineOutput:
+        return self._generate(prompt, image=image, strength=strength, **kwargs)
+
+
+class InpaintPipeline(_Pipeline):
+    """Inpainting: `pipe(prompt, image, mask_image, ...)`, white = repaint; 4- or 9-channel U-Nets.
+
+    `mask_blur` (pixels) softens the mask edge; soft (grey) masks blend; with `paste_back` the pixels where
+    the (blurred) mask is 0 are the input's exactly.
+    """
+
+    task = "inpaint"
+
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        image: image_utils.ImageInput = None,
+        mask_image: image_utils.ImageInput = None,
+        strength: float = 1.0,
+        mask_blur: float = 0.0,
+        paste_back: bool = True,
+        **kwargs: Any,
+    ) -> PipelineOutput:
+        return self._generate(
+            prompt,
+            image=image,
+            mask_image=mask_image,
+            strength=strength,
+            mask_blur=mask_blur,
+            paste_back=paste_back,
+            **kwargs,
+        )
+
+
+for _cls in (TextToImagePipeline, ImageToImagePipeline, InpaintPipeline):
+    _cls.__call__.__signature__ = _call_signature(_cls.__call__)

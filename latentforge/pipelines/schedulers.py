@@ -1,0 +1,79 @@
+"""Samplers by name: each name is a diffusers scheduler class plus the settings that make the variant.
+
+A scheduler is always built with `from_config` of the model's own scheduler config, so the model's noise
+schedule (betas, number of training steps, prediction type, timestep spacing) carries over and only the
+sampling algorithm changes. This module imports no torch or diffusers at import time, so the CLI can list
+the names cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class SchedulerSpec:
+    """A diffusers scheduler class name, the config overrides of the variant, and A1111's sampler name."""
+
+    class_name: str
+    overrides: dict[str, Any]
+    a1111_name: str
+
+
+SCHEDULERS: dict[str, SchedulerSpec] = {
+    "ddpm": SchedulerSpec("DDPMScheduler", {}, "DDPM"),
+    "ddim": SchedulerSpec("DDIMScheduler", {}, "DDIM"),
+    # PLMS without the Runge-Kutta warm-up steps, as Stable Diffusion ships it.
+    "pndm": SchedulerSpec("PNDMScheduler", {"skip_prk_steps": True}, "PLMS"),
+    "lms": SchedulerSpec("LMSDiscreteScheduler", {"use_karras_sigmas": False}, "LMS"),
+    "heun": SchedulerSpec("HeunDiscreteScheduler", {"use_karras_sigmas": False}, "Heun"),
+    "euler": SchedulerSpec("EulerDiscreteScheduler", {"use_karras_sigmas": False}, "Euler"),
+    "euler-a": SchedulerSpec("EulerAncestralDiscreteScheduler", {}, "Euler a"),
+    # DPM-Solver++ (Lu et al. 2022), second order, multistep; Karras et al. 2022 sigmas for "-karras".
+    "dpmpp-2m": SchedulerSpec(
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": False},
+        "DPM++ 2M",
+    ),
+    "dpmpp-2m-karras": SchedulerSpec(
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+        "DPM++ 2M Karras",
+    ),
+    "dpmpp-2m-sde": SchedulerSpec(
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "use_karras_sigmas": False},
+        "DPM++ 2M SDE",
+    ),
+    # UniPC (Zhao et al. 2023), bh2 variant, diffusers' defaults.
+    "unipc": SchedulerSpec("UniPCMultistepScheduler", {"use_karras_sigmas": False}, "UniPC"),
+}
+SCHEDULER_NAMES = tuple(SCHEDULERS)
+
+
+def check_scheduler_name(name: str) -> SchedulerSpec:
+    """The spec of `name`; ValueError listing the known names otherwise."""
+    if name not in SCHEDULERS:
+        raise ValueError(f"scheduler: unknown name {name!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
+    return SCHEDULERS[name]
+
+
+def make_scheduler(name: str, base_config: Any) -> Any:
+    """A new scheduler `name` built from `base_config` (the model's scheduler config) plus the variant's settings."""
+    import diffusers
+
+    spec = check_scheduler_name(name)
+    scheduler_cls = getattr(diffusers, spec.class_name)
+    return scheduler_cls.from_config(base_config, **spec.overrides)
+
+
+def scheduler_name_of(scheduler: Any) -> str | None:
+    """Our name for a scheduler object whose class and variant settings match an entry, else None."""
+    config = scheduler.config
+    for name, spec in SCHEDULERS.items():
+        if type(scheduler).__name__ == spec.class_name and all(
+            config.get(key) == value for key, value in spec.overrides.items()
+        ):
+            return name
+    return None

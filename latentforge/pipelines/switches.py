@@ -1,0 +1,92 @@
+"""Memory and speed switches of a pipeline, the ones diffusers users expect.
+
+They change the shared modules (attention processors, VAE modes, hooks, memory format), not per-call state,
+so they apply to every pipeline that shares the modules through `from_pipe`. PyTorch's scaled-dot-product
+attention (SDPA) is diffusers' default processor and needs no switch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class MemorySwitches:
+    """Mixin for pipelines with `unet`, `vae` and `text_encoder` properties."""
+
+    _offload_device: torch.device | None = None
+    _offload_last_hook = None
+
+    def enable_attention_slicing(self, slice_size: str | int = "auto") -> None:
+        """Compute attention in slices ("auto": two per head, "max": one at a time, or an int slice size)."""
+        self.unet.set_attention_slice(slice_size)
+
+    def disable_attention_slicing(self) -> None:
+        """Back to whole-head attention (SDPA)."""
+        self.unet.set_attention_slice(None)
+
+    def enable_vae_slicing(self) -> None:
+        """Decode a batch one image at a time (less memory for large batches)."""
+        self.vae.enable_slicing()
+
+    def disable_vae_slicing(self) -> None:
+        self.vae.disable_slicing()
+
+    def enable_vae_tiling(self) -> None:
+        """Encode and decode in overlapping tiles (large images in little memory; seams are blended)."""
+        self.vae.enable_tiling()
+
+    def disable_vae_tiling(self) -> None:
+        self.vae.disable_tiling()
+
+    def enable_model_cpu_offload(self, device: torch.device | str = "cuda") -> None:
+        """Keep the models on the CPU and move each to `device` only while it runs (accelerate hooks).
+
+        The order text encoder -> U-Net -> VAE is the order they run in; each hook offloads the previous
+        model when the next one starts, so one model at a time occupies `device`.
+        """
+        from accelerate import cpu_offload_with_hook
+
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                "enable_model_cpu_offload: device 'cuda' is not available; pass an available device"
+            )
+        hook = None
+        for module in (self.text_encoder, self.unet, self.vae):
+            module.to("cpu")
+            _, hook = cpu_offload_with_hook(module, device, prev_module_hook=hook)
+        self._offload_device = device
+        self._offload_last_hook = hook  # offloads the VAE after each call
+
+    def _after_call(self) -> None:
+        if self._offload_last_hook is not None:
+            self._offload_last_hook.offload()
+
+    def enable_xformers(self) -> None:
+        """Use xformers' memory-efficient attention (CUDA only, when the package is installed)."""
+        if self.unet.device.type != "cuda":
+            raise ValueError(
+                f"enable_xformers: xformers runs on CUDA devices only, but the model is on {self.unet.device}; "
+                "call .to('cuda') first (PyTorch SDPA is already used by default on every device)"
+            )
+        try:
+            import xformers  # noqa: F401
+        except ImportError as err:
+            raise ValueError(
+                "enable_xformers: the xformers package is not installed (pip install xformers)"
+            ) from err
+        self.unet.enable_xformers_memory_efficient_attention()
+        self.vae.enable_xformers_memory_efficient_attention()
+
+    enable_xformers_memory_efficient_attention = enable_xformers  # diffusers' name
+
+    def enable_channels_last(self) -> None:
+        """Store U-Net and VAE activations channels-last (faster convolutions on recent GPUs)."""
+        self.unet.to(memory_format=torch.channels_last)
+        self.vae.to(memory_format=torch.channels_last)
+
+    channels_last = enable_channels_last
+
+    def compile(self, mode: str | None = "reduce-overhead", fullgraph: bool = False) -> None:
+        """Compile the U-Net with `torch.compile` in place (first call slow; recompiles for new sizes)."""
+        self.unet.compile(mode=mode, fullgraph=fullgraph)
