@@ -125,8 +125,10 @@ class Components:
     # ---- utilities -----------------------------------------------------------------------------
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Components:
         """Move the three networks (in place) to `device` and/or `dtype`; returns self."""
+        # Only pass what is given: diffusers warns about fp32-kept modules whenever `dtype=` is passed.
+        kwargs = {"dtype": dtype} if dtype is not None else {}
         for module in (self.vae, self.text_encoder, self.unet):
-            module.to(device=device, dtype=dtype)
+            module.to(device=device, **kwargs)
         return self
 
     @property

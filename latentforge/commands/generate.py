@@ -1,0 +1,232 @@
+"""`latentforge generate | img2img | inpaint`: make images from a prompt and save them with their parameters.
+
+Image i of a run gets the seed `seed + i`, so it is the same image whatever the batch size. Every PNG carries
+its generation record; `--from-png FILE` makes the same image again (options given on the command line
+override the record). Torch and diffusers are imported only when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import random
+import sys
+from pathlib import Path
+
+from latentforge.pipelines.schedulers import SCHEDULER_NAMES
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "default-model"
+TASKS = {"generate": "txt2img", "img2img": "img2img", "inpaint": "inpaint"}
+DEFAULT_STRENGTH = {"txt2img": None, "img2img": 0.75, "inpaint": 1.0}
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    helps = {
+        "generate": "text-to-image: make images from a prompt",
+        "img2img": "image-to-image: redraw --image guided by a prompt (--strength)",
+        "inpaint": "inpainting: repaint the white part of --mask in --image",
+    }
+    for command, help_text in helps.items():
+        parser = subparsers.add_parser(
+            command, help=help_text, description=help_text + ". " + __doc__.split("\n")[2]
+        )
+        _add_common_arguments(parser)
+        if command != "generate":
+            parser.add_argument("--image", help="input image file")
+            parser.add_argument(
+                "--strength",
+                type=float,
+                help=f"share of the schedule to run, in (0, 1] (default {DEFAULT_STRENGTH[TASKS[command]]})",
+            )
+        if command == "inpaint":
+            parser.add_argument("--mask", help="mask image file: white = repaint, black = keep, grey = blend")
+            parser.add_argument(
+                "--mask-blur", type=float, help="Gaussian blur of the mask edge in pixels (default 0)"
+            )
+            parser.add_argument(
+                "--no-paste-back",
+                dest="paste_back",
+                action="store_false",
+                default=None,
+                help="keep the decoded pixels outside the mask instead of the input's exact pixels",
+            )
+        parser.set_defaults(run=_run, task=TASKS[command])
+
+
+def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", nargs="?", help="what to draw; A1111 weights like (word:1.3) work")
+    parser.add_argument(
+        "-o", "--output", required=True, help="PNG file to write (several images: NAME-i.png + NAME-grid.png)"
+    )
+    parser.add_argument("--model", help=f"diffusers model folder or hub id (default {DEFAULT_MODEL})")
+    parser.add_argument("--negative", help="negative prompt")
+    parser.add_argument("--steps", type=int, help="denoising steps (default 25)")
+    parser.add_argument(
+        "--guidance", type=float, dest="guidance_scale", help="classifier-free guidance scale (default 7.5)"
+    )
+    parser.add_argument("--guidance-rescale", type=float, help="guidance rescale in [0, 1] (default 0)")
+    parser.add_argument("--seed", type=int, help="seed of the first image (default: random)")
+    parser.add_argument("--scheduler", choices=SCHEDULER_NAMES, help="sampler (default: the model's own)")
+    parser.add_argument(
+        "--size", help="WIDTHxHEIGHT in pixels, multiples of the VAE factor (default: the model's size)"
+    )
+    parser.add_argument("--num-images", type=int, help="images to make (default 1)")
+    parser.add_argument(
+        "--clip-skip", type=int, help="skip the last N text-encoder layers (diffusers' convention)"
+    )
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: cuda when available)")
+    parser.add_argument(
+        "--dtype", choices=DTYPES, help="weights precision (default: float16 on CUDA, else float32)"
+    )
+    parser.add_argument("--from-png", help="regenerate the image whose parameters this PNG carries")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+
+def _settings(args: argparse.Namespace):
+    """The generation record for this run: command line over --from-png record over defaults."""
+    from latentforge.pipelines.metadata import GenerationRecord, read_record
+
+    record = read_record(args.from_png) if args.from_png else GenerationRecord(task=args.task)
+    given = {
+        "prompt": args.prompt,
+        "negative_prompt": args.negative,
+        "steps": args.steps,
+        "guidance_scale": args.guidance_scale,
+        "guidance_rescale": args.guidance_rescale,
+        "seed": args.seed,
+        "scheduler": args.scheduler,
+        "num_images": args.num_images,
+        "clip_skip": args.clip_skip,
+        "device": args.device,
+        "dtype": args.dtype,
+        "model": args.model,
+        "strength": getattr(args, "strength", None),
+        "image": getattr(args, "image", None),
+        "mask": getattr(args, "mask", None),
+        "mask_blur": getattr(args, "mask_blur", None),
+        "paste_back": getattr(args, "paste_back", None),
+    }
+    if args.size:
+        given["width"], given["height"] = _parse_size(args.size)
+    # Unset fields keep the record's values: the PNG's, or GenerationRecord's defaults.
+    record = dataclasses.replace(record, **{k: v for k, v in given.items() if v is not None}, grid=False)
+    if args.seed is None and not args.from_png:
+        record.seed = random.randrange(2**32)
+    if record.strength is None:
+        record.strength = DEFAULT_STRENGTH[record.task]
+    record.model = record.model or str(DEFAULT_MODEL)
+    if Path(record.model).exists():
+        record.model = str(Path(record.model).resolve())
+    for name in ("image", "mask"):
+        if getattr(record, name):
+            setattr(record, name, str(Path(getattr(record, name)).resolve()))
+    return record
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--size must be WIDTHxHEIGHT in pixels, e.g. 512x512; got {text!r}") from None
+    return width, height
+
+
+def _check(record, args: argparse.Namespace) -> list[Path]:
+    """Cheap checks before any model loads; returns the output paths."""
+    if args.prompt is None and not args.from_png:
+        raise ValueError("give a PROMPT (or --from-png FILE)")
+    if record.num_images < 1:
+        raise ValueError(f"--num-images must be >= 1, got {record.num_images}")
+    if record.task != "txt2img" and not record.image:
+        raise ValueError(f"{args.command}: --image is required")
+    if record.task == "inpaint" and not record.mask:
+        raise ValueError("inpaint: --mask is required (white = repaint, black = keep)")
+    model = Path(record.model)
+    if record.model == str(DEFAULT_MODEL) and not model.is_dir():
+        raise FileNotFoundError(
+            f"the default model {DEFAULT_MODEL} is not installed; pass --model with a diffusers model folder or hub id"
+        )
+    output = Path(args.output)
+    if output.suffix.lower() != ".png":
+        raise ValueError(
+            f"-o/--output must be a .png file (it carries the generation parameters), got {output}"
+        )
+    paths = (
+        [output]
+        if record.num_images == 1
+        else [output.with_name(f"{output.stem}-{i}{output.suffix}") for i in range(record.num_images)]
+        + [output.with_name(f"{output.stem}-grid{output.suffix}")]
+    )
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not args.overwrite:
+        raise ValueError(f"output exists: {', '.join(existing)}; pass --overwrite to replace")
+    return paths
+
+
+def _run(args: argparse.Namespace) -> int:
+    record = _settings(args)
+    paths = _check(record, args)
+    from latentforge.pipelines.images import load_image
+
+    image = load_image(record.image, "--image") if record.image else None
+    mask = load_image(record.mask, "--mask", mode="L") if record.mask else None
+
+    import torch
+
+    from latentforge.pipelines import metadata
+    from latentforge.pipelines.images import make_grid
+    from latentforge.pipelines.pipeline import ImageToImagePipeline, InpaintPipeline, TextToImagePipeline
+
+    device = record.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype_name = record.dtype or "auto"
+    if dtype_name == "auto":
+        dtype_name = "float16" if torch.device(device).type == "cuda" else "float32"
+    record.device, record.dtype = device, dtype_name
+    pipeline_cls = {
+        "txt2img": TextToImagePipeline,
+        "img2img": ImageToImagePipeline,
+        "inpaint": InpaintPipeline,
+    }
+    pipe = pipeline_cls[record.task].from_pretrained(record.model, torch_dtype=getattr(torch, dtype_name))
+    pipe.to(device)
+    if record.scheduler:
+        pipe.set_scheduler(record.scheduler)
+    weights_hash = pipe.components.weights_hash()
+    if record.model_hash and record.model_hash != weights_hash:
+        print(
+            f"warning: the model's weights hash {weights_hash} differs from the image's {record.model_hash}",
+            file=sys.stderr,
+        )
+    record.model_hash = weights_hash
+    task_inputs = {
+        "img2img": {"image": image, "strength": record.strength},
+        "inpaint": {
+            "image": image,
+            "mask_image": mask,
+            "strength": record.strength,
+            "mask_blur": record.mask_blur,
+            "paste_back": record.paste_back,
+        },
+    }.get(record.task, {})
+    images = pipe(
+        record.prompt,
+        negative_prompt=record.negative_prompt or None,
+        num_inference_steps=record.steps,
+        guidance_scale=record.guidance_scale,
+        guidance_rescale=record.guidance_rescale,
+        clip_skip=record.clip_skip,
+        height=record.height,
+        width=record.width,
+        num_images_per_prompt=record.num_images,
+        generator=[record.seed + i for i in range(record.num_images)],
+        **task_inputs,
+    ).images
+    record.width, record.height = images[0].size
+    for i, (img, path) in enumerate(zip(images, paths)):
+        metadata.save_png(img, path, dataclasses.replace(record, seed=record.seed + i, num_images=1))
+        print(f"saved {path} (seed {record.seed + i})")
+    if len(images) > 1:
+        metadata.save_png(make_grid(images), paths[-1], dataclasses.replace(record, grid=True))
+        print(f"saved {paths[-1]} (grid of {len(images)})")
+    return 0

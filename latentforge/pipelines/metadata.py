@@ -1,0 +1,170 @@
+"""Generation parameters stored in PNG text chunks, and read back to regenerate an image.
+
+Two chunks: `parameters`, AUTOMATIC1111's "infotext" (prompt, `Negative prompt: ...`, then one line of
+`Key: value` pairs), which A1111, ComfyUI and image viewers show; and `latentforge`, a JSON record with
+every setting needed to make the same image again (`latentforge generate --from-png FILE`). Images from
+A1111 (with only `parameters`) can be read too, as far as their settings map onto ours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import PIL.Image
+from PIL.PngImagePlugin import PngInfo
+
+from latentforge.pipelines.schedulers import SCHEDULERS
+
+PARAMETERS_KEY = "parameters"
+RECORD_KEY = "latentforge"
+RECORD_VERSION = 1
+_A1111_TO_NAME = {spec.a1111_name: name for name, spec in SCHEDULERS.items()}
+_PARAM_RE = re.compile(r'\s*([\w ]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+
+
+@dataclasses.dataclass
+class GenerationRecord:
+    """Everything that decides an image: with the same model, device and dtype it is made again exactly."""
+
+    task: str = "txt2img"  # "txt2img", "img2img" or "inpaint"
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = 0  # of the first image; image i of a batch has seed + i
+    num_images: int = 1
+    steps: int = 25
+    scheduler: str | None = None  # None: the model's own scheduler
+    guidance_scale: float = 7.5
+    guidance_rescale: float = 0.0
+    clip_skip: int | None = None
+    width: int | None = None
+    height: int | None = None
+    strength: float | None = None
+    mask_blur: float = 0.0
+    paste_back: bool = True
+    image: str | None = None  # absolute path of the input image (img2img, inpaint)
+    mask: str | None = None
+    model: str = ""  # folder or hub id
+    model_hash: str = ""  # Components.weights_hash()
+    device: str | None = None
+    dtype: str | None = None
+    grid: bool = False  # the image is a grid of `num_images` images
+    version: int = RECORD_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationRecord:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def a1111_parameters(record: GenerationRecord) -> str:
+    """A1111's infotext for `record` (Sampler and Clip skip in A1111's conventions)."""
+    fields = {
+        "Steps": record.steps,
+        "Sampler": SCHEDULERS[record.scheduler].a1111_name if record.scheduler in SCHEDULERS else None,
+        "CFG scale": record.guidance_scale,
+        "Seed": record.seed,
+        "Size": f"{record.width}x{record.height}" if record.width and record.height else None,
+        "Model hash": record.model_hash or None,
+        "Model": Path(record.model).name if record.model else None,
+        "Denoising strength": record.strength if record.task != "txt2img" else None,
+        "Clip skip": record.clip_skip + 1 if record.clip_skip else None,  # A1111 counts "no skip" as 1
+        "CFG rescale": record.guidance_rescale or None,
+        "Mask blur": record.mask_blur if record.task == "inpaint" else None,
+    }
+    line = ", ".join(f"{key}: {_quote(value)}" for key, value in fields.items() if value is not None)
+    negative = f"\nNegative prompt: {record.negative_prompt}" if record.negative_prompt else ""
+    return f"{record.prompt}{negative}\n{line}"
+
+
+def _quote(value: Any) -> str:
+    text = str(value)
+    return json.dumps(text) if any(c in text for c in ',:"\n') else text
+
+
+def png_info(record: GenerationRecord) -> PngInfo:
+    """PNG text chunks holding `record` (A1111 `parameters` and the JSON `latentforge` record)."""
+    info = PngInfo()
+    info.add_text(PARAMETERS_KEY, a1111_parameters(record))
+    info.add_text(RECORD_KEY, record.to_json())
+    return info
+
+
+def save_png(image: PIL.Image.Image, path: str | os.PathLike, record: GenerationRecord) -> None:
+    """Save `image` as PNG at `path` with `record` in its text chunks."""
+    image.save(path, format="PNG", pnginfo=png_info(record))
+
+
+def read_record(path: str | os.PathLike) -> GenerationRecord:
+    """The generation record of a PNG (ours, or parsed from A1111's `parameters`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--from-png: file {path} does not exist")
+    try:
+        with PIL.Image.open(path) as image:
+            texts = dict(getattr(image, "text", {}) or {})
+    except (PIL.UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"--from-png: {path} is not an image file PIL can read ({err})") from err
+    if RECORD_KEY in texts:
+        try:
+            return GenerationRecord.from_dict(json.loads(texts[RECORD_KEY]))
+        except (json.JSONDecodeError, TypeError) as err:
+            raise ValueError(
+                f"--from-png: the {RECORD_KEY!r} record of {path} is not valid JSON ({err})"
+            ) from err
+    if PARAMETERS_KEY in texts:
+        return parse_a1111_parameters(texts[PARAMETERS_KEY])
+    raise ValueError(
+        f"--from-png: {path} carries no generation parameters (no {PARAMETERS_KEY!r} text chunk)"
+    )
+
+
+def parse_a1111_parameters(text: str) -> GenerationRecord:
+    """A record from A1111's infotext: prompt, negative prompt and the settings we share."""
+    lines = text.strip().split("\n")
+    params: dict[str, str] = {}
+    if lines and len(_PARAM_RE.findall(lines[-1])) >= 3:
+        params = {k.strip(): _unquote(v.strip()) for k, v in _PARAM_RE.findall(lines.pop())}
+    prompt_lines: list[str] = []
+    negative_lines: list[str] | None = None
+    for line in lines:
+        if line.startswith("Negative prompt:"):
+            negative_lines = [line[len("Negative prompt:") :].strip()]
+        elif negative_lines is not None:
+            negative_lines.append(line)
+        else:
+            prompt_lines.append(line)
+    record = GenerationRecord(prompt="\n".join(prompt_lines), negative_prompt="\n".join(negative_lines or []))
+    _apply_a1111_params(record, params)
+    return record
+
+
+def _apply_a1111_params(record: GenerationRecord, params: dict[str, str]) -> None:
+    if "Steps" in params:
+        record.steps = int(params["Steps"])
+    if "Seed" in params:
+        record.seed = int(params["Seed"])
+    if "CFG scale" in params:
+        record.guidance_scale = float(params["CFG scale"])
+    if "Sampler" in params:
+        record.scheduler = _A1111_TO_NAME.get(params["Sampler"])
+    if "Size" in params and "x" in params["Size"]:
+        record.width, record.height = (int(v) for v in params["Size"].split("x"))
+    if "Clip skip" in params:
+        record.clip_skip = max(int(params["Clip skip"]) - 1, 0) or None
+    if "Denoising strength" in params:
+        record.strength = float(params["Denoising strength"])
+        record.task = "img2img"
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return json.loads(value)
+    return value
