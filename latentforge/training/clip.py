@@ -1,0 +1,324 @@
+"""Stage 2: a small CLIP (Radford et al. 2021) trained contrastively with open_clip on the image/caption
+pairs, whose text tower becomes the U-Net's text encoder. The text tower has exactly the shape of an
+architecture's `text_encoder/config.json`, so the export is a drop-in `CLIPTextModel`.
+
+Exports `output_dir/model/`: `text_encoder/` + `tokenizer/` (transformers), and `open_clip/` with
+`open_clip_model.safetensors` + `open_clip_config.json` (the whole model, image tower included; load with
+`open_clip.create_model_and_transforms("local-dir:<output_dir>/model/open_clip")`; its preprocessing
+maps pixels to [-1, 1], the range the image tower was trained on).
+
+    latentforge train clip --config shapes-small-clip [key=value ...]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+
+from latentforge.models.components import resolve_architecture
+from latentforge.models.openclip import open_clip_text_to_hf, open_clip_token_features
+from latentforge.models.tokenizer import PAD_TOKENS, build_clip_tokenizer, save_tokenizer
+from latentforge.training.common import (
+    OptimConfig,
+    TrainConfig,
+    TrainingRun,
+    make_accelerator,
+    make_ema,
+    make_optimizer,
+    write_model_card,
+)
+from latentforge.training.data import DataConfig, data_note, image_loader, load_splits
+
+
+@dataclass
+class VisionConfig:
+    """The ViT image tower (open_clip CLIPVisionCfg); its image size is data.resolution."""
+
+    width: int = 192  # transformer width
+    layers: int = 4  # transformer blocks
+    head_width: int = 64  # width per attention head (heads = width / head_width)
+    patch_size: int = 8  # pixels per patch side (64 px -> 8x8 patches)
+    mlp_ratio: float = 4.0  # MLP hidden = mlp_ratio * width
+
+
+@dataclass
+class CLIPTrainConfig(TrainConfig):
+    """`latentforge train clip`: text tower shaped like `architecture`'s text encoder, a small ViT."""
+
+    output_dir: str = "runs/clip"  # checkpoints/, logs/, model/ go here
+    architecture: str = (
+        "small"  # the text tower copies architecture/text_encoder/config.json (+ its tokenizer)
+    )
+    vision: VisionConfig = field(default_factory=VisionConfig)  # image tower
+    data: DataConfig = field(
+        default_factory=lambda: DataConfig(held_out_fraction=0.05)
+    )  # image/caption pairs
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(
+            learning_rate=5e-4,
+            adam_beta2=0.98,
+            adam_epsilon=1e-6,
+            weight_decay=0.2,
+            batch_size=128,
+            lr_scheduler="cosine",
+            warmup_steps=100,
+            max_steps=2000,
+        )
+    )  # open_clip's defaults: AdamW(0.9, 0.98, eps 1e-6), wd 0.2 (not on gains/biases), cosine
+    eval_every: int = 500  # held-out retrieval accuracy every N steps (0 = only at the end)
+
+
+def clip_model_config(config: CLIPTrainConfig) -> dict[str, Any]:
+    """open_clip `CLIP(**cfg)` kwargs: text tower from the architecture's CLIPTextConfig, ViT from `vision`."""
+    text = json.loads(
+        (resolve_architecture(config.architecture) / "text_encoder" / "config.json").read_text()
+    )
+    if text["hidden_act"] not in ("gelu", "quick_gelu"):
+        raise ValueError(
+            f"architecture text_encoder hidden_act must be gelu or quick_gelu, got {text['hidden_act']}"
+        )
+    v = config.vision
+    return {
+        "embed_dim": text["projection_dim"],
+        "quick_gelu": text["hidden_act"] == "quick_gelu",
+        "text_cfg": {
+            "context_length": text["max_position_embeddings"],
+            "vocab_size": text["vocab_size"],
+            "width": text["hidden_size"],
+            "heads": text["num_attention_heads"],
+            "layers": text["num_hidden_layers"],
+            "mlp_ratio": text["intermediate_size"] / text["hidden_size"],
+        },
+        "vision_cfg": {
+            "image_size": config.data.resolution,
+            "patch_size": v.patch_size,
+            "width": v.width,
+            "layers": v.layers,
+            "head_width": v.head_width,
+            "mlp_ratio": v.mlp_ratio,
+        },
+    }
+
+
+class ShortTextCLIP(torch.nn.Module):
+    """open_clip `CLIP` whose text tower runs only up to the last end-of-text token of the batch.
+
+    With the causal mask, outputs at and before a caption's end token never see later positions, so the
+    pooled features (and the loss) equal those of the full 77-token pass; captions of ~20 tokens make the
+    text tower ~4x cheaper. forward: images (B, 3, H, W) in [-1, 1], ids (B, 77) -> open_clip's output dict.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        """Normalised text features (B, embed_dim) from ids (B, L) (end token = highest id, as in CLIP)."""
+        from open_clip.transformer import text_global_pool
+
+        m = self.model
+        n = int(ids.argmax(dim=-1).max()) + 1
+        x = m.token_embedding(ids[:, :n]) + m.positional_embedding[:n]
+        x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:n, :n]))
+        x = text_global_pool(x, ids[:, :n], m.text_pool_type)
+        x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
+        return torch.nn.functional.normalize(x, dim=-1)
+
+    def forward(self, images: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {
+            "image_features": self.model.encode_image(images, normalize=True),
+            "text_features": self.encode_text(ids),
+            "logit_scale": self.model.logit_scale.exp(),
+        }
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """open_clip's rule: no weight decay on gains, biases, norms and the logit scale."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        skip = param.ndim < 2 or "ln" in name or "bias" in name or "logit_scale" in name
+        (no_decay if skip else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train(config: CLIPTrainConfig) -> Path:
+    """Train, evaluate retrieval and export; returns the exported `output_dir/model` folder."""
+    import open_clip
+
+    accelerator = make_accelerator(config, "clip")
+    run = TrainingRun(config, accelerator, "clip")
+    model_cfg = clip_model_config(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = open_clip.CLIP(**model_cfg)
+    model.visual.image_mean = model.visual.image_std = (0.5, 0.5, 0.5)  # our pixels are in [-1, 1]
+    tokenizer = _tokenizer(config.architecture)
+    train_data, held_out = load_splits(config.data)
+    loader = image_loader(train_data, config.data, config.optim.batch_size, shuffle=True)
+    optimizer, scheduler = make_optimizer(_param_groups(model, config.optim.weight_decay), config.optim)
+    model, optimizer, loader = accelerator.prepare(ShortTextCLIP(model), optimizer, loader)
+    accelerator.register_for_checkpointing(scheduler)
+    raw = accelerator.unwrap_model(model).model
+    ema = make_ema(raw.parameters(), config.ema, accelerator)
+    loss_fn = open_clip.ClipLoss(
+        local_loss=True,  # each process scores its own rows against all gathered features
+        gather_with_grad=True,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+    )
+    run.resume(len(loader))
+
+    for batch in run.batches(loader):
+        ids = _tokenize(tokenizer, batch["text"], accelerator.device)
+        with accelerator.accumulate(model):
+            out = model(batch["pixel_values"], ids)
+            loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+            if run.guard.check(loss):
+                accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                if run.guard.end_window(run.step + 1):
+                    if config.optim.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    with torch.no_grad():  # CLIP clips the temperature at 100 (Radford et al. 2021, §2.5)
+                        raw.logit_scale.clamp_(0, math.log(100))
+                    if ema is not None:
+                        ema.step(raw.parameters())
+                optimizer.zero_grad(set_to_none=True)
+        if accelerator.sync_gradients:
+            logs = {
+                "loss": loss.item(),
+                "logit_scale": out["logit_scale"].item(),
+                "lr": scheduler.get_last_lr()[0],
+            }
+            run.end_step(logs, [raw])
+            if config.eval_every and run.step % config.eval_every == 0 and not run.done:
+                _with_ema(
+                    ema,
+                    raw,
+                    lambda: retrieval_accuracy(accelerator, raw, tokenizer, held_out, config, run.step),
+                )
+            if run.done:
+                break
+
+    if ema is not None:
+        ema.copy_to(raw.parameters())
+    metrics = retrieval_accuracy(accelerator, raw, tokenizer, held_out, config, run.step)
+    summary = run.finish()
+    return _export(accelerator, raw, model_cfg, tokenizer, config, {**metrics, **summary}, len(train_data))
+
+
+def _tokenizer(architecture: str):
+    """Our offline CLIP tokenizer with the architecture's padding convention (ids equal open_clip's)."""
+    cfg = json.loads((resolve_architecture(architecture) / "tokenizer" / "tokenizer_config.json").read_text())
+    return build_clip_tokenizer(cfg.get("pad_token", PAD_TOKENS["sd1"]), cfg.get("model_max_length", 77))
+
+
+def _tokenize(tokenizer, texts: list[str], device: torch.device) -> torch.Tensor:
+    ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True)
+    return torch.tensor(ids["input_ids"], device=device)
+
+
+def _with_ema(ema, model: torch.nn.Module, fn):
+    if ema is None:
+        return fn()
+    ema.store(model.parameters())
+    ema.copy_to(model.parameters())
+    try:
+        return fn()
+    finally:
+        ema.restore(model.parameters())
+
+
+@torch.no_grad()
+def retrieval_accuracy(
+    accelerator: Accelerator, model, tokenizer, held_out, config: CLIPTrainConfig, step: int
+) -> dict:
+    """Held-out top-1 image->text and text->image retrieval among all held-out pairs (main process only).
+
+    A retrieved caption counts as right when its text equals the true caption (shapes captions repeat)."""
+    metrics: dict[str, float] = {}
+    if accelerator.is_main_process and len(held_out):
+        model.eval()
+        images, texts = [], []
+        for batch in image_loader(held_out, config.data, 64, shuffle=False, flip=False):
+            feats = model.encode_image(batch["pixel_values"].to(accelerator.device), normalize=True)
+            images.append(feats)
+            texts.extend(batch["text"])
+        model.train()
+        image_feats = torch.cat(images)
+        text_feats = torch.cat(
+            [
+                model.encode_text(_tokenize(tokenizer, texts[i : i + 64], accelerator.device), normalize=True)
+                for i in range(0, len(texts), 64)
+            ]
+        )
+        sims = image_feats @ text_feats.T
+        same = torch.tensor([[a == b for b in texts] for a in texts], device=sims.device)
+        rows = torch.arange(len(texts), device=sims.device)
+        metrics = {
+            "held_out_pairs": len(texts),
+            "image_to_text_top1": same[rows, sims.argmax(1)].float().mean().item(),
+            "text_to_image_top1": same[sims.argmax(0), rows].float().mean().item(),
+            "chance_top1": same.float().mean().item(),
+        }
+        accelerator.log({k: v for k, v in metrics.items() if k != "held_out_pairs"}, step=step)
+        accelerator.print(
+            f"step {step}: held-out retrieval top-1 image->text {metrics['image_to_text_top1']:.3f}, "
+            f"text->image {metrics['text_to_image_top1']:.3f} (chance {metrics['chance_top1']:.3f})"
+        )
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+def _export(
+    accelerator: Accelerator,
+    model,
+    model_cfg: dict,
+    tokenizer,
+    config: CLIPTrainConfig,
+    metrics: dict,
+    n_train: int,
+) -> Path:
+    """text_encoder/ + tokenizer/ (transformers) and open_clip/ (whole model) under output_dir/model."""
+    from safetensors.torch import save_file
+
+    model_dir = Path(config.output_dir) / "model"
+    if accelerator.is_main_process:
+        model = model.float().eval()
+        text_encoder = open_clip_text_to_hf(model)
+        ids = _tokenize(tokenizer, ["a red circle to the left of a blue square", ""], torch.device("cpu"))
+        hf = text_encoder(ids).last_hidden_state
+        ours = open_clip_token_features(model.cpu(), ids)
+        metrics["export_max_abs_diff"] = (hf - ours).abs().max().item()  # conversion check: ~1e-6
+        for name in ("text_encoder", "tokenizer", "open_clip"):
+            shutil.rmtree(model_dir / name, ignore_errors=True)
+        text_encoder.save_pretrained(model_dir / "text_encoder", safe_serialization=True)
+        save_tokenizer(tokenizer, model_dir / "tokenizer")
+        oc = model_dir / "open_clip"
+        oc.mkdir(parents=True)
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()}, oc / "open_clip_model.safetensors"
+        )
+        preprocess = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic"}
+        (oc / "open_clip_config.json").write_text(
+            json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}, indent=2)
+        )
+        (model_dir / "clip_metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_model_card(
+            model_dir, "latentforge CLIP text encoder", config, data_note(config.data, n_train), metrics
+        )
+        accelerator.print(f"exported {model_dir} (text_encoder/, tokenizer/, open_clip/)")
+    accelerator.wait_for_everyone()
+    return model_dir
+
+
+CONFIG_CLASS = CLIPTrainConfig
