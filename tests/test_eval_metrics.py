@@ -83,6 +83,16 @@ def test_frechet_distance_hand_cases():
         metrics.frechet_distance(a, a[:, :3])
 
 
+@pytest.mark.parametrize("n, m, dim", [(30, 20, 50), (200, 150, 6)])
+def test_trace_sqrt_product_both_routes_match_scipy_sqrtm(n, m, dim):
+    from scipy.linalg import sqrtm
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(n, dim)), rng.normal(size=(m, dim)) @ rng.normal(size=(dim, dim))
+    expected = np.trace(sqrtm(a.T @ a @ b.T @ b)).real
+    assert metrics.trace_sqrt_product(a, b) == pytest.approx(expected, rel=1e-6)
+
+
 def test_kid_unbiased_mmd_matches_double_loop():
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(6, 4)), rng.normal(0.5, 1, size=(6, 4))
@@ -98,7 +108,7 @@ def test_kid_unbiased_mmd_matches_double_loop():
     assert mean == pytest.approx(within - 2 * cross, rel=1e-12) and std == pytest.approx(0, abs=1e-12)
 
 
-def test_kid_is_near_zero_for_one_distribution_and_positive_for_two():
+def test_kid_is_near_zero_for_one_distribution_and_positive_for_two(monkeypatch):
     rng = np.random.default_rng(2)
     same = [metrics.kernel_inception_distance(rng.normal(size=(100, 8)), rng.normal(size=(100, 8)), 5, 50)[0]]
     same += [
@@ -109,6 +119,11 @@ def test_kid_is_near_zero_for_one_distribution_and_positive_for_two():
     )
     assert shifted > 0.1
     assert max(abs(v) for v in same) < 0.1 * shifted
+    # the subset-by-subset path of large sets gives the same numbers as the all-at-once path
+    a, b = rng.normal(size=(60, 8)), rng.normal(0.2, 1, size=(50, 8))
+    all_at_once = metrics.kernel_inception_distance(a, b, 7, 30, seed=1)
+    monkeypatch.setattr(metrics, "KID_FULL_KERNEL_MAX", 0)
+    assert metrics.kernel_inception_distance(a, b, 7, 30, seed=1) == pytest.approx(all_at_once, rel=1e-12)
     with pytest.raises(ValueError, match="num_subsets"):
         metrics.kernel_inception_distance(np.zeros((4, 2)), np.zeros((4, 2)), num_subsets=0)
 
