@@ -22,25 +22,9 @@ def tiny_pipeline():
     """Our text-to-image pipeline over tiny random components (32x32 images)."""
     from latentforge.evaluation.generate import load_pipeline
     from latentforge.models.components import Components
+    from latentforge.pipelines import TextToImagePipeline
 
     components = Components.from_architecture("tiny", seed=0)
-    try:
-        from latentforge.pipelines import TextToImagePipeline
-    except ImportError:  # TODO(eval): drop once latentforge.pipelines lands
-        from diffusers import StableDiffusionPipeline
-
-        return load_pipeline(
-            StableDiffusionPipeline(
-                **{
-                    k: getattr(components, k)
-                    for k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
-                },
-                safety_checker=None,
-                feature_extractor=None,
-                requires_safety_checker=False,
-            ),
-            "cpu",
-        )
     return load_pipeline(TextToImagePipeline.from_components(components), "cpu")
 
 

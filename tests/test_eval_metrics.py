@@ -146,11 +146,15 @@ def _tiny_open_clip(tmp_path):
     }
     torch.manual_seed(0)
     model = open_clip.CLIP(**model_cfg)
-    folder = tmp_path / "clip"
-    folder.mkdir()
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": {}}))
+    # the layout of the CLIP trainer's export: <output_dir>/model/open_clip/
+    folder = tmp_path / "model" / "open_clip"
+    folder.mkdir(parents=True)
+    preprocess = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic"}
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess})
+    )
     save_file(model.state_dict(), folder / "open_clip_model.safetensors")
-    return model, folder
+    return model, folder.parent
 
 
 def test_clip_encoder_loads_open_clip_folder_and_tokenizes_like_open_clip(tmp_path):
@@ -166,7 +170,11 @@ def test_clip_encoder_loads_open_clip_folder_and_tokenizes_like_open_clip(tmp_pa
     assert torch.allclose(encoder.encode_texts(texts), expected, atol=1e-6)
     images = [Image.new("RGB", (64, 64), c) for c in ("red", "blue", "white")]
     embeds = encoder.encode_images(images)
-    assert embeds.shape == (3, 16) and torch.allclose(embeds.norm(dim=-1), torch.ones(3), atol=1e-5)
+    # the folder's preprocess_cfg is used: pixels mapped to [-1, 1] with mean = std = 0.5
+    colors = torch.tensor([[255.0, 0, 0], [0, 0, 255], [255, 255, 255]]) / 255 * 2 - 1
+    with torch.no_grad():
+        expected = model.encode_image(colors[:, :, None, None].expand(3, 3, 32, 32), normalize=True)
+    assert torch.allclose(embeds, expected, atol=1e-5)
     assert features.feature_extractor("auto", clip=encoder) is encoder
     assert encoder(images).shape == (3, 16) and "open_clip" in encoder.name
     with pytest.raises(FileNotFoundError, match="open_clip_config.json"):

@@ -62,14 +62,17 @@ class ClipEncoder:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str = "cpu") -> ClipEncoder:
-        """Load an open_clip folder: `open_clip_config.json` + weights (`open_clip_model.safetensors`)."""
+        """Load an open_clip folder (`open_clip_config.json` + `open_clip_model.safetensors`), or the CLIP
+        trainer's model folder that holds one as `open_clip/`."""
         import open_clip
 
         path = Path(path)
+        if not (path / "open_clip_config.json").is_file() and (path / "open_clip").is_dir():
+            path = path / "open_clip"  # the CLIP trainer's model folder: <output_dir>/model/open_clip
         if not (path / "open_clip_config.json").is_file():
             raise FileNotFoundError(
-                f"clip: {path / 'open_clip_config.json'} not found; give a folder written by the CLIP "
-                "trainer (open_clip_config.json + open_clip_model.safetensors)"
+                f"clip: {path / 'open_clip_config.json'} not found; give the CLIP trainer's model folder "
+                "(with open_clip/) or a folder with open_clip_config.json + open_clip_model.safetensors"
             )
         model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{path}")
         return cls(model, name=path.name, preprocess=preprocess, device=device)

@@ -31,14 +31,13 @@ def load_pipeline(model: Any, device: str = "auto", scheduler: str | None = None
 
         model = TextToImagePipeline.from_pretrained(model)
     if scheduler:
-        from latentforge.pipelines.schedulers import make_scheduler
+        if hasattr(model, "set_scheduler"):  # ours
+            model.set_scheduler(scheduler)
+        else:  # diffusers
+            from latentforge.pipelines.schedulers import make_scheduler
 
-        model.scheduler = make_scheduler(scheduler, model.scheduler.config)
-    components = getattr(model, "components", None)
-    if hasattr(components, "to") and not isinstance(components, dict):
-        components.to(device)  # our pipelines: a Components dataclass
-    else:
-        model.to(device)  # diffusers pipelines
+            model.scheduler = make_scheduler(scheduler, model.scheduler.config)
+    model.to(device)
     if hasattr(model, "set_progress_bar_config"):
         model.set_progress_bar_config(disable=True)  # one bar over the whole run instead
     return model
