@@ -15,6 +15,7 @@ import torch
 
 from latentforge.pipelines import images as image_utils
 from latentforge.pipelines.core import Generator
+from latentforge.pipelines.prompts import check_clip_skip
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -61,6 +62,7 @@ def plan_call(pipe: Any, task: str, args: dict[str, Any]) -> CallPlan:
         args["prompt"], args["negative_prompt"], args["prompt_embeds"], args["negative_prompt_embeds"]
     )
     _check_numbers(args, task)
+    check_clip_skip(args["clip_skip"], pipe.text_encoder)
     if args["output_type"] not in OUTPUT_TYPES:
         raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}; got {args['output_type']!r}")
     if args["callback_on_step_end"] is not None and not callable(args["callback_on_step_end"]):
@@ -189,9 +191,6 @@ def _check_numbers(args: dict[str, Any], task: str) -> None:
             f"strength: {strength} x num_inference_steps {steps} runs int({steps * strength:g}) = 0 steps; "
             f"raise strength to at least {1 / steps:g} or use more steps"
         )
-    clip_skip = args["clip_skip"]
-    if clip_skip is not None and (not _is_int(clip_skip) or clip_skip < 0):
-        raise ValueError(f"clip_skip must be None or an int >= 0, got {clip_skip!r}")
 
 
 def _check_images(pipe, task: str, args: dict[str, Any], batch: int):

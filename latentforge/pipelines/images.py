@@ -63,6 +63,11 @@ def _numpy_to_tensor(array: np.ndarray, argument: str, channels: int) -> torch.T
     if array.ndim == 3 and array.shape[-1] in (1, 3, 4) and channels == 3:  # (H, W, C)
         array = array[None]
     if array.ndim == 3 and channels == 1:  # (H, W, 1) one mask or (N, H, W) masks
+        if array.shape[-1] in (2, 3, 4):
+            raise ValueError(
+                f"{argument}: expected a mask (1 channel, white = repaint), got a numpy array of shape "
+                f"{array.shape} with {array.shape[-1]} channels; convert masks to grey first"
+            )
         array = array[None] if array.shape[-1] == 1 else array[..., None]
     if array.ndim != 4:
         raise ValueError(f"{argument}: numpy array of shape {array.shape} is not (H, W, C) or (N, H, W, C)")
