@@ -8,10 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from latentforge import __version__
-from latentforge.commands import export, generate, train
+from latentforge.commands import evaluate, export, generate, train
 
 # Each module has `register(subparsers)`, which adds its parsers with `set_defaults(run=...)`.
-COMMAND_MODULES = (export, train, generate)
+COMMAND_MODULES = (export, train, generate, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:

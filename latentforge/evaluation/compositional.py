@@ -24,12 +24,16 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from latentforge.evaluation.detector import DetectedObject, Detection, detect_objects
 from latentforge.evaluation.report import Report
+
+if TYPE_CHECKING:
+    from latentforge.data.shapes_grammar import PromptSpec
 
 CATEGORIES = ("single_object", "two_objects", "counting", "colors", "position", "color_attribution")
 # Without a background phrase the training captions mean white (shapes_grammar: only white goes
@@ -46,7 +50,7 @@ class CompositionalPrompt:
     held_out: bool = False
 
     @property
-    def spec(self):  # -> latentforge.data.shapes_grammar.PromptSpec
+    def spec(self) -> PromptSpec:
         """The structured prompt (object groups, relation, background) as the shapes grammar reads it."""
         from latentforge.data.shapes import parse_prompt
 

@@ -1,0 +1,198 @@
+"""`latentforge eval TASK --model PATH ...`: compositional benchmark, emoji fidelity, VAE reconstruction,
+FID/KID and CLIP score, each written as JSON + Markdown + image grid."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from latentforge.evaluation.config import TASKS
+
+CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs" / "eval"
+
+# flag -> config field; flags left out keep the value of --config (or the default)
+_FLAGS = {
+    "--model": ("model", str, "diffusers-layout model folder (for vae also a VAE folder)"),
+    "--num-prompts": ("num_prompts", int, "compositional: prompts per category; emoji/clip-score: prompts"),
+    "--images-per-prompt": ("images_per_prompt", int, "compositional: images per prompt"),
+    "--num-images": ("num_images", int, "fid: images per set; vae: held-out images"),
+    "--seed": ("seed", int, "seed of the prompt set and of the images"),
+    "--steps": ("steps", int, "denoising steps"),
+    "--guidance": ("guidance", float, "classifier-free guidance scale"),
+    "--scheduler": ("scheduler", str, "sampler name, e.g. dpmpp-2m (default: the model's)"),
+    "--batch-size": ("batch_size", int, "images per pipeline call"),
+    "--clip": ("clip", str, "open_clip folder: needed by clip-score, used by fid and emoji"),
+    "--features": ("features", str, "fid feature space: auto, inception, clip, pixels"),
+    "--device": ("device", str, "auto, cpu, cuda, ..."),
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a model: compositional, emoji, vae, fid, clip-score",
+        description="Evaluate a model and write <task>.json, <task>.md and <task>.png to the output folder. "
+        "Settings: defaults < --config YAML < --set KEY=VALUE (fields of EvalConfig) < flags.",
+    )
+    parser.add_argument("task", choices=TASKS, help="what to measure")
+    for flag, (dest, kind, help_text) in _FLAGS.items():
+        parser.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
+    parser.add_argument(
+        "-o", "--output-dir", dest="output_dir", default=None, help="report folder (default: eval)"
+    )
+    parser.add_argument("--config", default=None, help="a name in configs/eval/ (quick, full) or a YAML path")
+    parser.add_argument("--overwrite", action="store_true", default=None, help="replace an existing report")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more settings (EvalConfig fields), e.g. --set image_size=32 emoji_skin_tones=true",
+    )
+    parser.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from latentforge.config import config_to_dict, load_config
+    from latentforge.evaluation.config import EvalConfig
+    from latentforge.evaluation.report import check_writable
+
+    config = load_config(EvalConfig, _resolve_config(args.config), args.overrides)
+    # flags last, as typed values: a path is never re-read as YAML (e.g. a folder named "1e3" or "on")
+    dests = [dest for dest, _, _ in _FLAGS.values()] + ["output_dir", "overwrite"]
+    config = dataclasses.replace(
+        config, **{d: getattr(args, d) for d in dests if getattr(args, d) is not None}
+    )
+    # check everything cheap before loading models or generating images
+    if not config.model:
+        raise ValueError(f"eval {args.task}: --model is required (a diffusers-layout model folder)")
+    if not Path(config.model).exists():
+        raise FileNotFoundError(f"eval {args.task}: model folder {config.model} does not exist")
+    if args.task == "clip-score" and not config.clip:
+        raise ValueError("eval clip-score: --clip is required (an open_clip folder)")
+    check_writable(config.output_dir, args.task, config.overwrite)
+
+    report = _evaluate(args.task, config, {"task": args.task, **config_to_dict(config)})
+    for metric in report.metrics:
+        value = f"{metric.value:.4g}" if isinstance(metric.value, float) else str(metric.value)
+        print(f"{metric.name:>32}: {value:<10} {metric.note}")
+    for path in report.write(config.output_dir, overwrite=config.overwrite):
+        print(f"wrote {path}")
+    return 0
+
+
+def _resolve_config(name_or_path: str | None) -> Path | None:
+    """`configs/eval/<name>.yaml` for a name, the path itself for a file, None for None."""
+    if name_or_path is None or Path(name_or_path).is_file():
+        return None if name_or_path is None else Path(name_or_path)
+    candidate = CONFIGS_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    known = sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")) if CONFIGS_DIR.is_dir() else []
+    raise FileNotFoundError(f"--config {name_or_path!r}: no such file and not one of {known}")
+
+
+def _evaluate(task: str, config, settings: dict):
+    from latentforge.evaluation.generate import resolve_device
+
+    runners = {
+        "compositional": _compositional,
+        "emoji": _emoji,
+        "vae": _vae,
+        "fid": _fid,
+        "clip-score": _clip_score,
+    }
+    return runners[task](config, settings, resolve_device(config.device))
+
+
+def _sampling(config) -> dict:
+    return {
+        "num_inference_steps": config.steps,
+        "guidance_scale": config.guidance,
+        "batch_size": config.batch_size,
+    }
+
+
+def _pipeline(config, device: str):
+    from latentforge.evaluation.generate import load_pipeline
+
+    return load_pipeline(config.model, device, config.scheduler or None)
+
+
+def _compositional(config, settings: dict, device: str):
+    from latentforge.evaluation.compositional import (
+        compositional_report,
+        evaluate_compositional,
+        make_prompt_set,
+    )
+
+    prompts = make_prompt_set(config.num_prompts, config.seed)
+    pipe = _pipeline(config, device)
+    result, images = evaluate_compositional(
+        pipe, prompts, config.images_per_prompt, config.seed, **_sampling(config)
+    )
+    return compositional_report(result, images, settings)
+
+
+def _clip_or_pixels(config, device: str):
+    from latentforge.evaluation.features import ClipEncoder, PixelFeatures
+
+    return ClipEncoder.from_pretrained(config.clip, device) if config.clip else PixelFeatures()
+
+
+def _emoji(config, settings: dict, device: str):
+    from latentforge.evaluation.emoji import evaluate_emoji
+
+    extractor = _clip_or_pixels(config, device)  # before the pipeline: a bad --clip fails fast
+    return evaluate_emoji(
+        _pipeline(config, device),
+        extractor,
+        config.num_prompts,
+        config.seed,
+        config.image_size,
+        config.emoji_skin_tones,
+        settings,
+        **_sampling(config),
+    )
+
+
+def _vae(config, settings: dict, device: str):
+    from latentforge.evaluation.vae import evaluate_vae, heldout_shapes_images, load_vae
+
+    vae = load_vae(config.model).to(device)
+    images = heldout_shapes_images(config.num_images, config.image_size, config.seed)
+    return evaluate_vae(vae, images, config.batch_size, settings)
+
+
+def _fid(config, settings: dict, device: str):
+    from latentforge.evaluation.distribution import evaluate_fid
+    from latentforge.evaluation.features import feature_extractor
+
+    extractor = feature_extractor(config.features, config.clip or None, device)
+    return evaluate_fid(
+        _pipeline(config, device),
+        extractor,
+        config.num_images,
+        config.seed,
+        config.image_size,
+        settings=settings,
+        **_sampling(config),
+    )
+
+
+def _clip_score(config, settings: dict, device: str):
+    from latentforge.evaluation.distribution import evaluate_clip_score
+
+    clip = _clip_or_pixels(config, device)
+    return evaluate_clip_score(
+        _pipeline(config, device),
+        clip,
+        config.num_prompts,
+        config.seed,
+        config.image_size,
+        settings=settings,
+        **_sampling(config),
+    )
