@@ -10,7 +10,10 @@ sequence, so nothing is truncated. A prompt of at most 75 tokens without emphasi
 diffusers' `StableDiffusionPipeline.encode_prompt` encodes it.
 
 Emphasis follows A1111's default ("Original") mode: each token embedding is multiplied by its weight and the
-chunk is rescaled to its original mean, so weights shift attention without changing the overall scale.
+chunk is rescaled to its original mean, so weights shift attention without changing the overall scale. The
+rescale divides by the new mean, so it is skipped (A1111's "No norm" mode) for a chunk whose mean is under
+1% of its mean absolute value: a text encoder whose final layer norm has no bias (freshly initialised or
+trained from scratch) gives means near 0, where the division would blow the embedding up.
 """
 
 from __future__ import annotations
@@ -156,8 +159,10 @@ def encode_texts(
     if not torch.all(weights == 1.0):
         weights = weights.to(hidden.device, hidden.dtype)[..., None]
         original_mean = hidden.mean(dim=(1, 2), keepdim=True)
+        well_conditioned = original_mean.abs() > 0.01 * hidden.abs().mean(dim=(1, 2), keepdim=True)
         hidden = hidden * weights
-        hidden = hidden * (original_mean / hidden.mean(dim=(1, 2), keepdim=True))
+        new_mean = hidden.mean(dim=(1, 2), keepdim=True)
+        hidden = torch.where(well_conditioned, hidden * (original_mean / new_mean), hidden)
     hidden = hidden.to(device=device, dtype=text_encoder.dtype)
     return hidden.reshape(len(texts), chunks * ids.shape[1], hidden.shape[-1])
 

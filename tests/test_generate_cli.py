@@ -1,0 +1,197 @@
+"""`latentforge generate | img2img | inpaint`: files, seeds, metadata and `--from-png` regeneration."""
+
+import json
+import re
+
+import numpy as np
+import PIL.Image
+import pytest
+from pipeline_helpers import (
+    box_mask,
+    one_thread,  # noqa: F401  (autouse fixture)
+    random_image,
+    tiny,
+)
+
+from latentforge import cli
+from latentforge.commands import generate
+from latentforge.pipelines.images import blur_mask, to_tensor
+from latentforge.pipelines.metadata import (
+    GenerationRecord,
+    a1111_parameters,
+    parse_a1111_parameters,
+    read_record,
+)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    tiny().save_pretrained(path)
+    return path
+
+
+def _pixels(path) -> np.ndarray:
+    return np.asarray(PIL.Image.open(path).convert("RGB"))
+
+
+def test_generate_saves_each_image_with_its_seed_and_a_grid(model, tmp_path, capsys):
+    out = tmp_path / "out.png"
+    args = [
+        "generate",
+        "a (red:1.2) circle",
+        "-o",
+        str(out),
+        "--model",
+        str(model),
+        "--steps",
+        "2",
+        "--seed",
+        "40",
+    ]
+    assert cli.main([*args, "--num-images", "2", "--scheduler", "euler-a"]) == 0
+    first, second, grid = (tmp_path / f"out-{s}.png" for s in ("0", "1", "grid"))
+    assert PIL.Image.open(grid).size == (64, 32)
+    record = read_record(second)
+    assert (record.seed, record.num_images, record.scheduler, record.prompt) == (
+        41,
+        1,
+        "euler-a",
+        "a (red:1.2) circle",
+    )
+    assert record.model == str(model.resolve()) and len(record.model_hash) == 12
+    text = PIL.Image.open(second).text["parameters"]
+    assert text.startswith(
+        "a (red:1.2) circle\nSteps: 2, Sampler: Euler a, CFG scale: 7.5, Seed: 41, Size: 32x32"
+    )
+
+    # Image i depends on its seed only: --seed 41 alone makes image 1 again; --from-png does too.
+    assert cli.main(["generate", "a (red:1.2) circle", "-o", str(tmp_path / "alone.png"), "--model", str(model),
+                     "--steps", "2", "--seed", "41", "--scheduler", "euler-a"]) == 0  # fmt: skip
+    assert cli.main(["generate", "--from-png", str(second), "-o", str(tmp_path / "again.png")]) == 0
+    np.testing.assert_array_equal(_pixels(tmp_path / "alone.png"), _pixels(second))
+    np.testing.assert_array_equal(_pixels(tmp_path / "again.png"), _pixels(second))
+    assert not np.array_equal(_pixels(first), _pixels(second))
+    assert "saved" in capsys.readouterr().out
+
+
+def test_existing_output_needs_overwrite(model, tmp_path, capsys):
+    out = tmp_path / "taken.png"
+    out.write_bytes(b"keep me")
+    args = ["generate", "a cat", "-o", str(out), "--model", str(model), "--steps", "1"]
+    assert cli.main(args) == 2
+    assert "output exists" in capsys.readouterr().err and out.read_bytes() == b"keep me"
+    assert cli.main([*args, "--overwrite"]) == 0
+    assert read_record(out).prompt == "a cat"
+
+
+def test_inpaint_from_png_regenerates_the_image(model, tmp_path):
+    image, mask = tmp_path / "in.png", tmp_path / "mask.png"
+    random_image(3).save(image)
+    box_mask().save(mask)
+    out = tmp_path / "inpainted.png"
+    args = [
+        "inpaint",
+        "a star",
+        "-o",
+        str(out),
+        "--model",
+        str(model),
+        "--image",
+        str(image),
+        "--mask",
+        str(mask),
+    ]
+    assert cli.main([*args, "--steps", "3", "--strength", "0.7", "--mask-blur", "1", "--seed", "5"]) == 0
+    record = read_record(out)
+    assert (record.task, record.strength, record.mask_blur) == ("inpaint", 0.7, 1.0)
+    assert record.image == str(image.resolve())
+    assert cli.main(["inpaint", "--from-png", str(out), "-o", str(tmp_path / "again.png")]) == 0
+    np.testing.assert_array_equal(_pixels(tmp_path / "again.png"), _pixels(out))
+    keep = blur_mask(to_tensor(box_mask(), "mask", 1), 1.0)[0, 0].numpy() == 0
+    assert keep.sum() > 500
+    np.testing.assert_array_equal(_pixels(out)[keep], _pixels(image)[keep])  # paste-back
+
+
+def test_img2img_from_png_with_an_override(model, tmp_path):
+    image = tmp_path / "in.png"
+    random_image(4).save(image)
+    out = tmp_path / "i2i.png"
+    args = [
+        "img2img",
+        "a square",
+        "-o",
+        str(out),
+        "--model",
+        str(model),
+        "--image",
+        str(image),
+        "--steps",
+        "4",
+    ]
+    assert cli.main([*args, "--seed", "9"]) == 0
+    assert read_record(out).strength == 0.75  # the img2img default
+    assert (
+        cli.main(["img2img", "--from-png", str(out), "-o", str(tmp_path / "b.png"), "--strength", "0.5"]) == 0
+    )
+    assert read_record(tmp_path / "b.png").strength == 0.5
+    assert not np.array_equal(_pixels(tmp_path / "b.png"), _pixels(out))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["generate", "a cat", "--size", "33x32"], "multiples of 2"),
+        (["generate", "a cat", "--size", "big"], "--size must be WIDTHxHEIGHT"),
+        (["generate"], "give a PROMPT"),
+        (["img2img", "a cat"], "--image is required"),
+        (["inpaint", "a cat", "--image", "IMAGE"], "--mask is required"),
+        (["img2img", "a cat", "--image", "missing.png"], "--image: file .*missing.png does not exist"),
+        (["generate", "a cat", "--steps", "0"], "num_inference_steps must be an int >= 1"),
+        (["img2img", "a cat", "--image", "IMAGE", "--strength", "1.5"], r"strength must be in \(0, 1\]"),
+    ],
+)
+def test_bad_arguments_give_one_line_errors(model, tmp_path, capsys, argv, message):
+    random_image().save(tmp_path / "image.png")
+    argv = [a.replace("IMAGE", str(tmp_path / "image.png")) for a in argv]
+    assert cli.main([*argv, "-o", str(tmp_path / "x.png"), "--model", str(model)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    last = err.splitlines()[-1]  # loading progress bars may come first
+    assert last.startswith(f"latentforge {argv[0]}: error: ") and re.search(message, last), err
+
+
+def test_missing_default_model_says_to_pass_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(generate, "DEFAULT_MODEL", tmp_path / "default-model")
+    assert cli.main(["generate", "a cat", "-o", str(tmp_path / "x.png")]) == 2
+    assert "pass --model" in capsys.readouterr().err
+
+
+def test_a1111_parameters_round_trip():
+    record = GenerationRecord(
+        prompt="a (red:1.2) circle, best",
+        negative_prompt="blurry\nugly",
+        seed=123,
+        steps=30,
+        scheduler="dpmpp-2m-karras",
+        guidance_scale=6.5,
+        clip_skip=1,
+        width=64,
+        height=48,
+    )
+    text = a1111_parameters(record)
+    assert "Sampler: DPM++ 2M Karras" in text and "Clip skip: 2" in text
+    parsed = parse_a1111_parameters(text)
+    fields = (
+        "prompt",
+        "negative_prompt",
+        "seed",
+        "steps",
+        "scheduler",
+        "guidance_scale",
+        "clip_skip",
+        "width",
+        "height",
+    )
+    assert {f: getattr(parsed, f) for f in fields} == {f: getattr(record, f) for f in fields}
+    assert json.loads(record.to_json())["scheduler"] == "dpmpp-2m-karras"
