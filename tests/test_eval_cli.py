@@ -99,3 +99,19 @@ def test_input_errors_are_one_line_exit_2(tiny_model, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (argv, err)
     assert not (tmp_path / "out").exists()  # nothing was written
+
+
+def test_clip_score_and_fid_in_clip_space(tiny_model, tmp_path):
+    from test_eval_metrics import _tiny_open_clip
+
+    _, clip_folder = _tiny_open_clip(tmp_path)  # laid out like the CLIP trainer's <output_dir>/model
+    common = ["--model", str(tiny_model), "--steps", "1", "--clip", str(clip_folder), "-o", str(tmp_path)]
+    assert main(["eval", "clip-score", *common, "--num-prompts", "3", "--set", "image_size=32"]) == 0
+    scores = _metrics(tmp_path / "clip-score.json")
+    assert 0 <= scores["clip_score"] <= 100 and 0 <= scores["clip_score_ground_truth"] <= 100
+    assert (
+        main(["eval", "fid", *common, "--num-images", "4", "--features", "clip", "--set", "image_size=32"])
+        == 0
+    )
+    fid = json.loads((tmp_path / "fid.json").read_text())["metrics"][0]
+    assert fid["value"] >= 0 and f"open_clip image tower ({clip_folder})" in fid["note"]

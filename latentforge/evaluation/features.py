@@ -66,7 +66,7 @@ class ClipEncoder:
         trainer's model folder that holds one as `open_clip/`."""
         import open_clip
 
-        path = Path(path)
+        given = path = Path(path)
         if not (path / "open_clip_config.json").is_file() and (path / "open_clip").is_dir():
             path = path / "open_clip"  # the CLIP trainer's model folder: <output_dir>/model/open_clip
         if not (path / "open_clip_config.json").is_file():
@@ -75,7 +75,7 @@ class ClipEncoder:
                 "(with open_clip/) or a folder with open_clip_config.json + open_clip_model.safetensors"
             )
         model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{path}")
-        return cls(model, name=path.name, preprocess=preprocess, device=device)
+        return cls(model, name=str(given), preprocess=preprocess, device=device)
 
     @torch.no_grad()
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 64) -> torch.Tensor:
