@@ -138,7 +138,9 @@ def test_clip_score_report_uses_the_given_clip():
         name = "fake clip"
 
         def encode_images(self, images):
-            return torch.tensor([np.asarray(im, dtype=float).mean((0, 1)) / 255 for im in images])
+            return torch.from_numpy(
+                np.stack([np.asarray(im, dtype=float).mean((0, 1)) / 255 for im in images])
+            )
 
         def encode_texts(self, texts):
             return torch.tensor([[1.0, 0.0, 0.0] if "red" in t else [0.0, 0.0, 1.0] for t in texts])
