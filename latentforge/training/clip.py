@@ -183,16 +183,10 @@ def train(config: CLIPTrainConfig) -> Path:
             if run.guard.check(loss):
                 accelerator.backward(loss)
             if accelerator.sync_gradients:
-                if run.guard.end_window(run.step + 1):
-                    if config.optim.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
+                params = [p for p in raw.parameters() if p.requires_grad]
+                if run.optimizer_step(params, optimizer, scheduler, ema):
                     with torch.no_grad():  # CLIP clips the temperature at 100 (Radford et al. 2021, §2.5)
                         raw.logit_scale.clamp_(0, math.log(100))
-                    if ema is not None:
-                        ema.step(raw.parameters())
-                optimizer.zero_grad(set_to_none=True)
         if accelerator.sync_gradients:
             logs = {
                 "loss": loss.item(),
@@ -212,8 +206,10 @@ def train(config: CLIPTrainConfig) -> Path:
     if ema is not None:
         ema.copy_to(raw.parameters())
     metrics = retrieval_accuracy(accelerator, raw, tokenizer, held_out, config, run.step)
-    summary = run.finish()
-    return _export(accelerator, raw, model_cfg, tokenizer, config, {**metrics, **summary}, len(train_data))
+    summary = run.finish(raw.parameters())
+    out = _export(accelerator, raw, model_cfg, tokenizer, config, {**metrics, **summary}, len(train_data))
+    run.close()
+    return out
 
 
 def _tokenizer(architecture: str):

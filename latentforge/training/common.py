@@ -270,6 +270,10 @@ class TrainingRun:
                 f"data.max_corrupt_fraction={limit}); check the dataset files"
             )
 
+    def close(self) -> None:
+        """Flush the trackers and leave the process group (after the export: it needs the barrier)."""
+        self.accelerator.end_training()
+
     def image_counts(self) -> dict[str, int]:
         """Images seen / unreadable and empty batches, all processes, whole run (collective: call on all ranks)."""
         local = torch.tensor([self._seen, self._corrupt, self._empty], device=self.accelerator.device)
@@ -280,6 +284,22 @@ class TrainingRun:
             "corrupt": r["corrupt"] + corrupt,
             "empty_batches": r["empty_batches"] + empty,
         }
+
+    def optimizer_step(
+        self, params: list[torch.nn.Parameter], optimizer: Any, scheduler: Any, ema: Any
+    ) -> bool:
+        """At the end of an accumulation window: clip, step, schedule and update the EMA, unless a loss of the
+        window was NaN/Inf (then nothing changes); zero the gradients either way. True when applied."""
+        applied = self.guard.end_window(self.step + 1)
+        if applied:
+            if self.config.optim.max_grad_norm > 0:
+                self.accelerator.clip_grad_norm_(params, self.config.optim.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.step(params)
+        optimizer.zero_grad(set_to_none=True)
+        return applied
 
     def end_step(self, logs: dict[str, float], models: list[torch.nn.Module]) -> None:
         """Bookkeeping after optimizer step `step + 1`: progress, logs, checkpoint, crash hook."""
@@ -303,23 +323,38 @@ class TrainingRun:
             self.accelerator.wait_for_everyone()
             os._exit(75)  # a hard stop: no cleanup, no final save, like a kill
 
-    def finish(self) -> dict[str, Any]:
-        """Close the bar and trackers; a summary of the run (collective: call on all ranks)."""
+    def rank_checksums(self, params: Iterable[torch.nn.Parameter]) -> list[float]:
+        """Sum of squares of `params` on every process (collective). DDP keeps replicas equal; a difference
+        means the processes diverged (e.g. a step skipped on one rank only), and raises."""
+        params = list(params)
+        local = (
+            torch.stack([p.detach().double().pow(2).sum() for p in params]).sum()
+            if params
+            else torch.zeros(())
+        )
+        sums = self.accelerator.gather(local.float().reshape(1).to(self.accelerator.device)).tolist()
+        if max(sums) - min(sums) > 1e-6 * max(1.0, abs(max(sums))):
+            raise RuntimeError(f"the {len(sums)} processes ended with different weights (checksums {sums})")
+        return sums
+
+    def finish(self, params: Iterable[torch.nn.Parameter] = ()) -> dict[str, Any]:
+        """Close the bar; a summary of the run (collective: call on all ranks, then export, then `close`)."""
         if self._bar is not None:
             self._bar.close()
+        checksums = self.rank_checksums(params)
         counts = self.image_counts()
         if counts["corrupt"]:
             self.accelerator.print(
                 f"skipped {counts['corrupt']} unreadable image(s) of {counts['seen']} loaded "
                 f"({counts['empty_batches']} batch(es) had none left)"
             )
-        self.accelerator.end_training()
         return {
             "steps": self.step,
             "nonfinite_steps_skipped": self.guard.total,
             "images_seen": counts["seen"],
             "corrupt_images_skipped": counts["corrupt"],
             "seconds": round(time.perf_counter() - self._t0, 1),
+            "weight_checksum_per_process": checksums,
         }
 
 

@@ -18,7 +18,9 @@ BUILTIN = ("shapes", "emoji")
 class DataConfig:
     """Where the image/caption pairs come from and how images are prepared."""
 
-    dataset: str = "shapes"  # "shapes" / "emoji" (built-in), imagefolder or .txt-caption folder, save_to_disk folder, hub id
+    dataset: str = (
+        "shapes"  # "shapes"/"emoji" (built-in), image folder, save_to_disk folder, hub id; join with "+"
+    )
     num_samples: int = 10000  # samples generated for a built-in dataset (ignored otherwise)
     image_column: str = "image"  # column holding the images
     caption_column: str = "text"  # column holding the captions (a list per row: one is picked per epoch)
@@ -33,21 +35,31 @@ class DataConfig:
     max_corrupt_fraction: float = 0.2  # stop when more than this fraction of images is unreadable
 
 
-def load_splits(config: DataConfig) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """(train, held_out) `datasets.Dataset`s of `config`; the split is a function of `config.seed`."""
+def _load_one(source: str, config: DataConfig) -> datasets.Dataset:
     from latentforge.data import load_image_text_dataset
 
-    if not 0 <= config.held_out_fraction < 1:
-        raise ValueError(f"data.held_out_fraction must be in [0, 1), got {config.held_out_fraction}")
-    name = config.dataset.partition(":")[0]
+    builtin = source.partition(":")[0] in BUILTIN and ":" not in source
     params = (
         {"num_samples": config.num_samples, "seed": config.seed, "size": config.resolution}
-        if name in BUILTIN and ":" not in config.dataset
+        if builtin
         else None
     )
     data = load_image_text_dataset(
-        config.dataset, config.image_column, config.caption_column, config.split, params=params
+        source, config.image_column, config.caption_column, config.split, params=params
     )
+    return data.select_columns([config.image_column, config.caption_column])
+
+
+def load_splits(config: DataConfig) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(train, held_out) `datasets.Dataset`s of `config`; the split is a function of `config.seed`.
+
+    `dataset` may join sources with "+" ("shapes + emoji"): each built-in one gives num_samples pairs."""
+    import datasets
+
+    if not 0 <= config.held_out_fraction < 1:
+        raise ValueError(f"data.held_out_fraction must be in [0, 1), got {config.held_out_fraction}")
+    parts = [_load_one(source.strip(), config) for source in config.dataset.split("+")]
+    data = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     n_held = min(config.max_held_out, round(len(data) * config.held_out_fraction))
     if config.held_out_fraction > 0:
         n_held = max(n_held, 1)
@@ -92,16 +104,19 @@ def image_loader(
 
 def data_note(config: DataConfig, num_train: int) -> str:
     """One paragraph for a model card: source, size, resolution and augmentation."""
-    source = config.dataset
-    if source.partition(":")[0] in BUILTIN and ":" not in source:
-        source = f"built-in `{source}` (num_samples={config.num_samples}, seed={config.seed})"
-        if config.dataset == "shapes":
-            from latentforge.data.shapes import HELD_OUT_PAIRS
+    notes = []
+    for source in (s.strip() for s in config.dataset.split("+")):
+        if source in BUILTIN:
+            note = f"built-in `{source}` (num_samples={config.num_samples}, seed={config.seed})"
+            if source == "shapes":
+                from latentforge.data.shapes import HELD_OUT_PAIRS
 
-            pairs = ", ".join(f"{c} {s}" for c, s in sorted(HELD_OUT_PAIRS))
-            source += f"; colour-shape pairs never drawn in training: {pairs}"
-    else:
-        source = f"`{source}` (split {config.split}, columns {config.image_column}/{config.caption_column})"
+                pairs = ", ".join(f"{c} {s}" for c, s in sorted(HELD_OUT_PAIRS))
+                note += f"; colour-shape pairs never drawn in training: {pairs}"
+        else:
+            note = f"`{source}` (split {config.split}, columns {config.image_column}/{config.caption_column})"
+        notes.append(note)
+    source = " + ".join(notes)
     return (
         f"Source: {source}. {num_train} training pairs after holding out "
         f"{config.held_out_fraction:.1%} (max {config.max_held_out}) for evaluation. "

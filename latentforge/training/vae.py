@@ -123,8 +123,10 @@ def train(config: VAETrainConfig) -> Path:
                 break
 
     metrics = _evaluate(accelerator, vae, ema, held_out, config, run.step)
-    summary = run.finish()
-    return _export(accelerator, vae, ema, train_data, config, {**metrics, **summary})
+    summary = run.finish(vae.parameters())
+    out = _export(accelerator, vae, ema, train_data, config, {**metrics, **summary})
+    run.close()
+    return out
 
 
 def _generator_loss(autoencoder, raw_disc, last_layer, images, lc: VAELossConfig, disc_on: bool):

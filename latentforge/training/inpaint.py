@@ -1,0 +1,44 @@
+"""Inputs of a 9-channel inpainting U-Net during training: random masks (a quarter of them the whole image,
+as in the SD-inpainting recipe) and the latents of the masked image, made as the inpainting pipeline
+makes them (diffusers' `prepare_mask_latents`)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def random_masks(
+    batch: int, height: int, width: int, full_fraction: float, device: torch.device
+) -> torch.Tensor:
+    """Masks (B, 1, H, W) in {0, 1}, 1 = repaint: `full_fraction` of them all ones, the others the union of
+    1-3 random rectangles with sides of 10-70% of the image (global torch RNG)."""
+    if not 0 <= full_fraction <= 1:
+        raise ValueError(f"inpaint_full_mask_fraction must be in [0, 1], got {full_fraction}")
+    masks = torch.zeros(batch, 1, height, width, device=device)
+    full = torch.rand(batch) < full_fraction
+    counts = torch.randint(1, 4, (batch,))
+    sizes = torch.rand(batch, 3, 2) * 0.6 + 0.1  # (h, w) fractions
+    corners = torch.rand(batch, 3, 2)
+    for i in range(batch):
+        if full[i]:
+            masks[i] = 1
+            continue
+        for j in range(int(counts[i])):
+            h, w = max(1, int(sizes[i, j, 0] * height)), max(1, int(sizes[i, j, 1] * width))
+            top, left = int(corners[i, j, 0] * (height - h + 1)), int(corners[i, j, 1] * (width - w + 1))
+            masks[i, :, top : top + h, left : left + w] = 1
+    return masks
+
+
+def inpaint_conditioning(vae, pixels: torch.Tensor, masks: torch.Tensor, scale_factor: int) -> torch.Tensor:
+    """(B, 5, h, w): the mask at latent size (nearest) + the scaled posterior sample of the masked image.
+
+    pixels: (B, 3, H, W) in [-1, 1]; masks: (B, 1, H, W), 1 = repaint; the masked image is
+    `pixels * (mask < 0.5)` (0 = grey where it will be repainted), as in diffusers' pipeline.
+    """
+    masked = pixels * (masks < 0.5)
+    with torch.no_grad():
+        latents = vae.encode(masked.to(vae.dtype)).latent_dist.sample() * vae.config.scaling_factor
+    small = F.interpolate(masks, size=(pixels.shape[-2] // scale_factor, pixels.shape[-1] // scale_factor))
+    return torch.cat([small.to(latents.dtype), latents], dim=1)

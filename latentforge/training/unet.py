@@ -1,0 +1,272 @@
+"""Stage 3: the text-conditional U-Net of latent diffusion (Rombach et al. 2022), with the VAE and the text
+encoder frozen and cached. From scratch (an architecture) or fine-tuning a diffusers model; full or LoRA;
+epsilon or v prediction; min-SNR-gamma (Hang et al. 2023); noise offset; caption dropout to "" (the
+unconditional branch of classifier-free guidance, Ho & Salimans 2022); EMA; 9-channel inpainting U-Nets.
+
+Exports `output_dir/model/` (a full diffusers folder) or, for LoRA, `output_dir/lora/`.
+
+    latentforge train unet --config shapes-small-unet [key=value ...]
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers import DDPMScheduler
+
+from latentforge.models.components import ARCHITECTURES_DIR, Components
+from latentforge.training import losses
+from latentforge.training.cache import LatentCache, load_or_build_cache
+from latentforge.training.common import (
+    OptimConfig,
+    TrainConfig,
+    TrainingRun,
+    make_accelerator,
+    make_ema,
+    make_optimizer,
+    write_model_card,
+)
+from latentforge.training.data import DataConfig, data_note, load_splits
+from latentforge.training.inpaint import inpaint_conditioning, random_masks
+from latentforge.training.lora import LoRAConfig, add_lora, save_lora
+from latentforge.training.models import component_folder, has_weights, load_text_encoder, load_vae
+from latentforge.training.validation import ValidationConfig, log_validation_images
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class UNetTrainConfig(TrainConfig):
+    """`latentforge train unet`: the U-Net on cached latents of a frozen VAE and text encoder."""
+
+    output_dir: str = "runs/unet"  # checkpoints/, logs/, cache/, validation/, model/ (or lora/) go here
+    base: str = "small"  # architecture name/folder (random U-Net) or a diffusers model folder (fine-tune)
+    vae_from: str = ""  # model folder (or vae/ folder) of the trained VAE; "" = the base's own
+    text_encoder_from: str = ""  # model folder with trained text_encoder/ + tokenizer/; "" = the base's own
+    prediction_type: str = ""  # "" = the base scheduler's; "epsilon" or "v_prediction" (saved in the export)
+    snr_gamma: float = 5.0  # min-SNR-gamma loss weighting (0 = plain MSE)
+    noise_offset: float = 0.0  # adds offset * N(0, 1) per sample and channel to the noise (0 = off)
+    caption_dropout: float = 0.1  # fraction of captions replaced by "" (needed for classifier-free guidance)
+    inpaint_full_mask_fraction: float = 0.25  # 9-channel U-Nets: fraction of masks covering everything
+    gradient_checkpointing: bool = False  # trade compute for activation memory
+    cache_dtype: str = (
+        "float16"  # storage of cached latents/embeddings: float16 halves RAM/disk, float32 exact
+    )
+    data: DataConfig = field(default_factory=lambda: DataConfig(held_out_fraction=0.0))  # image/caption pairs
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(learning_rate=1e-4, batch_size=32, warmup_steps=200)
+    )  # SD: AdamW 1e-4 with warm-up; LoRA usually 1e-4, full fine-tunes 1e-5
+    lora: LoRAConfig = field(default_factory=LoRAConfig)  # rank > 0 trains adapters only
+    validation: ValidationConfig = field(default_factory=ValidationConfig)  # images during training
+
+
+def _is_architecture(base: str) -> bool:
+    """True for an architecture (config-only folder or name in configs/models), False for a trained model."""
+    path = Path(base)
+    if path.is_dir():
+        return not has_weights(component_folder(path, "unet"))
+    return not path.exists() and (ARCHITECTURES_DIR / base).is_dir()
+
+
+def load_components(config: UNetTrainConfig) -> Components:
+    """Base components, with the VAE / text encoder replaced by trained ones if given; checked to fit."""
+    if _is_architecture(config.base):
+        components = Components.from_architecture(config.base, seed=config.seed)
+        for name, given in (("vae", config.vae_from), ("text_encoder", config.text_encoder_from)):
+            if not given:
+                logger.warning(
+                    "%s: untrained (random) %s from the architecture; set %s_from", config.base, name, name
+                )
+    else:  # a trained model folder, or a hub id (fetched when a network exists)
+        components = Components.from_pretrained(config.base)
+    if config.vae_from:
+        components.vae = load_vae(config.vae_from)
+    if config.text_encoder_from:
+        components.text_encoder, components.tokenizer = load_text_encoder(config.text_encoder_from)
+    if config.prediction_type:
+        sched = components.scheduler
+        components.scheduler = type(sched).from_config(sched.config, prediction_type=config.prediction_type)
+    _check_fit(components, config)
+    components.vae.requires_grad_(False).eval()
+    components.text_encoder.requires_grad_(False).eval()
+    return components
+
+
+def _check_fit(c: Components, config: UNetTrainConfig) -> None:
+    unet = c.unet.config
+    if unet.cross_attention_dim != c.text_encoder.config.hidden_size:
+        raise ValueError(
+            f"text_encoder_from: its hidden size {c.text_encoder.config.hidden_size} does not match the U-Net's "
+            f"cross_attention_dim {unet.cross_attention_dim} (base={config.base})"
+        )
+    if unet.out_channels != c.vae.config.latent_channels or unet.in_channels not in (
+        unet.out_channels,
+        2 * unet.out_channels + 1,
+    ):
+        raise ValueError(
+            f"vae_from: {c.vae.config.latent_channels} latent channels do not fit a U-Net with in/out channels "
+            f"{unet.in_channels}/{unet.out_channels}"
+        )
+    if config.data.resolution % c.vae_scale_factor:
+        raise ValueError(f"data.resolution must be a multiple of the VAE factor {c.vae_scale_factor}")
+    pt = c.scheduler.config.get("prediction_type", "epsilon")
+    if pt not in ("epsilon", "v_prediction"):
+        raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {pt!r}")
+
+
+class _Indices(torch.utils.data.Dataset):
+    """Item i -> {"index": i}: the loader shuffles cache rows; the tensors stay in the cache."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, int]:
+        return {"index": i}
+
+
+def sample_inputs(cache: LatentCache, idx: torch.Tensor, scaling: float, caption_dropout: float):
+    """Latents (B, C, h, w) sampled from the cached posteriors (random flip variant), caption embeddings
+    (B, L, D) with `caption_dropout` of them replaced by the "" embedding, pixels (B, 3, H, W) or None."""
+    variants = cache.mean.shape[1]
+    variant = torch.randint(0, variants, (len(idx),)).to(idx.device)
+    mean, std = cache.mean[idx, variant].float(), cache.std[idx, variant].float()
+    latents = (mean + std * torch.randn_like(mean)) * scaling
+    rows = cache.text_index[idx, variant]
+    rows = torch.where(torch.rand(len(idx)).to(idx.device) < caption_dropout, torch.zeros_like(rows), rows)
+    pixels = None if cache.pixels is None else cache.pixels[idx, variant].float() / 127.5 - 1
+    return latents, cache.embeds[rows].float(), pixels
+
+
+def diffusion_loss(
+    unet, components: Components, noise_scheduler, batch, config: UNetTrainConfig
+) -> torch.Tensor:
+    """One training loss: noise the latents at random timesteps, predict, weighted MSE (scalar)."""
+    latents, embeds, pixels = batch
+    noise = torch.randn_like(latents)
+    if config.noise_offset:
+        noise = noise + config.noise_offset * torch.randn(*latents.shape[:2], 1, 1, device=latents.device)
+    t = torch.randint(
+        0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device
+    )
+    model_input = noise_scheduler.add_noise(latents, noise, t)
+    if components.is_inpaint:
+        masks = random_masks(len(t), *pixels.shape[-2:], config.inpaint_full_mask_fraction, latents.device)
+        cond = inpaint_conditioning(components.vae, pixels, masks, components.vae_scale_factor)
+        model_input = torch.cat([model_input, cond], dim=1)
+    pred = unet(model_input, t, embeds).sample
+    alphas = noise_scheduler.alphas_cumprod.to(latents.device)[t]
+    prediction_type = noise_scheduler.config.prediction_type
+    target = losses.diffusion_target(latents, noise, alphas, prediction_type)
+    weights = (
+        losses.min_snr_weights(losses.snr(alphas), config.snr_gamma, prediction_type)
+        if config.snr_gamma
+        else None
+    )
+    return losses.weighted_mse(pred, target, weights)
+
+
+def train(config: UNetTrainConfig) -> Path:
+    """Train and export; returns `output_dir/model` (or `output_dir/lora` for LoRA)."""
+    accelerator = make_accelerator(config, "unet")
+    run = TrainingRun(config, accelerator, "unet")
+    components = load_components(config).to(accelerator.device)
+    train_data, _ = load_splits(config.data)
+    cache = load_or_build_cache(
+        accelerator,
+        components,
+        train_data,
+        config.data,
+        config.output_dir,
+        components.is_inpaint,
+        config.cache_dtype,
+    ).to(accelerator.device)
+    unet = components.unet
+    if config.lora.rank:
+        add_lora(unet, config.lora)
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    trainable = [p for p in unet.parameters() if p.requires_grad]
+    optimizer, scheduler = make_optimizer(trainable, config.optim)
+    loader = torch.utils.data.DataLoader(
+        _Indices(len(cache)),
+        batch_size=config.optim.batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    model, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
+    accelerator.register_for_checkpointing(scheduler)
+    ema = make_ema(trainable, config.ema, accelerator)
+    noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)  # the training noise schedule
+    scaling = components.vae.config.scaling_factor
+    run.resume(len(loader))
+
+    for batch in run.batches(loader):
+        with accelerator.accumulate(model):
+            inputs = sample_inputs(cache, batch["index"], scaling, config.caption_dropout)
+            loss = diffusion_loss(model, components, noise_scheduler, inputs, config)
+            if run.guard.check(loss):
+                accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                run.optimizer_step(trainable, optimizer, scheduler, ema)
+        if accelerator.sync_gradients:
+            run.end_step({"loss": loss.item(), "lr": scheduler.get_last_lr()[0]}, [unet])
+            every = config.validation.every_steps
+            if every and run.step % every == 0 and not run.done:
+                _validate(accelerator, components, ema, trainable, config, run.step)
+            if run.done:
+                break
+
+    if ema is not None:
+        ema.copy_to(trainable)
+    _validate(accelerator, components, None, trainable, config, run.step)
+    summary = {
+        **run.finish(trainable),
+        "cached_images": len(cache),
+        "corrupt_images_skipped_in_cache": cache.skipped,
+    }
+    out = _export(accelerator, components, config, summary, len(train_data))
+    run.close()
+    return out
+
+
+def _validate(
+    accelerator, components: Components, ema, trainable, config: UNetTrainConfig, step: int
+) -> None:
+    if ema is not None:
+        ema.store(trainable)
+        ema.copy_to(trainable)
+    out = Path(config.output_dir) / "validation"
+    log_validation_images(accelerator, components, config.validation, config.data.resolution, out, step)
+    if ema is not None:
+        ema.restore(trainable)
+
+
+def _export(
+    accelerator, components: Components, config: UNetTrainConfig, metrics: dict, n_train: int
+) -> Path:
+    """Full diffusers folder at output_dir/model, or the LoRA weights at output_dir/lora; model card."""
+    out = Path(config.output_dir) / ("lora" if config.lora.rank else "model")
+    if accelerator.is_main_process:
+        components.unet.eval()
+        if config.lora.rank:
+            out.mkdir(parents=True, exist_ok=True)
+            save_lora(components.unet, out)
+            title = f"latentforge LoRA (rank {config.lora.rank}) for {config.base}"
+        else:
+            components.save_pretrained(out, overwrite=True)
+            title = "latentforge text-to-image model"
+        write_model_card(out, title, config, data_note(config.data, n_train), metrics)
+        accelerator.print(f"exported {out}")
+    accelerator.wait_for_everyone()
+    return out
+
+
+CONFIG_CLASS = UNetTrainConfig

@@ -1,0 +1,72 @@
+"""Validation images during U-Net training: fixed prompts and seeds through our TextToImagePipeline, saved
+as a grid PNG and logged to TensorBoard through accelerate's tracker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from latentforge.models.components import Components
+
+
+@dataclass
+class ValidationConfig:
+    """Images from fixed prompts/seeds, to watch a run (EMA weights when EMA is on)."""
+
+    every_steps: int = 500  # make a grid every N steps (0 = only at the end)
+    prompts: list[str] = field(
+        default_factory=lambda: [
+            "a red circle",
+            "two blue squares",
+            "a yellow triangle to the left of a green star",
+            "a purple star on a white background",
+        ]
+    )  # one image per prompt
+    seed: int = 0  # image i uses seed + i
+    num_inference_steps: int = 20  # sampler steps (the model's own scheduler)
+    guidance_scale: float = 5.0  # classifier-free guidance scale
+
+
+@torch.no_grad()
+def log_validation_images(
+    accelerator: Accelerator,
+    components: Components,
+    config: ValidationConfig,
+    resolution: int,
+    out_dir: Path,
+    step: int,
+) -> Path | None:
+    """Generate the validation grid (main process), save `out_dir/step-<step>.png`, log it; returns the path."""
+    path = None
+    if accelerator.is_main_process and config.prompts and not components.is_inpaint:
+        from latentforge.pipelines import TextToImagePipeline
+        from latentforge.pipelines.images import make_grid
+
+        pipe = TextToImagePipeline.from_components(components)
+        pipe.set_progress_bar_config(disable=True)
+        components.unet.eval()
+        with torch.random.fork_rng(devices=[]):  # training randomness must not depend on validation
+            images = pipe(
+                prompt=list(config.prompts),
+                num_inference_steps=config.num_inference_steps,
+                guidance_scale=config.guidance_scale,
+                generator=[
+                    torch.Generator().manual_seed(config.seed + i) for i in range(len(config.prompts))
+                ],
+                height=resolution,
+                width=resolution,
+            ).images
+        components.unet.train()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"step-{step}.png"
+        make_grid(images).save(path)
+        tracker = accelerator.get_tracker("tensorboard", unwrap=True)
+        tracker.add_images(
+            "validation", np.stack([np.asarray(im) for im in images]), step, dataformats="NHWC"
+        )
+    accelerator.wait_for_everyone()
+    return path

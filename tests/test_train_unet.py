@@ -1,0 +1,149 @@
+"""The U-Net trainer on the tiny architecture: export loads in stock diffusers, the cache holds what it
+claims, a killed-and-resumed run equals an uninterrupted one, and two processes stay in sync."""
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from safetensors.torch import load_file
+
+from latentforge.commands.train import resolve_config
+from latentforge.config import load_config
+from latentforge.data.transforms import swap_left_right
+from latentforge.models.components import Components
+from latentforge.training import unet as unet_trainer
+from latentforge.training.cache import cache_key, encode_captions
+from latentforge.training.checkpoints import MARKER
+from latentforge.training.data import image_loader, load_splits
+
+ROOT = Path(__file__).resolve().parents[1]
+# v-prediction, noise offset, min-SNR, EMA, flips and caption dropout all on: resume must replay all of them
+OVERRIDES = [
+    "optim.max_steps=6",
+    "prediction_type=v_prediction",
+    "noise_offset=0.05",
+    "checkpoint.every_steps=2",
+    "checkpoint.keep_last=0",
+]
+
+
+def _cli(*args: str, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    command = [*launcher, "-m", "latentforge", "train", "unet", "--config", "smoke-unet", *args]
+    if not launcher:
+        command = [sys.executable, *command]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """6 steps in one go, in this process."""
+    out = tmp_path_factory.mktemp("straight")
+    config = load_config(
+        unet_trainer.UNetTrainConfig, resolve_config("smoke-unet"), [f"output_dir={out}", *OVERRIDES]
+    )
+    unet_trainer.train(config)
+    return config, out
+
+
+def test_export_loads_in_stock_diffusers_and_generates(straight):
+    config, out = straight
+    pipe = StableDiffusionPipeline.from_pretrained(out / "model", safety_checker=None)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    image = pipe(
+        "a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np"
+    ).images[0]
+    assert image.shape == (32, 32, 3) and float(image.std()) > 0
+    initial = Components.from_architecture("tiny", seed=config.seed).unet
+    assert not torch.equal(initial.conv_in.weight, pipe.unet.conv_in.weight), "the U-Net did not train"
+    assert (out / "validation" / "step-6.png").is_file()
+    assert "weight_checksum_per_process" in (out / "model" / "README.md").read_text()
+
+
+def test_cache_holds_both_flip_variants_and_is_keyed_on_its_inputs(straight):
+    config, out = straight
+    (folder,) = (out / "cache").iterdir()
+    cache = load_file(folder / "cache.safetensors")
+    components = Components.from_pretrained(out / "model")
+    data = load_splits(config.data)[0]
+    assert cache["mean"].shape[:2] == (len(data), 2)
+    batch = next(iter(image_loader(data, config.data, 1, shuffle=False, flip=False)))
+    with torch.no_grad():
+        flipped = components.vae.encode(batch["pixel_values"].flip(-1)).latent_dist.mean
+    torch.testing.assert_close(cache["mean"][0, 1].float(), flipped[0], atol=2e-3, rtol=2e-3)
+    swapped = encode_captions(
+        components.text_encoder, components.tokenizer, [swap_left_right(batch["text"][0])], "cpu"
+    )
+    row = cache["text_index"][0, 1]
+    torch.testing.assert_close(cache["embeds"][row].float(), swapped[0], atol=2e-3, rtol=2e-3)
+    empty = encode_captions(components.text_encoder, components.tokenizer, [""], "cpu")[0]
+    torch.testing.assert_close(cache["embeds"][0].float(), empty, atol=2e-3, rtol=2e-3)  # row 0 = ""
+
+    def key(**changes):
+        cfg = dataclasses.replace(config.data, **changes)
+        return cache_key(
+            components.vae,
+            components.text_encoder,
+            components.tokenizer,
+            data,
+            cfg,
+            False,
+            config.cache_dtype,
+        )
+
+    assert key() == folder.name
+    assert key(resolution=64) != folder.name
+    with torch.no_grad():
+        components.vae.decoder.conv_out.bias[0] += 1e-3
+    assert key() != folder.name
+
+
+def test_killed_and_resumed_run_equals_the_straight_run(straight, tmp_path):
+    _, reference = straight
+    out = tmp_path / "resumed"
+    crashed = _cli(f"output_dir={out}", *OVERRIDES, "crash_after_steps=5")
+    assert crashed.returncode == 75, crashed.stderr[-3000:]
+    ckpts = out / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    # what a kill during a save leaves: a numbered folder without its marker, and a temporary folder
+    shutil.copytree(ckpts / "checkpoint-4", ckpts / "checkpoint-5")
+    (ckpts / "checkpoint-5" / MARKER).unlink()
+    weights = ckpts / "checkpoint-5" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    (ckpts / ".tmp-step-6").mkdir()
+
+    resumed = _cli(f"output_dir={out}", *OVERRIDES, "checkpoint.resume=latest")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {ckpts / 'checkpoint-4'} at step 4" in resumed.stdout
+    assert not (ckpts / ".tmp-step-6").exists()
+    for name in ("checkpoint-6/model.safetensors", "checkpoint-6/custom_checkpoint_1.pkl"):
+        assert (ckpts / name).is_file(), name
+    for rel in (
+        "checkpoints/checkpoint-6/model.safetensors",
+        "model/unet/diffusion_pytorch_model.safetensors",
+    ):
+        a, b = load_file(reference / rel), load_file(out / rel)
+        assert a.keys() == b.keys()
+        worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+        assert worst <= 1e-6, f"{rel}: resumed run differs from the straight run by {worst}"
+    state = json.loads((ckpts / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["consumed_batches"] == 6 and state["step"] == 6
+
+
+def test_two_processes_under_accelerate_launch_end_with_equal_weights(tmp_path):
+    launcher = (sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2")
+    launcher += ("--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no")
+    result = _cli(f"output_dir={tmp_path}", launcher=launcher)
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = (tmp_path / "model" / "README.md").read_text()
+    metrics = json.loads(card.split("```json")[1].split("```")[0])
+    sums = metrics["weight_checksum_per_process"]
+    assert len(sums) == 2 and sums[0] == sums[1]
+    StableDiffusionPipeline.from_pretrained(tmp_path / "model", safety_checker=None)
