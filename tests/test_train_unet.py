@@ -147,3 +147,42 @@ def test_two_processes_under_accelerate_launch_end_with_equal_weights(tmp_path):
     sums = metrics["weight_checksum_per_process"]
     assert len(sums) == 2 and sums[0] == sums[1]
     StableDiffusionPipeline.from_pretrained(tmp_path / "model", safety_checker=None)
+
+
+def test_random_masks_full_fraction_and_inpaint_conditioning():
+    from latentforge.training.inpaint import inpaint_conditioning, random_masks
+
+    torch.manual_seed(0)
+    assert random_masks(4, 8, 8, 1.0, torch.device("cpu")).eq(1).all()
+    partial = random_masks(64, 8, 8, 0.0, torch.device("cpu"))
+    assert set(partial.unique().tolist()) <= {0.0, 1.0}
+    covered = partial.flatten(1).mean(1)
+    assert (covered > 0).all() and (covered < 1).any()
+    vae = Components.from_architecture("tiny").vae
+    pixels = torch.rand(2, 3, 8, 8) * 2 - 1
+    masks = torch.zeros(2, 1, 8, 8)
+    masks[:, :, :4] = 1  # repaint the top half
+    cond = inpaint_conditioning(vae, pixels, masks, 2)
+    assert cond.shape == (2, 5, 4, 4)
+    assert cond[:, 0, :2].eq(1).all() and cond[:, 0, 2:].eq(0).all()  # the mask at latent size
+
+
+def test_inpainting_unet_trains_and_loads_in_stock_inpaint_pipeline(tmp_path):
+    from diffusers import StableDiffusionInpaintPipeline
+
+    config = load_config(
+        unet_trainer.UNetTrainConfig,
+        resolve_config("smoke-unet"),
+        [f"output_dir={tmp_path}", "base=tiny-inpaint", "optim.max_steps=2", "ema.enabled=false"],
+    )
+    out = unet_trainer.train(config)
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(out, safety_checker=None)
+    assert pipe.unet.config.in_channels == 9
+    image = torch.zeros(1, 3, 32, 32)
+    mask = torch.ones(1, 1, 32, 32)
+    result = pipe(
+        "a red circle", image=image, mask_image=mask, num_inference_steps=2, output_type="np"
+    ).images[0]
+    assert result.shape == (32, 32, 3)
+    initial = Components.from_architecture("tiny-inpaint", seed=0).unet
+    assert not torch.equal(initial.conv_in.weight, pipe.unet.conv_in.weight)
