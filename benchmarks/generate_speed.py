@@ -49,7 +49,9 @@ def main() -> None:
     if args.model:
         components = Components.from_pretrained(args.model, torch_dtype=dtype)
     else:
-        components = Components.from_architecture(args.architecture, seed=0).to(dtype=dtype)
+        components = Components.from_architecture(args.architecture, seed=0)
+        if dtype != torch.float32:
+            components.to(dtype=dtype)
     components.to(args.device)
     ours = TextToImagePipeline.from_components(components).set_scheduler(args.scheduler)
     theirs = StableDiffusionPipeline(
