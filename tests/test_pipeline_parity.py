@@ -121,3 +121,11 @@ def test_batch_with_generator_list_and_prompt_embeds_equal_diffusers():
     ).images
     assert mine.shape == (4, SIZE, SIZE, 3)
     assert np.abs(mine - reference_images).max() < TOLERANCE
+
+
+@pytest.mark.parametrize("scheduler", ["ddpm", "pndm", "lms", "heun", "dpmpp-2m", "dpmpp-2m-sde"])
+def test_other_schedulers_equal_diffusers(scheduler):
+    """The remaining named samplers, text-to-image with epsilon prediction."""
+    ours, theirs = _run_both("txt2img", scheduler, "epsilon")
+    assert np.abs(ours - theirs).max() < TOLERANCE
+    assert ours.std() > 0.01
