@@ -11,7 +11,7 @@ import sys
 import pytest
 
 HIDDEN = ("datasets", "peft", "tensorboard")
-FORBIDDEN = ("latentforge.training", "latentforge.evaluation", "latentforge.data")
+FORBIDDEN = ("latentforge.training", "latentforge.data", "latentforge.evaluation.compositional")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,80 @@
+"""Latency of the first thing a new user runs: `latentforge generate PROMPT -o out.png` on the default model.
+
+Reports (1) the whole command, process start to PNG on disk, as a user sees it, and (2) generation alone
+(prompt encoding + denoising + decode, in-process, model already loaded), for ours and for diffusers'
+StableDiffusionPipeline on the same weights, scheduler, steps and seed, side by side.
+
+    python benchmarks/cli_latency.py [--model PATH] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROMPT = "a red circle to the left of a blue square"
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "latentforge" / "assets" / "default-model"
+
+
+def time_command(model: Path, repeats: int) -> list[float]:
+    """Wall seconds of the whole CLI command, a fresh process each time."""
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats):
+            out = Path(tmp) / f"out{i}.png"
+            cmd = [sys.executable, "-m", "latentforge", "generate", PROMPT, "-o", str(out), "--seed", "0"]
+            if model != DEFAULT_MODEL:
+                cmd += ["--model", str(model)]
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            times.append(time.perf_counter() - start)
+            assert out.is_file()
+    return times
+
+
+def time_generation(model: Path, repeats: int) -> dict[str, list[float]]:
+    """In-process seconds per image for ours and diffusers on the same components (default settings)."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from latentforge import TextToImagePipeline
+
+    ours = TextToImagePipeline.from_pretrained(model)
+    theirs = StableDiffusionPipeline.from_pretrained(
+        model, safety_checker=None, requires_safety_checker=False
+    )
+    theirs.set_progress_bar_config(disable=True)
+    ours.set_progress_bar_config(disable=True)
+    results: dict[str, list[float]] = {"latentforge": [], "diffusers": []}
+    for _ in range(repeats + 1):  # the first round warms up both
+        for name, pipe in (("latentforge", ours), ("diffusers", theirs)):
+            start = time.perf_counter()
+            pipe(
+                PROMPT, num_inference_steps=25, guidance_scale=7.5, generator=torch.Generator().manual_seed(0)
+            )
+            results[name].append(time.perf_counter() - start)
+    return {name: values[1:] for name, values in results.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    import torch
+
+    print(f"model {args.model}, 25 steps, guidance 7.5, torch threads {torch.get_num_threads()}")
+    command = time_command(args.model, args.repeats)
+    print(f"whole command (process start -> PNG): median {statistics.median(command):.2f} s  {command}")
+    gen = time_generation(args.model, args.repeats)
+    ours, theirs = statistics.median(gen["latentforge"]), statistics.median(gen["diffusers"])
+    print(f"generation only: latentforge {ours:.3f} s, diffusers {theirs:.3f} s, ratio {theirs / ours:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
