@@ -15,6 +15,7 @@ from latentforge.data.transforms import ImageCaptionTransform
 from latentforge.models.openclip import open_clip_token_features
 from latentforge.models.tokenizer import load_tokenizer
 from latentforge.training import clip
+from latentforge.training.clip_parts import ShortTextCLIP
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +70,6 @@ def test_short_text_pass_equals_the_full_77_token_pass(trained):
     texts = ["a red circle", "three yellow squares on a black background", ""]
     ids = torch.tensor(tokenizer(texts, padding="max_length", max_length=77).input_ids)
     with torch.no_grad():
-        short = clip.ShortTextCLIP(model).encode_text(ids)
+        short = ShortTextCLIP(model).encode_text(ids)
         full = model.encode_text(ids, normalize=True)
     torch.testing.assert_close(short, full, atol=1e-6, rtol=1e-5)

@@ -24,17 +24,18 @@ from accelerate import Accelerator
 
 from latentforge.models.components import resolve_architecture
 from latentforge.models.openclip import open_clip_text_to_hf, open_clip_token_features
-from latentforge.models.tokenizer import PAD_TOKENS, build_clip_tokenizer, save_tokenizer
+from latentforge.models.tokenizer import save_tokenizer
+from latentforge.training.clip_parts import ShortTextCLIP, architecture_tokenizer, param_groups, tokenize
 from latentforge.training.common import (
     OptimConfig,
     TrainConfig,
-    TrainingRun,
     make_accelerator,
     make_ema,
     make_optimizer,
     write_model_card,
 )
 from latentforge.training.data import DataConfig, data_note, image_loader, load_splits
+from latentforge.training.loop import TrainingRun
 
 
 @dataclass
@@ -107,47 +108,6 @@ def clip_model_config(config: CLIPTrainConfig) -> dict[str, Any]:
     }
 
 
-class ShortTextCLIP(torch.nn.Module):
-    """open_clip `CLIP` whose text tower runs only up to the last end-of-text token of the batch.
-
-    With the causal mask, outputs at and before a caption's end token never see later positions, so the
-    pooled features (and the loss) equal those of the full 77-token pass; captions of ~20 tokens make the
-    text tower ~4x cheaper. forward: images (B, 3, H, W) in [-1, 1], ids (B, 77) -> open_clip's output dict.
-    """
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
-        """Normalised text features (B, embed_dim) from ids (B, L) (end token = highest id, as in CLIP)."""
-        from open_clip.transformer import text_global_pool
-
-        m = self.model
-        n = int(ids.argmax(dim=-1).max()) + 1
-        x = m.token_embedding(ids[:, :n]) + m.positional_embedding[:n]
-        x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:n, :n]))
-        x = text_global_pool(x, ids[:, :n], m.text_pool_type)
-        x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
-        return torch.nn.functional.normalize(x, dim=-1)
-
-    def forward(self, images: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {
-            "image_features": self.model.encode_image(images, normalize=True),
-            "text_features": self.encode_text(ids),
-            "logit_scale": self.model.logit_scale.exp(),
-        }
-
-
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """open_clip's rule: no weight decay on gains, biases, norms and the logit scale."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        skip = param.ndim < 2 or "ln" in name or "bias" in name or "logit_scale" in name
-        (no_decay if skip else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def train(config: CLIPTrainConfig) -> Path:
     """Train, evaluate retrieval and export; returns the exported `output_dir/model` folder."""
     import open_clip
@@ -159,10 +119,10 @@ def train(config: CLIPTrainConfig) -> Path:
         torch.manual_seed(config.seed)
         model = open_clip.CLIP(**model_cfg)
     model.visual.image_mean = model.visual.image_std = (0.5, 0.5, 0.5)  # our pixels are in [-1, 1]
-    tokenizer = _tokenizer(config.architecture)
+    tokenizer = architecture_tokenizer(config.architecture)
     train_data, held_out = load_splits(config.data)
     loader = image_loader(train_data, config.data, config.optim.batch_size, shuffle=True)
-    optimizer, scheduler = make_optimizer(_param_groups(model, config.optim.weight_decay), config.optim)
+    optimizer, scheduler = make_optimizer(param_groups(model, config.optim.weight_decay), config.optim)
     model, optimizer, loader = accelerator.prepare(ShortTextCLIP(model), optimizer, loader)
     accelerator.register_for_checkpointing(scheduler)
     raw = accelerator.unwrap_model(model).model
@@ -176,7 +136,7 @@ def train(config: CLIPTrainConfig) -> Path:
     run.resume(len(loader))
 
     for batch in run.batches(loader):
-        ids = _tokenize(tokenizer, batch["text"], accelerator.device)
+        ids = tokenize(tokenizer, batch["text"], accelerator.device)
         with accelerator.accumulate(model):
             out = model(batch["pixel_values"], ids)
             loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
@@ -212,17 +172,6 @@ def train(config: CLIPTrainConfig) -> Path:
     return out
 
 
-def _tokenizer(architecture: str):
-    """Our offline CLIP tokenizer with the architecture's padding convention (ids equal open_clip's)."""
-    cfg = json.loads((resolve_architecture(architecture) / "tokenizer" / "tokenizer_config.json").read_text())
-    return build_clip_tokenizer(cfg.get("pad_token", PAD_TOKENS["sd1"]), cfg.get("model_max_length", 77))
-
-
-def _tokenize(tokenizer, texts: list[str], device: torch.device) -> torch.Tensor:
-    ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True)
-    return torch.tensor(ids["input_ids"], device=device)
-
-
 def _with_ema(ema, model: torch.nn.Module, fn):
     if ema is None:
         return fn()
@@ -253,7 +202,7 @@ def retrieval_accuracy(
         image_feats = torch.cat(images)
         text_feats = torch.cat(
             [
-                model.encode_text(_tokenize(tokenizer, texts[i : i + 64], accelerator.device), normalize=True)
+                model.encode_text(tokenize(tokenizer, texts[i : i + 64], accelerator.device), normalize=True)
                 for i in range(0, len(texts), 64)
             ]
         )
@@ -291,7 +240,7 @@ def _export(
     if accelerator.is_main_process:
         model = model.float().eval()
         text_encoder = open_clip_text_to_hf(model)
-        ids = _tokenize(tokenizer, ["a red circle to the left of a blue square", ""], torch.device("cpu"))
+        ids = tokenize(tokenizer, ["a red circle to the left of a blue square", ""], torch.device("cpu"))
         hf = text_encoder(ids).last_hidden_state
         ours = open_clip_token_features(model.cpu(), ids)
         metrics["export_max_abs_diff"] = (hf - ours).abs().max().item()  # conversion check: ~1e-6

@@ -1,14 +1,11 @@
-"""Plumbing shared by the trainers: config groups, the accelerator, the NaN/Inf guard, EMA, the step
-loop's chores (progress bar, logging, checkpoints, resume position) and the model card."""
+"""Shared training setup: the config groups every trainer has, the accelerator, optimizer, EMA and the
+model card. The step loop's chores live in `latentforge.training.loop`."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import os
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,13 +19,9 @@ from accelerate.utils import (
     ProjectConfiguration,
     set_seed,
 )
-from tqdm.auto import tqdm
 
 from latentforge.config import config_to_dict
-from latentforge.training.checkpoints import CheckpointManager
 from latentforge.training.data import DataConfig
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -156,206 +149,6 @@ def make_ema(
     )
     accelerator.register_for_checkpointing(ema)
     return ema
-
-
-class NonFiniteGuard:
-    """Skips optimizer steps whose loss is NaN/Inf on any process, counts them, and stops the run after
-    `limit` in a row (a diverged run, not a stray batch). All processes take the same decision."""
-
-    def __init__(self, accelerator: Accelerator, limit: int) -> None:
-        if limit < 1:
-            raise ValueError(f"max_nonfinite_steps must be >= 1, got {limit}")
-        self.accelerator, self.limit = accelerator, limit
-        self.total = self.in_a_row = 0
-        self._window_bad = False
-
-    def check(self, loss: torch.Tensor) -> bool:
-        """True when `loss` is finite on every process (call once per micro-batch, before backward)."""
-        flag = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=loss.device)
-        bad = bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
-        self._window_bad |= bad
-        return not bad
-
-    def end_window(self, step: int) -> bool:
-        """Call at each optimizer step: True to apply it, False to skip it; raises after `limit` in a row."""
-        bad, self._window_bad = self._window_bad, False
-        if not bad:
-            self.in_a_row = 0
-            return True
-        self.total += 1
-        self.in_a_row += 1
-        logger.warning("step %d: non-finite loss, update skipped (%d in a row)", step, self.in_a_row)
-        if self.in_a_row >= self.limit:
-            raise RuntimeError(
-                f"training diverged: {self.in_a_row} optimizer steps in a row had a NaN/Inf loss (up to step "
-                f"{step}); lower optim.learning_rate, use mixed_precision=no or bf16, or resume from an earlier "
-                f"checkpoint (max_nonfinite_steps={self.limit})"
-            )
-        return False
-
-
-class TrainingRun:
-    """The step loop's chores: resume position, data epochs, corrupt-image accounting, progress bar,
-    logging and checkpoints. Position = micro-batches consumed, so resume continues mid-epoch exactly."""
-
-    def __init__(self, config: TrainConfig, accelerator: Accelerator, desc: str) -> None:
-        self.config, self.accelerator, self.desc = config, accelerator, desc
-        self.max_steps = config.optim.max_steps
-        if self.max_steps < 1:
-            raise ValueError(f"optim.max_steps must be >= 1, got {self.max_steps}")
-        self.checkpoints = CheckpointManager(accelerator, config.output_dir, config.checkpoint.keep_last)
-        self.guard = NonFiniteGuard(accelerator, config.max_nonfinite_steps)
-        self.step = self.consumed = self.batches_per_epoch = 0
-        self.extra_state: dict[str, Any] = {}  # trainer-specific JSON state, saved with each checkpoint
-        self._seen = self._corrupt = 0  # this process, since start or resume
-        self._restored = {"seen": 0, "corrupt": 0, "empty_batches": 0}
-        self._empty = 0
-        self._bar: tqdm | None = None
-        self._t0 = time.perf_counter()
-
-    def resume(self, batches_per_epoch: int) -> None:
-        """Load the checkpoint `checkpoint.resume` names (after accelerator.prepare and registering state)."""
-        self.batches_per_epoch = batches_per_epoch
-        if batches_per_epoch < 1:
-            raise ValueError("the training data holds fewer samples than one batch; lower optim.batch_size")
-        state = self.checkpoints.load(self.config.checkpoint.resume)
-        if state is not None:
-            if state["batches_per_epoch"] != batches_per_epoch:
-                raise ValueError(
-                    f"checkpoint.resume: the checkpoint had {state['batches_per_epoch']} batches per epoch, this "
-                    f"run has {batches_per_epoch}; resume needs the same data, batch size and processes"
-                )
-            self.step, self.consumed = state["step"], state["consumed_batches"]
-            self.guard.total = state["nonfinite_steps"]
-            self._restored = state["images"]
-            self.extra_state = state.get("extra", {})
-        self._bar = tqdm(
-            total=self.max_steps,
-            initial=self.step,
-            desc=self.desc,
-            disable=not self.accelerator.is_main_process,
-            dynamic_ncols=True,
-        )
-
-    @property
-    def done(self) -> bool:
-        return self.step >= self.max_steps
-
-    def batches(self, dataloader: Any) -> Iterator[Any]:
-        """Micro-batches from the current position on, epoch after epoch (the caller stops at `done`).
-
-        A batch whose images were all unreadable (on any process) is consumed but not yielded."""
-        while True:
-            epoch, skip = divmod(self.consumed, self.batches_per_epoch)
-            dataloader.set_epoch(epoch)
-            active = self.accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
-            active.set_epoch(epoch)
-            for batch in active:
-                self.consumed += 1
-                size = int(batch["pixel_values"].shape[0]) if "pixel_values" in batch else len(batch["index"])
-                self._seen += size + int(batch.get("skipped", 0))
-                self._corrupt += int(batch.get("skipped", 0))
-                self._check_corrupt_fraction()
-                empty = torch.tensor([float(size == 0)], device=self.accelerator.device)
-                if self.accelerator.reduce(empty, reduction="sum").item() > 0:
-                    self._empty += 1
-                    continue
-                yield batch
-
-    def _check_corrupt_fraction(self) -> None:
-        limit = self.config.data.max_corrupt_fraction
-        if self._seen >= 50 and self._corrupt > limit * self._seen:
-            raise ValueError(
-                f"data: {self._corrupt} of {self._seen} images could not be read (more than "
-                f"data.max_corrupt_fraction={limit}); check the dataset files"
-            )
-
-    def close(self) -> None:
-        """Flush the trackers and leave the process group (after the export: it needs the barrier)."""
-        self.accelerator.end_training()
-
-    def image_counts(self) -> dict[str, int]:
-        """Images seen / unreadable and empty batches, all processes, whole run (collective: call on all ranks)."""
-        local = torch.tensor([self._seen, self._corrupt, self._empty], device=self.accelerator.device)
-        seen, corrupt, empty = (int(v) for v in self.accelerator.reduce(local, reduction="sum").tolist())
-        r = self._restored
-        return {
-            "seen": r["seen"] + seen,
-            "corrupt": r["corrupt"] + corrupt,
-            "empty_batches": r["empty_batches"] + empty,
-        }
-
-    def optimizer_step(
-        self, params: list[torch.nn.Parameter], optimizer: Any, scheduler: Any, ema: Any
-    ) -> bool:
-        """At the end of an accumulation window: clip, step, schedule and update the EMA, unless a loss of the
-        window was NaN/Inf (then nothing changes); zero the gradients either way. True when applied."""
-        applied = self.guard.end_window(self.step + 1)
-        if applied:
-            if self.config.optim.max_grad_norm > 0:
-                self.accelerator.clip_grad_norm_(params, self.config.optim.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.step(params)
-        optimizer.zero_grad(set_to_none=True)
-        return applied
-
-    def end_step(self, logs: dict[str, float], models: list[torch.nn.Module]) -> None:
-        """Bookkeeping after optimizer step `step + 1`: progress, logs, checkpoint, crash hook."""
-        self.step += 1
-        assert self._bar is not None, "call resume() before the loop"
-        self._bar.update(1)
-        self._bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
-        if self.step % self.config.log_every == 0 or self.step == self.max_steps:
-            self.accelerator.log(logs, step=self.step)
-        every = self.config.checkpoint.every_steps
-        if (every and self.step % every == 0) or self.step == self.max_steps:
-            state = {
-                "consumed_batches": self.consumed,
-                "batches_per_epoch": self.batches_per_epoch,
-                "nonfinite_steps": self.guard.total,
-                "images": self.image_counts(),
-                "extra": self.extra_state,
-            }
-            self.checkpoints.save(self.step, state, models)
-        if self.config.crash_after_steps and self.step == self.config.crash_after_steps:
-            self.accelerator.wait_for_everyone()
-            os._exit(75)  # a hard stop: no cleanup, no final save, like a kill
-
-    def rank_checksums(self, params: Iterable[torch.nn.Parameter]) -> list[float]:
-        """Sum of squares of `params` on every process (collective). DDP keeps replicas equal; a difference
-        means the processes diverged (e.g. a step skipped on one rank only), and raises."""
-        params = list(params)
-        local = (
-            torch.stack([p.detach().double().pow(2).sum() for p in params]).sum()
-            if params
-            else torch.zeros(())
-        )
-        sums = self.accelerator.gather(local.float().reshape(1).to(self.accelerator.device)).tolist()
-        if max(sums) - min(sums) > 1e-6 * max(1.0, abs(max(sums))):
-            raise RuntimeError(f"the {len(sums)} processes ended with different weights (checksums {sums})")
-        return sums
-
-    def finish(self, params: Iterable[torch.nn.Parameter] = ()) -> dict[str, Any]:
-        """Close the bar; a summary of the run (collective: call on all ranks, then export, then `close`)."""
-        if self._bar is not None:
-            self._bar.close()
-        checksums = self.rank_checksums(params)
-        counts = self.image_counts()
-        if counts["corrupt"]:
-            self.accelerator.print(
-                f"skipped {counts['corrupt']} unreadable image(s) of {counts['seen']} loaded "
-                f"({counts['empty_batches']} batch(es) had none left)"
-            )
-        return {
-            "steps": self.step,
-            "nonfinite_steps_skipped": self.guard.total,
-            "images_seen": counts["seen"],
-            "corrupt_images_skipped": counts["corrupt"],
-            "seconds": round(time.perf_counter() - self._t0, 1),
-            "weight_checksum_per_process": checksums,
-        }
 
 
 def write_model_card(

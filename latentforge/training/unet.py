@@ -23,7 +23,6 @@ from latentforge.training.cache import LatentCache, load_or_build_cache
 from latentforge.training.common import (
     OptimConfig,
     TrainConfig,
-    TrainingRun,
     make_accelerator,
     make_ema,
     make_optimizer,
@@ -31,6 +30,7 @@ from latentforge.training.common import (
 )
 from latentforge.training.data import DataConfig, data_note, load_splits
 from latentforge.training.inpaint import inpaint_conditioning, random_masks
+from latentforge.training.loop import TrainingRun
 from latentforge.training.lora import LoRAConfig, add_lora, save_lora
 from latentforge.training.models import component_folder, has_weights, load_text_encoder, load_vae
 from latentforge.training.validation import ValidationConfig, log_validation_images

@@ -24,13 +24,13 @@ from latentforge.training import losses
 from latentforge.training.common import (
     OptimConfig,
     TrainConfig,
-    TrainingRun,
     make_accelerator,
     make_ema,
     make_optimizer,
     write_model_card,
 )
 from latentforge.training.data import DataConfig, data_note, image_loader, load_splits
+from latentforge.training.loop import TrainingRun
 from latentforge.training.models import load_vae
 from latentforge.training.vae_parts import AutoencoderWithPosterior, PatchDiscriminator
 
