@@ -6,8 +6,7 @@ training code nor `datasets`/`peft`.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from latentforge._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -21,14 +20,4 @@ _EXPORTS = {
     "InpaintPipeline": "latentforge.pipelines",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'latentforge' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

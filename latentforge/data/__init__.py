@@ -5,8 +5,7 @@ Names are imported lazily so `import latentforge.data` pulls in neither `dataset
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from latentforge._lazy import lazy_exports
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -33,14 +32,4 @@ _EXPORTS = {
     "image_sizes": "latentforge.data.loader",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'latentforge.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

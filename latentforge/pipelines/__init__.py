@@ -6,8 +6,7 @@ CLI's argument parser, without importing torch and diffusers.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from latentforge._lazy import lazy_exports
 
 _EXPORTS = {
     "TextToImagePipeline": "latentforge.pipelines.pipeline",
@@ -18,14 +17,4 @@ _EXPORTS = {
     "SCHEDULER_NAMES": "latentforge.pipelines.schedulers",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'latentforge.pipelines' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
