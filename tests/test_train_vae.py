@@ -81,3 +81,43 @@ def test_smoke_vae_trains_skips_bad_data_and_exports(tmp_path, monkeypatch):
     std = vae.measure_latent_std(exported, loader, 16, torch.device("cpu"))
     assert 1 / std == pytest.approx(exported.config.scaling_factor, rel=0.1)
     assert "held_out_psnr" in (model_dir / "README.md").read_text()
+
+
+def test_decoder_only_finetune_keeps_encoder_and_scale(tmp_path):
+    source = tmp_path / "source"
+    start = load_vae("tiny", seed=3)
+    start.register_to_config(scaling_factor=0.5)
+    start.save_pretrained(source / "vae")
+    config = load_config(
+        vae.VAETrainConfig,
+        resolve_config("smoke-vae"),
+        [f"output_dir={tmp_path / 'run'}", f"model={source}", "train_encoder=false"],
+    )
+    exported = AutoencoderKL.from_pretrained(vae.train(config) / "vae")
+
+    for name, before in start.state_dict().items():
+        after = exported.state_dict()[name]
+        if name.startswith(("encoder.", "quant_conv.")):
+            assert torch.equal(before, after), f"{name} changed although the encoder was frozen"
+    assert not torch.equal(exported.decoder.conv_out.weight, start.decoder.conv_out.weight)
+    assert exported.config.scaling_factor == 0.5  # same latents: the U-Net's scale must not move
+
+
+def test_decoder_only_finetune_needs_trained_weights(tmp_path):
+    config = load_config(
+        vae.VAETrainConfig, resolve_config("smoke-vae"), [f"output_dir={tmp_path}", "train_encoder=false"]
+    )
+    with pytest.raises(ValueError, match="train_encoder=false.*no trained weights"):
+        vae.train(config)
+
+
+def test_init_posterior_logvar_sets_the_starting_noise():
+    fresh = load_vae("tiny", seed=0)
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        before = fresh.encode(images).latent_dist.logvar.mean().item()
+        vae.init_posterior_logvar(fresh, -6.0)
+        after = fresh.encode(images).latent_dist
+    assert abs(before) < 1.5
+    assert after.logvar.mean().item() == pytest.approx(-6.0, abs=1.0)
+    assert after.std.mean().item() < 0.1

@@ -31,7 +31,7 @@ from latentforge.training.common import (
 )
 from latentforge.training.data import DataConfig, data_note, image_loader, load_splits
 from latentforge.training.loop import TrainingRun
-from latentforge.training.models import load_vae
+from latentforge.training.models import component_folder, has_weights, load_vae
 from latentforge.training.vae_parts import AutoencoderWithPosterior, PatchDiscriminator
 
 
@@ -65,6 +65,12 @@ class VAETrainConfig(TrainConfig):
         )
     )  # LDM: Adam(0.5, 0.9), lr 4.5e-6 * batch
     loss: VAELossConfig = field(default_factory=VAELossConfig)  # loss terms
+    init_logvar: float = (
+        0.0  # from scratch: start the posterior log-variance here (e.g. -6: little noise at first)
+    )
+    train_encoder: bool = (
+        True  # false: fine-tune the decoder only (model= a trained VAE); latents stay the same
+    )
     eval_every: int = 500  # held-out PSNR/SSIM + a reconstruction grid every N steps (0 = only at the end)
     scale_samples: int = 1024  # training images encoded to measure std(latents) for scaling_factor
 
@@ -74,6 +80,7 @@ def train(config: VAETrainConfig) -> Path:
     accelerator = make_accelerator(config, "vae")
     run = TrainingRun(config, accelerator, "vae")
     vae = load_vae(config.model, seed=config.seed)
+    _prepare_start(vae, config)
     autoencoder = AutoencoderWithPosterior(vae)
     lc = config.loss
     with torch.random.fork_rng(devices=[]):
@@ -81,7 +88,7 @@ def train(config: VAETrainConfig) -> Path:
         disc = PatchDiscriminator(vae.config.out_channels, lc.disc_channels, lc.disc_layers)
     train_data, held_out = load_splits(config.data)
     loader = image_loader(train_data, config.data, config.optim.batch_size, shuffle=True)
-    opt_g, sched_g = make_optimizer(vae.parameters(), config.optim)
+    opt_g, sched_g = make_optimizer([p for p in vae.parameters() if p.requires_grad], config.optim)
     d_optim = OptimConfig(
         **{**vars(config.optim), "learning_rate": lc.disc_learning_rate or config.optim.learning_rate}
     )
@@ -127,6 +134,34 @@ def train(config: VAETrainConfig) -> Path:
     out = _export(accelerator, vae, ema, train_data, config, {**metrics, **summary})
     run.close()
     return out
+
+
+def _prepare_start(vae, config: VAETrainConfig) -> None:
+    """Freeze the encoder (decoder-only fine-tuning) or set a fresh VAE's starting posterior noise."""
+    if not config.train_encoder:
+        _freeze_encoder(vae, config.model)
+    elif config.init_logvar and not has_weights(component_folder(config.model, "vae")):
+        init_posterior_logvar(vae, config.init_logvar)
+
+
+def init_posterior_logvar(vae, value: float) -> None:
+    """Start a fresh VAE's posterior log-variance near `value` (quant_conv's second half of outputs): with the
+    default 0 the samples carry unit noise before the encoder has learned any scale, which slows early training."""
+    with torch.no_grad():
+        vae.quant_conv.bias[vae.config.latent_channels :] = value
+
+
+def _freeze_encoder(vae, source: str) -> None:
+    """Decoder-only fine-tuning (as for SD's ft-MSE VAE): the encoder and quant_conv keep their weights, so the
+    latents a U-Net was trained on do not change; needs a trained VAE to start from."""
+    if not has_weights(component_folder(source, "vae")):
+        raise ValueError(
+            f"train_encoder=false keeps the encoder as loaded, but model={source} has no trained weights; "
+            "point model= at a trained VAE (a model folder or its vae/ folder)"
+        )
+    vae.encoder.requires_grad_(False)
+    if vae.quant_conv is not None:
+        vae.quant_conv.requires_grad_(False)
 
 
 def _generator_loss(autoencoder, raw_disc, last_layer, images, lc: VAELossConfig, disc_on: bool):
@@ -218,8 +253,11 @@ def _export(accelerator: Accelerator, vae, ema, train_data, config: VAETrainConf
             ema.copy_to(vae.parameters())
         vae.eval()
         loader = image_loader(train_data, config.data, config.optim.batch_size, shuffle=False, flip=False)
-        std = measure_latent_std(vae, loader, config.scale_samples, accelerator.device)
-        vae.register_to_config(scaling_factor=1.0 / std)
+        if config.train_encoder:
+            std = measure_latent_std(vae, loader, config.scale_samples, accelerator.device)
+            vae.register_to_config(scaling_factor=1.0 / std)
+        else:  # same encoder, same latents: the scale a U-Net was trained with must not move
+            std = 1.0 / vae.config.scaling_factor
         metrics = {**metrics, "latent_std": std, "scaling_factor": 1.0 / std}
         model_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".vae.tmp-", dir=model_dir))
@@ -234,7 +272,7 @@ def _export(accelerator: Accelerator, vae, ema, train_data, config: VAETrainConf
             metrics,
         )
         (model_dir / "vae_metrics.json").write_text(json.dumps(metrics, indent=2))
-        accelerator.print(f"exported {model_dir / 'vae'} (scaling_factor {1.0 / std:.5f})")
+        accelerator.print(f"exported {model_dir / 'vae'} (scaling_factor {vae.config.scaling_factor:.5f})")
     accelerator.wait_for_everyone()
     return model_dir
 
