@@ -102,7 +102,14 @@ def test_cache_holds_both_flip_variants_and_is_keyed_on_its_inputs(straight):
     assert key(resolution=64) != folder.name
     with torch.no_grad():
         components.vae.decoder.conv_out.bias[0] += 1e-3
+    assert key() == folder.name, "the decoder does not touch the latents: a decoder fine-tune keeps the cache"
+    with torch.no_grad():
+        components.vae.encoder.conv_out.bias[0] += 1e-3
     assert key() != folder.name
+    key_before = key()
+    with torch.no_grad():
+        components.text_encoder.get_input_embeddings().weight[0, 0] += 1e-3
+    assert key() != key_before
 
 
 def test_killed_and_resumed_run_equals_the_straight_run(straight, tmp_path):

@@ -66,7 +66,9 @@ def _tensor_digest(digest, module: torch.nn.Module) -> None:
 def cache_key(vae, text_encoder, tokenizer, dataset, data: DataConfig, with_pixels: bool, dtype: str) -> str:
     """Hex digest of everything the cached tensors depend on."""
     digest = hashlib.sha256()
-    _tensor_digest(digest, vae)
+    _tensor_digest(digest, vae.encoder)  # the latents depend on the encoder half only: a decoder fine-tune
+    if vae.quant_conv is not None:  # (`train vae train_encoder=false`) keeps the cache
+        _tensor_digest(digest, vae.quant_conv)
     _tensor_digest(digest, text_encoder)
     settings = {
         "format": FORMAT,
