@@ -143,6 +143,16 @@ def test_killed_and_resumed_run_equals_the_straight_run(straight, tmp_path):
     state = json.loads((ckpts / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["consumed_batches"] == 6 and state["step"] == 6
 
+    # resuming a finished run (or a stopped one with max_steps lowered to its last checkpoint) only exports
+    shutil.rmtree(out / "model")
+    again = _cli(f"output_dir={out}", *OVERRIDES, "checkpoint.resume=latest")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-4", "checkpoint-6"]
+    a = load_file(reference / "model/unet/diffusion_pytorch_model.safetensors")
+    b = load_file(out / "model/unet/diffusion_pytorch_model.safetensors")
+    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert worst <= 1e-6, f"resuming at max_steps changed the weights by {worst}: it trained further"
+
 
 def test_two_processes_under_accelerate_launch_end_with_equal_weights(tmp_path):
     launcher = (sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2")

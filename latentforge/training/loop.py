@@ -105,8 +105,9 @@ class TrainingRun:
     def batches(self, dataloader: Any) -> Iterator[Any]:
         """Micro-batches from the current position on, epoch after epoch (the caller stops at `done`).
 
-        A batch whose images were all unreadable (on any process) is consumed but not yielded."""
-        while True:
+        A batch whose images were all unreadable (on any process) is consumed but not yielded. Nothing when
+        the run is already done (resumed at max_steps: the trainer goes straight to its export)."""
+        while not self.done:
             epoch, skip = divmod(self.consumed, self.batches_per_epoch)
             dataloader.set_epoch(epoch)
             active = self.accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
