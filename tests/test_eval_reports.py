@@ -70,9 +70,28 @@ def test_vae_reconstruction_report():
     assert values["psnr_db"] == pytest.approx(psnr(rebuilt, vae.to_tensor(images)).mean().item())
     assert values["ssim"] == pytest.approx(ssim(rebuilt, vae.to_tensor(images)).mean().item())
     assert values["psnr_db"] < 20 and values["lpips"] is None  # random weights reconstruct badly
+    assert values["objects_kept"] == 0.0  # ... and lose every scene's objects
     assert len(report.images) == 8 and len(report.rows) == 4
     with pytest.raises(ValueError, match="num_images"):
         vae.heldout_shapes_images(0)
+
+
+def test_objects_kept_compares_detected_objects():
+    from latentforge.data.shapes import render_scene, scene_for_prompt
+
+    scene = scene_for_prompt("a red circle and a blue square", rng=0)
+    image = render_scene(scene)
+    assert vae.objects_kept(image, image.copy())
+    circle = next(o for o in scene.objects if o.shape == "circle")
+    x0, y0, x1, y1 = circle.box
+    recoloured = np.asarray(image).copy()
+    red = (recoloured == recoloured[(y0 + y1) // 2, (x0 + x1) // 2]).all(-1)
+    recoloured[red] = (0, 200, 0)  # the circle turns green: same shapes, wrong colour
+    assert not vae.objects_kept(image, Image.fromarray(recoloured))
+    background = np.asarray(image)[0, 0]
+    erased = np.asarray(image).copy()
+    erased[red] = background  # the circle is gone
+    assert not vae.objects_kept(image, Image.fromarray(erased))
 
 
 def test_load_vae_from_model_or_vae_folder(tmp_path):

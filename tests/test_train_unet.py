@@ -125,13 +125,22 @@ def test_killed_and_resumed_run_equals_the_straight_run(straight, tmp_path):
     weights = ckpts / "checkpoint-5" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     (ckpts / ".tmp-step-6").mkdir()
+    # the run's training time carries over a resume: pretend the first segment took 1000 s
+    state_file, manifest_file = ckpts / "checkpoint-4" / "trainer_state.json", ckpts / "checkpoint-4" / MARKER
+    state4 = json.loads(state_file.read_text())
+    assert 0 < state4["seconds"] < 1000
+    state_file.write_text(json.dumps({**state4, "seconds": 1000.0}))
+    manifest = json.loads(manifest_file.read_text())
+    manifest["files"]["trainer_state.json"] = state_file.stat().st_size
+    manifest_file.write_text(json.dumps(manifest))
 
     resumed = _cli(f"output_dir={out}", *OVERRIDES, "checkpoint.resume=latest")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {ckpts / 'checkpoint-4'} at step 4" in resumed.stdout
     assert not (ckpts / ".tmp-step-6").exists()
-    for name in ("checkpoint-6/model.safetensors", "checkpoint-6/custom_checkpoint_1.pkl"):
-        assert (ckpts / name).is_file(), name
+    for name in ("model.safetensors", "objects.safetensors", "objects.json"):
+        assert (ckpts / "checkpoint-6" / name).is_file(), name
+    assert not list((ckpts / "checkpoint-6").glob("custom_checkpoint_*")), "EMA/scheduler state was pickled"
     for rel in (
         "checkpoints/checkpoint-6/model.safetensors",
         "model/unet/diffusion_pytorch_model.safetensors",
@@ -142,6 +151,7 @@ def test_killed_and_resumed_run_equals_the_straight_run(straight, tmp_path):
         assert worst <= 1e-6, f"{rel}: resumed run differs from the straight run by {worst}"
     state = json.loads((ckpts / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["consumed_batches"] == 6 and state["step"] == 6
+    assert 1000 < state["seconds"] < 1000 + 600
 
     # resuming a finished run (or a stopped one with max_steps lowered to its last checkpoint) only exports
     shutil.rmtree(out / "model")

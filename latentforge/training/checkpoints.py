@@ -1,9 +1,12 @@
 """Atomic, verifiable training checkpoints on top of `accelerator.save_state`.
 
 Layout: `output_dir/checkpoints/checkpoint-<step>/` holds accelerate's state (models as safetensors,
-optimizers, LR schedulers, registered objects such as EMA, the sampler, one RNG file per process) plus
-`trainer_state.json` (step, data position, counters) and, written last, `COMPLETE.json` (a manifest of
-every file with its size). A save goes to `checkpoints/.tmp-step-<step>/` and is renamed into place
+optimizers, the sampler, one RNG file per process), the registered objects (EMA, LR schedulers) as
+`objects.safetensors` (their tensors) + `objects.json` (the rest), `trainer_state.json` (step, data
+position, counters) and, written last, `COMPLETE.json` (a manifest of every file with its size).
+No file is unpickled with code execution: accelerate reads its optimizer/RNG files with
+`torch.load(weights_only=True)`; we keep registered objects out of its `custom_checkpoint_*.pkl`, which it
+would read with `weights_only=False` (older checkpoints that have them are read with `weights_only=True`). A save goes to `checkpoints/.tmp-step-<step>/` and is renamed into place
 only when complete, so a kill during a save never leaves a `checkpoint-N` that `resume=latest` would
 pick (the failure mode of diffusers' scripts, see transformers#27820); old checkpoints are pruned only
 after the new one is in place.
@@ -16,6 +19,8 @@ import logging
 import os
 import re
 import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 MARKER = "COMPLETE.json"
 STATE_FILE = "trainer_state.json"
+OBJECTS_TENSORS, OBJECTS_JSON = "objects.safetensors", "objects.json"
 TMP_PREFIX = ".tmp-step-"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
@@ -65,6 +71,79 @@ def is_complete(folder: Path, num_processes: int | None = None) -> bool:
     return True
 
 
+def _split_tensors(value: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """`value` with every tensor replaced by {"tensor": key} and stored in `tensors` (for safetensors)."""
+    if isinstance(value, torch.Tensor):
+        tensors[prefix] = value.detach().cpu().contiguous().clone()
+        return {"tensor": prefix}
+    if isinstance(value, dict):
+        return {"dict": {str(k): _split_tensors(v, f"{prefix}.{k}", tensors) for k, v in value.items()}}
+    if isinstance(value, (list, tuple)):
+        return {"list": [_split_tensors(v, f"{prefix}.{i}", tensors) for i, v in enumerate(value)]}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return {"value": value}
+    raise TypeError(
+        f"cannot checkpoint a {type(value).__name__} at {prefix} (tensors, numbers, strings only)"
+    )
+
+
+def _join_tensors(node: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Any:
+    if "tensor" in node:
+        return tensors[node["tensor"]]
+    if "dict" in node:
+        return {k: _join_tensors(v, tensors) for k, v in node["dict"].items()}
+    if "list" in node:
+        return [_join_tensors(v, tensors) for v in node["list"]]
+    return node["value"]
+
+
+def save_objects(objects: list[Any], folder: Path) -> None:
+    """state_dict() of each object: tensors to objects.safetensors, everything else to objects.json."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    tree = [_split_tensors(obj.state_dict(), str(i), tensors) for i, obj in enumerate(objects)]
+    save_file(tensors, str(folder / OBJECTS_TENSORS))
+    (folder / OBJECTS_JSON).write_text(json.dumps(tree))
+
+
+def load_objects(objects: list[Any], folder: Path) -> None:
+    """Restore what `save_objects` wrote (or, from an older checkpoint, accelerate's custom_checkpoint_N.pkl
+    read with weights_only=True)."""
+    if not objects:
+        return
+    if (folder / OBJECTS_JSON).is_file():
+        from safetensors.torch import load_file
+
+        tree = json.loads((folder / OBJECTS_JSON).read_text())
+        if len(tree) != len(objects):
+            raise ValueError(f"{folder}: holds {len(tree)} training objects, this run has {len(objects)}")
+        tensors = load_file(str(folder / OBJECTS_TENSORS))
+        states = [_join_tensors(node, tensors) for node in tree]
+    else:
+        legacy = [folder / f"custom_checkpoint_{i}.pkl" for i in range(len(objects))]
+        if not all(p.is_file() for p in legacy):
+            raise FileNotFoundError(f"{folder}: no {OBJECTS_JSON} (EMA and LR scheduler state)")
+        states = [torch.load(p, map_location="cpu", weights_only=True) for p in legacy]
+    for obj, state in zip(objects, states):
+        obj.load_state_dict(state)
+
+
+@contextmanager
+def _without_legacy_pickles(folder: Path):
+    """`folder`, or (older checkpoints) a temporary view of it without accelerate's custom_checkpoint_N.pkl,
+    which accelerate would insist on unpickling itself (weights_only=False) for registered objects."""
+    legacy = list(folder.glob("custom_checkpoint_*.pkl"))
+    if not legacy:
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="latentforge-ckpt-") as view:
+        for item in folder.iterdir():
+            if item not in legacy:
+                os.symlink(item.resolve(), Path(view) / item.name)
+        yield Path(view)
+
+
 def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
     """(step, folder) of every `checkpoint-N` folder under `root`, oldest first (complete or not)."""
     if not root.is_dir():
@@ -82,11 +161,16 @@ class CheckpointManager:
         self.accelerator = accelerator
         self.root = Path(output_dir) / "checkpoints"
         self.keep_last = keep_last
+        self.objects: list[Any] = []  # EMA, LR schedulers: anything with state_dict/load_state_dict
         if accelerator.is_main_process and self.root.is_dir():
             for stale in self.root.glob(TMP_PREFIX + "*"):
                 logger.warning("removing %s left by an interrupted save", stale)
                 shutil.rmtree(stale, ignore_errors=True)
         accelerator.wait_for_everyone()
+
+    def register(self, *objects: Any) -> None:
+        """Checkpoint these objects too (instead of accelerator.register_for_checkpointing, which pickles)."""
+        self.objects.extend(objects)
 
     def save(self, step: int, state: dict[str, Any], models: list[torch.nn.Module]) -> Path:
         """Write checkpoint `step` atomically; `state` (JSON-able) goes to trainer_state.json."""
@@ -103,6 +187,7 @@ class CheckpointManager:
         acc.save_state(str(tmp))  # every rank writes its own RNG state
         acc.wait_for_everyone()
         if acc.is_main_process:
+            save_objects(self.objects, tmp)
             (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2))
             for file in tmp.rglob("*"):
                 if file.is_file():
@@ -154,7 +239,9 @@ class CheckpointManager:
         candidates = self.resolve(resume)
         for i, path in enumerate(candidates):
             try:
-                self.accelerator.load_state(str(path))
+                with _without_legacy_pickles(path) as view:
+                    self.accelerator.load_state(str(view))
+                load_objects(self.objects, path)
             except Exception as err:  # a corrupt file: fall back to the next older checkpoint
                 if i + 1 == len(candidates) or resume != "latest":
                     raise

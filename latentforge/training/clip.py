@@ -124,9 +124,9 @@ def train(config: CLIPTrainConfig) -> Path:
     loader = image_loader(train_data, config.data, config.optim.batch_size, shuffle=True)
     optimizer, scheduler = make_optimizer(param_groups(model, config.optim.weight_decay), config.optim)
     model, optimizer, loader = accelerator.prepare(ShortTextCLIP(model), optimizer, loader)
-    accelerator.register_for_checkpointing(scheduler)
     raw = accelerator.unwrap_model(model).model
-    ema = make_ema(raw.parameters(), config.ema, accelerator)
+    ema = make_ema(raw.parameters(), config.ema)
+    run.checkpoints.register(scheduler, *([] if ema is None else [ema]))
     loss_fn = open_clip.ClipLoss(
         local_loss=True,  # each process scores its own rows against all gathered features
         gather_with_grad=True,

@@ -132,10 +132,9 @@ def make_optimizer(
     return optimizer, scheduler
 
 
-def make_ema(
-    parameters: Iterable[torch.nn.Parameter], config: EMAConfig, accelerator: Accelerator
-) -> Any | None:
-    """diffusers `EMAModel` over `parameters` (with warm-up), registered for checkpointing; None when off."""
+def make_ema(parameters: Iterable[torch.nn.Parameter], config: EMAConfig) -> Any | None:
+    """diffusers `EMAModel` over `parameters` (with warm-up); None when off. Register it with the run's
+    checkpoints (`run.checkpoints.register`)."""
     if not config.enabled:
         return None
     from diffusers.training_utils import EMAModel
@@ -147,7 +146,6 @@ def make_ema(
         inv_gamma=config.inv_gamma,
         power=config.power,
     )
-    accelerator.register_for_checkpointing(ema)
     return ema
 
 

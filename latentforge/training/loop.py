@@ -73,6 +73,7 @@ class TrainingRun:
         self._empty = 0
         self._bar: tqdm | None = None
         self._t0 = time.perf_counter()
+        self._seconds_before = 0.0  # training time of the segments before a resume, up to their checkpoint
 
     def resume(self, batches_per_epoch: int) -> None:
         """Load the checkpoint `checkpoint.resume` names (after accelerator.prepare and registering state)."""
@@ -90,6 +91,7 @@ class TrainingRun:
             self.guard.total = state["nonfinite_steps"]
             self._restored = state["images"]
             self.extra_state = state.get("extra", {})
+            self._seconds_before = float(state.get("seconds", 0.0))
         self._bar = tqdm(
             total=self.max_steps,
             initial=self.step,
@@ -179,11 +181,17 @@ class TrainingRun:
                 "nonfinite_steps": self.guard.total,
                 "images": self.image_counts(),
                 "extra": self.extra_state,
+                "seconds": round(self.seconds, 1),
             }
             self.checkpoints.save(self.step, state, models)
         if self.config.crash_after_steps and self.step == self.config.crash_after_steps:
             self.accelerator.wait_for_everyone()
             os._exit(75)  # a hard stop: no cleanup, no final save, like a kill
+
+    @property
+    def seconds(self) -> float:
+        """Wall-clock training time of the whole run: earlier segments up to their last checkpoint, then this one."""
+        return self._seconds_before + time.perf_counter() - self._t0
 
     def rank_checksums(self, params: Iterable[torch.nn.Parameter]) -> list[float]:
         """Sum of squares of `params` on every process (collective). DDP keeps replicas equal; a difference
@@ -215,6 +223,6 @@ class TrainingRun:
             "nonfinite_steps_skipped": self.guard.total,
             "images_seen": counts["seen"],
             "corrupt_images_skipped": counts["corrupt"],
-            "seconds": round(time.perf_counter() - self._t0, 1),
+            "seconds": round(self.seconds, 1),
             "weight_checksum_per_process": checksums,
         }

@@ -202,8 +202,8 @@ def train(config: UNetTrainConfig) -> Path:
         generator=torch.Generator().manual_seed(config.seed),
     )
     model, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
-    accelerator.register_for_checkpointing(scheduler)
-    ema = make_ema(trainable, config.ema, accelerator)
+    ema = make_ema(trainable, config.ema)
+    run.checkpoints.register(scheduler, *([] if ema is None else [ema]))
     noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)  # the training noise schedule
     scaling = components.vae.config.scaling_factor
     run.resume(len(loader))

@@ -94,8 +94,8 @@ def train(config: VAETrainConfig) -> Path:
     )
     opt_d, sched_d = make_optimizer(disc.parameters(), d_optim)
     autoencoder, disc, opt_g, opt_d, loader = accelerator.prepare(autoencoder, disc, opt_g, opt_d, loader)
-    accelerator.register_for_checkpointing(sched_g, sched_d)
-    ema = make_ema(vae.parameters(), config.ema, accelerator)
+    ema = make_ema(vae.parameters(), config.ema)
+    run.checkpoints.register(sched_g, sched_d, *([] if ema is None else [ema]))
     run.resume(len(loader))
     raw_disc = accelerator.unwrap_model(disc)
     last_layer = vae.decoder.conv_out.weight  # the adaptive weight balances gradients at this layer
