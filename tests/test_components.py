@@ -216,3 +216,11 @@ def test_export_command(tmp_path, capsys):
     StableDiffusionPipeline.from_pretrained(out)
     assert cli_main(["export", "tiny", str(out), "--architecture"]) == 2
     assert "overwrite" in capsys.readouterr().err
+    # re-exporting a trained model keeps its model card and does not record where it was loaded from
+    (out / "README.md").write_text("# model card\n")
+    again = tmp_path / "again"
+    assert cli_main(["export", str(out), str(again)]) == 0
+    assert (again / "README.md").read_text() == "# model card\n"
+    for config in again.glob("*/config.json"):
+        assert "_name_or_path" not in json.loads(config.read_text()), config
+    StableDiffusionPipeline.from_pretrained(again)

@@ -4,6 +4,8 @@ diffusers folder that stock `StableDiffusionPipeline.from_pretrained` loads."""
 from __future__ import annotations
 
 import argparse
+import shutil
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,5 +36,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         components = Components.from_pretrained(args.source)
     components.save_pretrained(args.output, fp16=args.fp16, overwrite=args.overwrite)
+    card = Path(args.source) / "README.md"
+    if not args.architecture and card.is_file():  # the model card (training data, results, config) goes along
+        shutil.copyfile(card, Path(args.output) / "README.md")
     print(f"saved {args.output}")
     return 0

@@ -116,6 +116,10 @@ class Components:
             if fp16:
                 for file in tmp.glob("*/*.safetensors"):
                     _cast_safetensors(file, torch.float16)
+            for file in tmp.glob("*/config.json"):  # where the weights were loaded from: a local path
+                config = json.loads(file.read_text())
+                if config.pop("_name_or_path", None) is not None:
+                    file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
             if path.exists():
                 shutil.rmtree(path)
             tmp.rename(path)
