@@ -6,7 +6,8 @@ optimizers, the sampler, one RNG file per process), the registered objects (EMA,
 position, counters) and, written last, `COMPLETE.json` (a manifest of every file with its size).
 No file is unpickled with code execution: accelerate reads its optimizer/RNG files with
 `torch.load(weights_only=True)`; we keep registered objects out of its `custom_checkpoint_*.pkl`, which it
-would read with `weights_only=False` (older checkpoints that have them are read with `weights_only=True`). A save goes to `checkpoints/.tmp-step-<step>/` and is renamed into place
+would read with `weights_only=False` (older checkpoints that have them are read with `weights_only=True`).
+A save goes to `checkpoints/.tmp-step-<step>/` and is renamed into place
 only when complete, so a kill during a save never leaves a `checkpoint-N` that `resume=latest` would
 pick (the failure mode of diffusers' scripts, see transformers#27820); old checkpoints are pruned only
 after the new one is in place.
