@@ -170,8 +170,9 @@ class CheckpointManager:
         accelerator.wait_for_everyone()
 
     def register(self, *objects: Any) -> None:
-        """Checkpoint these objects too (instead of accelerator.register_for_checkpointing, which pickles)."""
-        self.objects.extend(objects)
+        """Checkpoint these objects too (instead of accelerator.register_for_checkpointing, which pickles);
+        None (e.g. EMA switched off) is skipped."""
+        self.objects.extend(obj for obj in objects if obj is not None)
 
     def save(self, step: int, state: dict[str, Any], models: list[torch.nn.Module]) -> Path:
         """Write checkpoint `step` atomically; `state` (JSON-able) goes to trainer_state.json."""

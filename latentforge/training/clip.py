@@ -126,7 +126,7 @@ def train(config: CLIPTrainConfig) -> Path:
     model, optimizer, loader = accelerator.prepare(ShortTextCLIP(model), optimizer, loader)
     raw = accelerator.unwrap_model(model).model
     ema = make_ema(raw.parameters(), config.ema)
-    run.checkpoints.register(scheduler, *([] if ema is None else [ema]))
+    run.checkpoints.register(scheduler, ema)
     loss_fn = open_clip.ClipLoss(
         local_loss=True,  # each process scores its own rows against all gathered features
         gather_with_grad=True,

@@ -203,7 +203,7 @@ def train(config: UNetTrainConfig) -> Path:
     )
     model, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
     ema = make_ema(trainable, config.ema)
-    run.checkpoints.register(scheduler, *([] if ema is None else [ema]))
+    run.checkpoints.register(scheduler, ema)
     noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)  # the training noise schedule
     scaling = components.vae.config.scaling_factor
     run.resume(len(loader))

@@ -95,7 +95,7 @@ def train(config: VAETrainConfig) -> Path:
     opt_d, sched_d = make_optimizer(disc.parameters(), d_optim)
     autoencoder, disc, opt_g, opt_d, loader = accelerator.prepare(autoencoder, disc, opt_g, opt_d, loader)
     ema = make_ema(vae.parameters(), config.ema)
-    run.checkpoints.register(sched_g, sched_d, *([] if ema is None else [ema]))
+    run.checkpoints.register(sched_g, sched_d, ema)
     run.resume(len(loader))
     raw_disc = accelerator.unwrap_model(disc)
     last_layer = vae.decoder.conv_out.weight  # the adaptive weight balances gradients at this layer
@@ -252,8 +252,8 @@ def _export(accelerator: Accelerator, vae, ema, train_data, config: VAETrainConf
         if ema is not None:
             ema.copy_to(vae.parameters())
         vae.eval()
-        loader = image_loader(train_data, config.data, config.optim.batch_size, shuffle=False, flip=False)
         if config.train_encoder:
+            loader = image_loader(train_data, config.data, config.optim.batch_size, shuffle=False, flip=False)
             std = measure_latent_std(vae, loader, config.scale_samples, accelerator.device)
             vae.register_to_config(scaling_factor=1.0 / std)
         else:  # same encoder, same latents: the scale a U-Net was trained with must not move
