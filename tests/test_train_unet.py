@@ -24,10 +24,12 @@ from latentforge.training.checkpoints import MARKER
 from latentforge.training.data import image_loader, load_splits
 
 ROOT = Path(__file__).resolve().parents[1]
-# v-prediction, noise offset, min-SNR, EMA, flips and caption dropout all on: resume must replay all of them
+# v-prediction, zero terminal SNR, noise offset, min-SNR, EMA, flips and caption dropout all on: resume must
+# replay all of them
 OVERRIDES = [
     "optim.max_steps=6",
     "prediction_type=v_prediction",
+    "zero_terminal_snr=true",
     "noise_offset=0.05",
     "checkpoint.every_steps=2",
     "checkpoint.keep_last=0",
@@ -57,6 +59,7 @@ def test_export_loads_in_stock_diffusers_and_generates(straight):
     config, out = straight
     pipe = StableDiffusionPipeline.from_pretrained(out / "model", safety_checker=None)
     assert pipe.scheduler.config.prediction_type == "v_prediction"
+    assert pipe.scheduler.config.rescale_betas_zero_snr and pipe.scheduler.config.timestep_spacing == "trailing"
     image = pipe(
         "a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np"
     ).images[0]
@@ -65,6 +68,29 @@ def test_export_loads_in_stock_diffusers_and_generates(straight):
     assert not torch.equal(initial.conv_in.weight, pipe.unet.conv_in.weight), "the U-Net did not train"
     assert (out / "validation" / "step-6.png").is_file()
     assert "weight_checksum_per_process" in (out / "model" / "README.md").read_text()
+
+
+def test_zero_terminal_snr_leaves_no_image_in_the_last_step_and_needs_v_prediction(tmp_path):
+    def components(*overrides):
+        config = load_config(
+            unet_trainer.UNetTrainConfig, resolve_config("smoke-unet"), [f"output_dir={tmp_path}", *overrides]
+        )
+        return config, unet_trainer.load_components(config)
+
+    latents, noise = torch.randn(2, 4, 4, 4), torch.randn(2, 4, 4, 4)
+    last = torch.tensor([999, 999])
+    config, c = components("prediction_type=v_prediction", "zero_terminal_snr=true")
+    schedule = unet_trainer.DDPMScheduler.from_config(c.scheduler.config)
+    assert torch.allclose(schedule.add_noise(latents, noise, last), noise, atol=1e-6)  # pure noise at t=T
+    unet = c.unet.requires_grad_(False)
+    loss = unet_trainer.diffusion_loss(unet, c, schedule, (latents, torch.randn(2, 77, 32), None), config)
+    assert torch.isfinite(loss) and loss > 0
+    # SD's schedule (the default) leaks: the last step still holds a visible fraction of the image
+    _, plain = components("prediction_type=v_prediction")
+    leaky = unet_trainer.DDPMScheduler.from_config(plain.scheduler.config).add_noise(latents, noise, last)
+    assert (leaky - noise).abs().max() > 0.01
+    with pytest.raises(ValueError, match="prediction_type=v_prediction"):
+        components("zero_terminal_snr=true")  # the smoke base is an epsilon model
 
 
 def test_cache_holds_both_flip_variants_and_is_keyed_on_its_inputs(straight):

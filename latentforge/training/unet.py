@@ -1,6 +1,7 @@
 """Stage 3: the text-conditional U-Net of latent diffusion (Rombach et al. 2022), with the VAE and the text
 encoder frozen and cached. From scratch (an architecture) or fine-tuning a diffusers model; full or LoRA;
-epsilon or v prediction; min-SNR-gamma (Hang et al. 2023); noise offset; caption dropout to "" (the
+epsilon or v prediction; zero terminal SNR (Lin et al. 2024); min-SNR-gamma (Hang et al. 2023); noise
+offset; caption dropout to "" (the
 unconditional branch of classifier-free guidance, Ho & Salimans 2022); EMA; 9-channel inpainting U-Nets.
 
 Exports `output_dir/model/` (a full diffusers folder) or, for LoRA, `output_dir/lora/`.
@@ -47,6 +48,11 @@ class UNetTrainConfig(TrainConfig):
     vae_from: str = ""  # model folder (or vae/ folder) of the trained VAE; "" = the base's own
     text_encoder_from: str = ""  # model folder with trained text_encoder/ + tokenizer/; "" = the base's own
     prediction_type: str = ""  # "" = the base scheduler's; "epsilon" or "v_prediction" (saved in the export)
+    # Rescale the noise schedule so its last step is pure noise (Lin et al. 2024, "Common Diffusion Noise
+    # Schedules and Sample Steps are Flawed"): with SD's schedule the last step keeps 7% of the image, so the
+    # model learns to read an image's overall colour from the noise and ignores the prompt's. Needs
+    # prediction_type=v_prediction; the export's scheduler gets rescale_betas_zero_snr and trailing timesteps.
+    zero_terminal_snr: bool = False
     snr_gamma: float = 5.0  # min-SNR-gamma loss weighting (0 = plain MSE)
     noise_offset: float = 0.0  # adds offset * N(0, 1) per sample and channel to the noise (0 = off)
     caption_dropout: float = 0.1  # fraction of captions replaced by "" (needed for classifier-free guidance)
@@ -86,9 +92,12 @@ def load_components(config: UNetTrainConfig) -> Components:
         components.vae = load_vae(config.vae_from)
     if config.text_encoder_from:
         components.text_encoder, components.tokenizer = load_text_encoder(config.text_encoder_from)
-    if config.prediction_type:
+    overrides = {"prediction_type": config.prediction_type} if config.prediction_type else {}
+    if config.zero_terminal_snr:
+        overrides |= {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
+    if overrides:
         sched = components.scheduler
-        components.scheduler = type(sched).from_config(sched.config, prediction_type=config.prediction_type)
+        components.scheduler = type(sched).from_config(sched.config, **overrides)
     _check_fit(components, config)
     components.vae.requires_grad_(False).eval()
     components.text_encoder.requires_grad_(False).eval()
@@ -115,6 +124,11 @@ def _check_fit(c: Components, config: UNetTrainConfig) -> None:
     pt = c.scheduler.config.get("prediction_type", "epsilon")
     if pt not in ("epsilon", "v_prediction"):
         raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {pt!r}")
+    if c.scheduler.config.get("rescale_betas_zero_snr") and pt != "v_prediction":
+        raise ValueError(
+            "zero terminal SNR (rescale_betas_zero_snr) needs v-prediction: at the last step the noise is the "
+            f"whole input, so an epsilon model ({pt}) learns nothing there; set prediction_type=v_prediction"
+        )
 
 
 class _Indices(torch.utils.data.Dataset):
