@@ -59,7 +59,9 @@ def test_export_loads_in_stock_diffusers_and_generates(straight):
     config, out = straight
     pipe = StableDiffusionPipeline.from_pretrained(out / "model", safety_checker=None)
     assert pipe.scheduler.config.prediction_type == "v_prediction"
-    assert pipe.scheduler.config.rescale_betas_zero_snr and pipe.scheduler.config.timestep_spacing == "trailing"
+    assert (
+        pipe.scheduler.config.rescale_betas_zero_snr and pipe.scheduler.config.timestep_spacing == "trailing"
+    )
     image = pipe(
         "a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np"
     ).images[0]
