@@ -1,8 +1,8 @@
 """Stage 3: the text-conditional U-Net of latent diffusion (Rombach et al. 2022), with the VAE and the text
 encoder frozen and cached. From scratch (an architecture) or fine-tuning a diffusers model; full or LoRA;
 epsilon or v prediction; zero terminal SNR (Lin et al. 2024); min-SNR-gamma (Hang et al. 2023); noise
-offset; caption dropout to "" (the
-unconditional branch of classifier-free guidance, Ho & Salimans 2022); EMA; 9-channel inpainting U-Nets.
+offset; caption dropout to "" (the unconditional branch of classifier-free guidance, Ho & Salimans 2022);
+EMA; 9-channel inpainting U-Nets.
 
 Exports `output_dir/model/` (a full diffusers folder) or, for LoRA, `output_dir/lora/`.
 
