@@ -95,6 +95,40 @@ def test_zero_terminal_snr_leaves_no_image_in_the_last_step_and_needs_v_predicti
         components("zero_terminal_snr=true")  # the smoke base is an epsilon model
 
 
+def test_zero_terminal_snr_turns_karras_sigmas_off(tmp_path):
+    """Karras sigmas from the rescaled last step would spend a third of the steps above sigma 300 (4096, 3012,
+    2184, ...), where every seed denoises to the same image; trailing timesteps drop to 40 after the first."""
+    base = tmp_path / "arch"
+    shutil.copytree(ROOT / "configs" / "models" / "tiny", base)
+    shutil.copy(
+        ROOT / "latentforge" / "assets" / "default-model" / "scheduler" / "scheduler_config.json",
+        base / "scheduler",
+    )
+    (base / "model_index.json").write_text(
+        (base / "model_index.json").read_text().replace("DDIMScheduler", "DPMSolverMultistepScheduler")
+    )
+    config = load_config(
+        unet_trainer.UNetTrainConfig,
+        resolve_config("smoke-unet"),
+        [
+            f"output_dir={tmp_path / 'run'}",
+            f"base={base}",
+            "prediction_type=v_prediction",
+            "zero_terminal_snr=true",
+        ],
+    )
+    scheduler = unet_trainer.load_components(config).scheduler
+    assert (
+        type(scheduler).__name__ == "DPMSolverMultistepScheduler"
+        and scheduler.config.use_karras_sigmas is False
+    )
+    scheduler.set_timesteps(20)
+    assert (scheduler.sigmas > 100).sum() == 1
+    karras = type(scheduler).from_config(scheduler.config, use_karras_sigmas=True)
+    karras.set_timesteps(20)
+    assert (karras.sigmas > 300).sum() >= 7  # what the export would sample with otherwise
+
+
 def test_cache_holds_both_flip_variants_and_is_keyed_on_its_inputs(straight):
     config, out = straight
     (folder,) = (out / "cache").iterdir()

@@ -95,6 +95,10 @@ def load_components(config: UNetTrainConfig) -> Components:
     overrides = {"prediction_type": config.prediction_type} if config.prediction_type else {}
     if config.zero_terminal_snr:
         overrides |= {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
+        if "use_karras_sigmas" in components.scheduler.config:
+            # Karras sigmas would start at sigma 4096 (the rescaled last step) and spend most steps far above
+            # sigma 1, where every seed gives the same image; trailing timesteps start there and move on.
+            overrides["use_karras_sigmas"] = False
     if overrides:
         sched = components.scheduler
         components.scheduler = type(sched).from_config(sched.config, **overrides)
