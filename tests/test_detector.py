@@ -77,7 +77,7 @@ def test_ground_truth_renders_of_the_prompt_set_score_at_least_098(size):
     result = score_images(prompts, images)
     for split in ("in_distribution", "held_out"):
         scores = result.summary()[split]
-        assert scores["overall"] >= 0.98, (split, scores)
+        assert scores["overall"] >= 0.98 and scores["color_only"] >= 0.98, (split, scores)
         assert min(scores.values()) >= 0.875, (split, scores)  # at most one miss of 8 per category
     # the same images scored against other prompts: the scorer must tell them apart
     shuffled = images[1:] + images[:1]
@@ -92,7 +92,8 @@ def test_pure_noise_scores_near_zero():
     for images in (uniform, blurred):
         result = score_images(prompts, images)
         assert sum(len(d.objects) for d in result.detections) <= 2
-        assert result.summary()["in_distribution"]["overall"] <= 0.05
+        scores = result.summary()["in_distribution"]
+        assert scores["overall"] <= 0.05 and scores["color_only"] <= 0.05, scores
 
 
 def test_antialiased_edge_rings_are_not_objects():

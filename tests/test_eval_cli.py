@@ -28,7 +28,7 @@ def test_compositional_command_writes_a_report(tiny_model, tmp_path, capsys):
     args = ["eval", "compositional", "--model", str(tiny_model), "--num-prompts", "1", "--steps", "1"]
     assert main([*args, "-o", str(out), "--config", "quick", "--set", "batch_size=6"]) == 0
     metrics = _metrics(out / "compositional.json")
-    assert len(metrics) == 14 and all(0.0 <= v <= 1.0 for v in metrics.values())
+    assert len(metrics) == 16 and all(0.0 <= v <= 1.0 for v in metrics.values())
     settings = json.loads((out / "compositional.json").read_text())["settings"]
     # flags beat the config file (quick.yaml sets num_prompts 8 and steps 10), --set applies too
     assert (settings["num_prompts"], settings["steps"], settings["batch_size"]) == (1, 1, 6)
@@ -93,6 +93,10 @@ def test_input_errors_are_one_line_exit_2(tiny_model, tmp_path, capsys):
         (["eval", "fid", "--model", str(tiny_model), "--clip", str(tmp_path)], "open_clip_config.json"),
         (["eval", "vae", "--model", str(tiny_model), "--config", "nope"], "not one of"),
         (["eval", "vae", "--model", str(tiny_model), "--set", "num_promts=3"], "num_promts"),
+        (
+            ["eval", "compositional", "--model", str(tiny_model), "--guidance-rescale", "1.5"],
+            "guidance_rescale",
+        ),
     ]
     for argv, message in cases:
         assert main([*argv, "-o", str(tmp_path / "out")]) == 2, argv

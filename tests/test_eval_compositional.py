@@ -9,6 +9,7 @@ from latentforge.data.shapes import HELD_OUT_PAIRS, parse_prompt
 from latentforge.evaluation.compositional import (
     CATEGORIES,
     CompositionalPrompt,
+    colors_follow_prompt,
     compositional_report,
     evaluate_compositional,
     make_prompt_set,
@@ -100,6 +101,24 @@ def test_scoring_rules_per_category():
     assert score("position", "a red circle to the left of a blue star", circle, star, small_star_left)
 
 
+def test_color_only_reading_ignores_shapes_but_not_colours_or_background():
+    red_blob, blue_blob = ("red", "triangle", (0, 0, 20, 20)), ("blue", "square", (30, 30, 50, 50))
+
+    def colors_ok(text, *objects, background="white"):
+        detection = Detection(background, _detection(*objects).objects)
+        return colors_follow_prompt(CompositionalPrompt(text, "colors"), detection)
+
+    assert colors_ok("a red circle and a blue star", red_blob, blue_blob)  # shapes wrong, colours right
+    assert not colors_ok("a red circle and a green star", red_blob, blue_blob)
+    assert not colors_ok("a red circle", blue_blob)
+    # the background: the named one; any when the prompt names none
+    assert colors_ok("a red circle", red_blob, background="black")
+    assert colors_ok(
+        "a white circle on a black background", ("white", "square", (0, 0, 9, 9)), background="black"
+    )
+    assert not colors_ok("a red circle on a gray background", red_blob)
+
+
 def test_tiny_random_model_end_to_end(tiny_pipeline):
     prompts = make_prompt_set(num_per_category=1, seed=0)
     result, images = evaluate_compositional(
@@ -108,7 +127,7 @@ def test_tiny_random_model_end_to_end(tiny_pipeline):
     assert len(images) == len(result.correct) == 2 * len(CATEGORIES)
     summary = result.summary()
     for split in ("in_distribution", "held_out"):
-        assert set(summary[split]) == set(CATEGORIES) | {"overall"}
+        assert set(summary[split]) == set(CATEGORIES) | {"overall", "color_only"}
         assert all(0.0 <= v <= 1.0 for v in summary[split].values())
     assert summary["num_images"] == 12
     # same seed, same images: the benchmark is reproducible
@@ -116,11 +135,17 @@ def test_tiny_random_model_end_to_end(tiny_pipeline):
         tiny_pipeline, prompts[:3], seed=0, num_inference_steps=2, batch_size=2
     )
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images[:3], images_again))
+    # guidance_rescale reaches the pipeline
+    rescaled, images_rescaled = evaluate_compositional(
+        tiny_pipeline, prompts[:3], seed=0, num_inference_steps=2, batch_size=2, guidance_rescale=0.7
+    )
+    assert not any(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images[:3], images_rescaled))
     report = compositional_report(result, images, {"steps": 2})
     assert [m.name for m in report.metrics][:7] == [f"in_distribution/{c}" for c in CATEGORIES] + [
         "in_distribution/overall"
     ]
     assert len(report.rows) == 12 and report.marks == result.correct
+    assert [r["colors_ok"] for r in report.rows] == result.color_correct
 
 
 def test_errors_name_the_argument():

@@ -20,6 +20,7 @@ _FLAGS = {
     "--seed": ("seed", int, "seed of the prompt set and of the images"),
     "--steps": ("steps", int, "denoising steps"),
     "--guidance": ("guidance", float, "classifier-free guidance scale"),
+    "--guidance-rescale": ("guidance_rescale", float, "CFG rescale in [0, 1] (0.7 for zero-SNR models)"),
     "--scheduler": ("scheduler", str, "sampler name, e.g. dpmpp-2m (default: the model's)"),
     "--batch-size": ("batch_size", int, "images per pipeline call"),
     "--clip": ("clip", str, "open_clip folder: needed by clip-score, used by fid and emoji"),
@@ -71,6 +72,10 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"eval {args.task}: --model is required (a diffusers-layout model folder)")
     if not Path(config.model).exists():
         raise FileNotFoundError(f"eval {args.task}: model folder {config.model} does not exist")
+    if not 0 <= config.guidance_rescale <= 1:
+        raise ValueError(
+            f"eval {args.task}: guidance_rescale must be in [0, 1], got {config.guidance_rescale}"
+        )
     if args.task == "clip-score" and not config.clip:
         raise ValueError("eval clip-score: --clip is required (an open_clip folder)")
     check_writable(config.output_dir, args.task, config.overwrite)
@@ -112,6 +117,7 @@ def _sampling(config) -> dict:
     return {
         "num_inference_steps": config.steps,
         "guidance_scale": config.guidance,
+        "guidance_rescale": config.guidance_rescale,
         "batch_size": config.batch_size,
     }
 

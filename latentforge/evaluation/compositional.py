@@ -14,7 +14,10 @@ Six categories, scored as GenEval scores them, with our detector in place of its
 Position follows the shapes captions rather than GenEval's `relative_position`: "A above B" means the
 boxes are separated vertically, whatever their horizontal offset (GenEval also asks that the named
 axis dominate, which fails 4% of correct ground-truth scenes of this world).
-Overall accuracy is the mean of the category accuracies (as GenEval). Prompts whose colour-shape pairs
+Overall accuracy is the mean of the category accuracies (as GenEval). Beside it, outside the overall,
+"color_only" reads colours without shapes over every image of a split: the background the prompt names
+(if any) is the detected one and each named object colour is on some object, whatever its shape; it shows whether colours follow the prompt while shapes are still too rough to classify.
+Prompts whose colour-shape pairs
 were held out of training (`HELD_OUT_PAIRS`) form a second, separately scored set of the same six
 categories: it measures composition of a colour and a shape never seen together.
 """
@@ -136,6 +139,15 @@ def relation_holds(a: DetectedObject, b: DetectedObject, relation: str, toleranc
     return boxes_related(tuple(np.add(a.box, shrink)), tuple(np.add(b.box, shrink)), relation)
 
 
+def colors_follow_prompt(prompt: CompositionalPrompt, detection: Detection) -> bool:
+    """The colour-only reading of an image: the background the prompt names (if it names one) is the detected
+    one and every object colour the prompt names is found on a detected object of any shape."""
+    spec = prompt.spec
+    return spec.background in (None, detection.background) and all(
+        detection.find(color=group.color) for group in spec.objects
+    )
+
+
 def score_detection(prompt: CompositionalPrompt, detection: Detection) -> tuple[bool, str]:
     """(correct, reason) of one image's detection for `prompt`, by the rules of its category."""
     spec = prompt.spec
@@ -165,9 +177,11 @@ class CompositionalResult:
     correct: list[bool]
     reasons: list[str] = field(default_factory=list)
     detections: list[Detection] = field(default_factory=list)
+    color_correct: list[bool] = field(default_factory=list)  # colors_follow_prompt per image
 
     def accuracy(self, held_out: bool = False) -> dict[str, float]:
-        """Accuracy per category (in [0, 1]) plus "overall", the mean over categories (as GenEval)."""
+        """Accuracy per category (in [0, 1]), "overall" (the mean over categories, as GenEval) and
+        "color_only" (colors_follow_prompt over the split's images, outside the overall)."""
         scores: dict[str, float] = {}
         for category in CATEGORIES:
             hits = [
@@ -178,6 +192,9 @@ class CompositionalResult:
             if hits:
                 scores[category] = float(np.mean(hits))
         scores["overall"] = float(np.mean(list(scores.values()))) if scores else float("nan")
+        colors = [c for p, c in zip(self.prompts, self.color_correct) if p.held_out == held_out]
+        if colors:
+            scores["color_only"] = float(np.mean(colors))
         return scores
 
     def summary(self) -> dict:
@@ -203,6 +220,7 @@ def score_images(
         result.correct.append(correct)
         result.reasons.append(reason)
         result.detections.append(detection)
+        result.color_correct.append(colors_follow_prompt(prompt, detection))
     return result
 
 
@@ -231,11 +249,18 @@ def compositional_report(
             continue
         in_split = [p for p in result.prompts if p.held_out == (split == "held_out")]
         for category, value in scores.items():
-            count = sum(category in ("overall", p.category) for p in in_split)
+            count = sum(category in ("overall", "color_only", p.category) for p in in_split)
             metrics.append(Metric(f"{split}/{category}", value, f"{count} images, shapes detector"))
     rows = [
-        {"prompt": p.text, "category": p.category, "held_out": p.held_out, "correct": c, "reason": r}
-        for p, c, r in zip(result.prompts, result.correct, result.reasons)
+        {
+            "prompt": p.text,
+            "category": p.category,
+            "held_out": p.held_out,
+            "correct": c,
+            "reason": r,
+            "colors_ok": k,
+        }
+        for p, c, r, k in zip(result.prompts, result.correct, result.reasons, result.color_correct)
     ]
     return Report(
         name="compositional",
