@@ -57,6 +57,10 @@ def test_object_count_mismatch_and_missing_state_are_errors(tmp_path):
         load_objects([scheduler], tmp_path)
     with pytest.raises(FileNotFoundError, match="EMA and LR scheduler"):
         load_objects([scheduler], tmp_path / "nothing")
+    # an EMA over other parameters (e.g. saved before the encoder was frozen) must not resume silently
+    fewer = EMAModel([torch.nn.Parameter(torch.randn(5))], decay=0.999)
+    with pytest.raises(ValueError, match="EMA follows 2 parameters, this run trains 1"):
+        load_objects([scheduler, fewer], tmp_path)
 
 
 class _Exploit:

@@ -14,7 +14,7 @@ from latentforge.commands.train import resolve_config
 from latentforge.config import load_config
 from latentforge.data.shapes import render_scene, sample_scene
 from latentforge.training import losses, vae
-from latentforge.training.checkpoints import is_complete
+from latentforge.training.checkpoints import OBJECTS_TENSORS, is_complete
 from latentforge.training.models import load_vae
 
 
@@ -91,9 +91,14 @@ def test_decoder_only_finetune_keeps_encoder_and_scale(tmp_path):
     config = load_config(
         vae.VAETrainConfig,
         resolve_config("smoke-vae"),
-        [f"output_dir={tmp_path / 'run'}", f"model={source}", "train_encoder=false"],
+        [f"output_dir={tmp_path / 'run'}", f"model={source}", "train_encoder=false", "ema.enabled=true"],
     )
     exported = AutoencoderKL.from_pretrained(vae.train(config) / "vae")
+    # the EMA follows the trained (decoder-side) parameters only
+    (checkpoint, *_) = sorted((tmp_path / "run" / "checkpoints").glob("checkpoint-*"))
+    ema_tensors = [k for k in load_file(checkpoint / OBJECTS_TENSORS) if k.startswith("2.shadow_params.")]
+    decoder_side = [n for n, _ in start.named_parameters() if not n.startswith(("encoder.", "quant_conv."))]
+    assert len(ema_tensors) == len(decoder_side) < len(list(start.parameters()))
 
     for name, before in start.state_dict().items():
         after = exported.state_dict()[name]

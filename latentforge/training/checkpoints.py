@@ -127,7 +127,13 @@ def load_objects(objects: list[Any], folder: Path) -> None:
             raise FileNotFoundError(f"{folder}: no {OBJECTS_JSON} (EMA and LR scheduler state)")
         states = [torch.load(p, map_location="cpu", weights_only=True) for p in legacy]
     for obj, state in zip(objects, states):
+        followed = len(getattr(obj, "shadow_params", ()))
         obj.load_state_dict(state)
+        if followed != len(getattr(obj, "shadow_params", ())):  # EMAModel would zip the lists silently
+            raise ValueError(
+                f"{folder}: its EMA follows {len(obj.shadow_params)} parameters, this run trains {followed}; "
+                "resume with the trainable parameters it was saved with (e.g. the same train_encoder)"
+            )
 
 
 @contextmanager

@@ -88,13 +88,14 @@ def train(config: VAETrainConfig) -> Path:
         disc = PatchDiscriminator(vae.config.out_channels, lc.disc_channels, lc.disc_layers)
     train_data, held_out = load_splits(config.data)
     loader = image_loader(train_data, config.data, config.optim.batch_size, shuffle=True)
-    opt_g, sched_g = make_optimizer([p for p in vae.parameters() if p.requires_grad], config.optim)
+    trained = _trained(vae)
+    opt_g, sched_g = make_optimizer(trained, config.optim)
     d_optim = OptimConfig(
         **{**vars(config.optim), "learning_rate": lc.disc_learning_rate or config.optim.learning_rate}
     )
     opt_d, sched_d = make_optimizer(disc.parameters(), d_optim)
     autoencoder, disc, opt_g, opt_d, loader = accelerator.prepare(autoencoder, disc, opt_g, opt_d, loader)
-    ema = make_ema(vae.parameters(), config.ema)
+    ema = make_ema(trained, config.ema)
     run.checkpoints.register(sched_g, sched_d, ema)
     run.resume(len(loader))
     raw_disc = accelerator.unwrap_model(disc)
@@ -118,7 +119,7 @@ def train(config: VAETrainConfig) -> Path:
                     if disc_on:
                         _apply(accelerator, config.optim.max_grad_norm, disc, opt_d, sched_d)
                     if ema is not None:
-                        ema.step(vae.parameters())
+                        ema.step(trained)
                 opt_g.zero_grad(set_to_none=True)
                 opt_d.zero_grad(set_to_none=True)
         if accelerator.sync_gradients:
@@ -189,6 +190,11 @@ def _apply(accelerator: Accelerator, max_norm: float, model, optimizer, schedule
     scheduler.step()
 
 
+def _trained(vae) -> list[torch.nn.Parameter]:
+    """The parameters the optimizer and the EMA follow: the decoder side alone when train_encoder=false."""
+    return [p for p in vae.parameters() if p.requires_grad]
+
+
 @torch.no_grad()
 def _evaluate(
     accelerator: Accelerator, vae, ema, held_out, config: VAETrainConfig, step: int
@@ -197,8 +203,8 @@ def _evaluate(
     metrics: dict[str, float] = {}
     if accelerator.is_main_process and len(held_out):
         if ema is not None:
-            ema.store(vae.parameters())
-            ema.copy_to(vae.parameters())
+            ema.store(_trained(vae))
+            ema.copy_to(_trained(vae))
         vae.eval()
         psnrs, ssims, first = [], [], None
         for batch in image_loader(held_out, config.data, config.optim.batch_size, shuffle=False, flip=False):
@@ -209,7 +215,7 @@ def _evaluate(
             first = first if first is not None else torch.cat([images[:8], recon[:8]])
         vae.train()
         if ema is not None:
-            ema.restore(vae.parameters())
+            ema.restore(_trained(vae))
         metrics = {
             "held_out_psnr": torch.cat(psnrs).mean().item(),
             "held_out_ssim": torch.cat(ssims).mean().item(),
@@ -250,7 +256,7 @@ def _export(accelerator: Accelerator, vae, ema, train_data, config: VAETrainConf
     model_dir = Path(config.output_dir) / "model"
     if accelerator.is_main_process:
         if ema is not None:
-            ema.copy_to(vae.parameters())
+            ema.copy_to(_trained(vae))
         vae.eval()
         if config.train_encoder:
             loader = image_loader(train_data, config.data, config.optim.batch_size, shuffle=False, flip=False)
