@@ -16,10 +16,10 @@ boxes are separated vertically, whatever their horizontal offset (GenEval also a
 axis dominate, which fails 4% of correct ground-truth scenes of this world).
 Overall accuracy is the mean of the category accuracies (as GenEval). Beside it, outside the overall,
 "color_only" reads colours without shapes over every image of a split: the background the prompt names
-(if any) is the detected one and each named object colour is on some object, whatever its shape; it shows whether colours follow the prompt while shapes are still too rough to classify.
-Prompts whose colour-shape pairs
-were held out of training (`HELD_OUT_PAIRS`) form a second, separately scored set of the same six
-categories: it measures composition of a colour and a shape never seen together.
+(if any) is the detected one and each named object colour is on some object, whatever its shape. It
+shows whether colours follow the prompt while shapes are still too rough to classify.
+Prompts whose colour-shape pairs were held out of training (`HELD_OUT_PAIRS`) form a second, separately
+scored set of the same six categories: it measures composition of a colour and a shape never seen together.
 """
 
 from __future__ import annotations
