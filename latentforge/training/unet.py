@@ -96,8 +96,8 @@ def load_components(config: UNetTrainConfig) -> Components:
     if config.zero_terminal_snr:
         overrides |= {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
         if "use_karras_sigmas" in components.scheduler.config:
-            # Karras sigmas would start at sigma 4096 (the rescaled last step) and spend most steps far above
-            # sigma 1, where every seed gives the same image; trailing timesteps start there and move on.
+            # Karras sigmas would start at sigma 4096 (the rescaled last step) and spend a third of the steps
+            # above sigma 300, where every seed gives the same image; trailing timesteps drop to 40 at once.
             overrides["use_karras_sigmas"] = False
     if overrides:
         sched = components.scheduler
