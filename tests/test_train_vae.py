@@ -99,6 +99,11 @@ def test_decoder_only_finetune_keeps_encoder_and_scale(tmp_path):
     ema_tensors = [k for k in load_file(checkpoint / OBJECTS_TENSORS) if k.startswith("2.shadow_params.")]
     decoder_side = [n for n, _ in start.named_parameters() if not n.startswith(("encoder.", "quant_conv."))]
     assert len(ema_tensors) == len(decoder_side) < len(list(start.parameters()))
+    # a fresh run over the same output_dir would replace those checkpoints: refused, with the way out
+    markers = {p: p.stat().st_mtime_ns for p in (tmp_path / "run" / "checkpoints").glob("*/COMPLETE.json")}
+    with pytest.raises(FileExistsError, match="checkpoint.resume=latest"):
+        vae.train(config)
+    assert markers and markers == {p: p.stat().st_mtime_ns for p in markers}
 
     for name, before in start.state_dict().items():
         after = exported.state_dict()[name]

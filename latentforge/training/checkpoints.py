@@ -151,6 +151,16 @@ def _without_legacy_pickles(folder: Path):
         yield Path(view)
 
 
+def refuse_fresh_run_over(output_dir: Path, resume: str) -> None:
+    """A fresh run (resume "") must not start in an output_dir that holds checkpoints: its saves would replace
+    them one by one and its pruning would mix the two runs. FileExistsError naming the way out."""
+    if not resume and (existing := list_checkpoints(Path(output_dir) / "checkpoints")):
+        raise FileExistsError(
+            f"{output_dir} already holds checkpoints (newest: {existing[-1][1].name}); continue that run with "
+            "checkpoint.resume=latest, or give a new output_dir"
+        )
+
+
 def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
     """(step, folder) of every `checkpoint-N` folder under `root`, oldest first (complete or not)."""
     if not root.is_dir():
