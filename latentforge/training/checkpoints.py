@@ -214,7 +214,7 @@ class CheckpointManager:
             (tmp / MARKER).write_text(json.dumps(marker, indent=2))
             _fsync(tmp / MARKER)
             _fsync(tmp)
-            if final.exists():  # re-running over an old run's output
+            if final.exists():  # an unloadable checkpoint of this step that resume=latest skipped
                 shutil.rmtree(final)
             os.replace(tmp, final)
             _fsync(self.root)

@@ -202,9 +202,10 @@ def _evaluate(
     """Held-out PSNR/SSIM of posterior-mode reconstructions (EMA weights if on); main process only."""
     metrics: dict[str, float] = {}
     if accelerator.is_main_process and len(held_out):
+        trained = _trained(vae)
         if ema is not None:
-            ema.store(_trained(vae))
-            ema.copy_to(_trained(vae))
+            ema.store(trained)
+            ema.copy_to(trained)
         vae.eval()
         psnrs, ssims, first = [], [], None
         for batch in image_loader(held_out, config.data, config.optim.batch_size, shuffle=False, flip=False):
@@ -215,7 +216,7 @@ def _evaluate(
             first = first if first is not None else torch.cat([images[:8], recon[:8]])
         vae.train()
         if ema is not None:
-            ema.restore(_trained(vae))
+            ema.restore(trained)
         metrics = {
             "held_out_psnr": torch.cat(psnrs).mean().item(),
             "held_out_ssim": torch.cat(ssims).mean().item(),
