@@ -214,7 +214,9 @@ class CheckpointManager:
             (tmp / MARKER).write_text(json.dumps(marker, indent=2))
             _fsync(tmp / MARKER)
             _fsync(tmp)
-            if final.exists():  # an unloadable checkpoint of this step that resume=latest skipped
+            # a later checkpoint than the one resumed: resume= an older folder, or resume=latest skipped an
+            # unloadable newest one
+            if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
             _fsync(self.root)
