@@ -19,7 +19,7 @@ from latentforge.config import load_config
 from latentforge.data.transforms import swap_left_right
 from latentforge.models.components import Components
 from latentforge.training import unet as unet_trainer
-from latentforge.training.cache import cache_key, encode_captions
+from latentforge.training.cache import cache_key, encode_captions, tokenize
 from latentforge.training.checkpoints import MARKER
 from latentforge.training.data import image_loader, load_splits
 
@@ -147,6 +147,11 @@ def test_cache_holds_both_flip_variants_and_is_keyed_on_its_inputs(straight):
     torch.testing.assert_close(cache["embeds"][row].float(), swapped[0], atol=2e-3, rtol=2e-3)
     empty = encode_captions(components.text_encoder, components.tokenizer, [""], "cpu")[0]
     torch.testing.assert_close(cache["embeds"][0].float(), empty, atol=2e-3, rtol=2e-3)  # row 0 = ""
+    assert (
+        cache["input_ids"][row].tolist()
+        == tokenize(components.tokenizer, [swap_left_right(batch["text"][0])])[0].tolist()
+    )
+    assert cache["input_ids"][0].tolist() == tokenize(components.tokenizer, [""])[0].tolist()
 
     def key(**changes):
         cfg = dataclasses.replace(config.data, **changes)
@@ -225,6 +230,54 @@ def test_killed_and_resumed_run_equals_the_straight_run(straight, tmp_path):
     b = load_file(out / "model/unet/diffusion_pytorch_model.safetensors")
     worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
     assert worst <= 1e-6, f"resuming at max_steps changed the weights by {worst}: it trained further"
+
+
+def _weights(folder: Path, component: str) -> dict[str, torch.Tensor]:
+    (file,) = (folder / "model" / component).glob("*.safetensors")
+    return load_file(file)
+
+
+def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def test_text_encoder_trains_with_the_unet_and_resumes_exactly(straight, tmp_path):
+    te = ["train_text_encoder=true", "text_encoder_lr=3e-3", "optim.max_steps=4", "validation.every_steps=2"]
+    reference = tmp_path / "straight"
+    config = load_config(
+        unet_trainer.UNetTrainConfig, resolve_config("smoke-unet"), [f"output_dir={reference}", *te]
+    )
+    unet_trainer.train(config)
+    initial = unet_trainer.load_components(config)
+    initial_te = {k: v.detach() for k, v in initial.text_encoder.state_dict().items()}
+    trained_te = _weights(reference, "text_encoder")
+    assert _max_difference(initial_te, trained_te) > 1e-4, "the text encoder did not train"
+    assert (reference / "validation" / "step-2.png").is_file()
+    # and without the flag it stays as it was (the `straight` run: same base, same seed)
+    frozen = unet_trainer.load_components(straight[0]).text_encoder.state_dict()
+    assert _max_difference(frozen, _weights(straight[1], "text_encoder")) == 0
+
+    out = tmp_path / "resumed"
+    crashed = _cli(f"output_dir={out}", *te, "crash_after_steps=3")
+    assert crashed.returncode == 75, crashed.stderr[-3000:]
+    resumed = _cli(f"output_dir={out}", *te, "checkpoint.resume=latest")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "at step 2" in resumed.stdout
+    for component in ("unet", "text_encoder"):
+        worst = _max_difference(_weights(reference, component), _weights(out, component))
+        assert worst <= 1e-6, f"{component}: resumed run differs from the straight run by {worst}"
+
+
+def test_text_encoder_training_is_refused_with_lora(tmp_path):
+    config = load_config(
+        unet_trainer.UNetTrainConfig,
+        resolve_config("smoke-unet"),
+        [f"output_dir={tmp_path}", "train_text_encoder=true", "lora.rank=4"],
+    )
+    with pytest.raises(ValueError, match="lora.rank=0 or train_text_encoder=false"):
+        unet_trainer.train(config)
+    assert not (tmp_path / "cache").exists(), "the error must come before any work"
 
 
 def test_two_processes_under_accelerate_launch_end_with_equal_weights(tmp_path):

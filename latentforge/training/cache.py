@@ -4,8 +4,8 @@ benchmarks/train_throughput.py).
 
 Stored in `output_dir/cache/<key>/` as safetensors: posterior mean and std per image (and per flip
 variant when random_flip is on: the flipped image with 'left'/'right' swapped in its caption), one
-embedding per distinct caption (row 0 = the empty caption used for caption dropout), and for inpainting
-the uint8 pixels. `key` hashes everything the contents depend on: VAE and text-encoder weights, the
+embedding and one row of token ids per distinct caption (row 0 = the empty caption used for caption
+dropout; the ids feed a text encoder that trains with the U-Net), and for inpainting the uint8 pixels. `key` hashes everything the contents depend on: VAE and text-encoder weights, the
 tokenizer, resolution, transform, dataset fingerprint and format; any change gives a new cache.
 """
 
@@ -26,19 +26,21 @@ from tqdm.auto import tqdm
 
 from latentforge.training.data import DataConfig
 
-FORMAT = 1
+FORMAT = 2
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass
 class LatentCache:
     """mean/std: (N, V, C, h, w) posterior of each image (V = 2 flip variants or 1); text_index: (N, V) rows
-    of `embeds` (U, L, D), row 0 = ""; pixels: (N, V, 3, H, W) uint8 or None (inpainting only)."""
+    of `embeds` (U, L, D) and `input_ids` (U, L), row 0 = ""; pixels: (N, V, 3, H, W) uint8 or None
+    (inpainting only)."""
 
     mean: torch.Tensor
     std: torch.Tensor
     text_index: torch.Tensor
     embeds: torch.Tensor
+    input_ids: torch.Tensor
     pixels: torch.Tensor | None
     skipped: int  # unreadable images left out
 
@@ -52,6 +54,7 @@ class LatentCache:
             move(self.std),
             move(self.text_index),
             move(self.embeds),
+            move(self.input_ids),
             move(self.pixels),
             self.skipped,
         )
@@ -114,18 +117,17 @@ def _encode_images(vae, dataset, data: DataConfig, device, batch_size: int, with
     return torch.cat(means), torch.cat(stds), (torch.cat(pixels) if with_pixels else None), captions, skipped
 
 
+def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
+    """Token ids (N, L) as diffusers' pipelines make them (padded to the maximum length, truncated)."""
+    ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True)
+    return torch.tensor(ids.input_ids, dtype=torch.long)
+
+
 @torch.no_grad()
 def encode_captions(text_encoder, tokenizer, texts: list[str], device, batch_size: int = 64) -> torch.Tensor:
     """last_hidden_state (N, L, D) of `texts`, tokenised as diffusers' pipelines do (pad to max, truncate)."""
-    out = []
-    for i in range(0, len(texts), batch_size):
-        ids = tokenizer(
-            texts[i : i + batch_size],
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-        ).input_ids
-        out.append(text_encoder(torch.tensor(ids, device=device))[0].float().cpu())
+    ids = tokenize(tokenizer, texts)
+    out = [text_encoder(chunk.to(device))[0].float().cpu() for chunk in ids.split(batch_size)]
     return torch.cat(out)
 
 
@@ -143,6 +145,7 @@ def build_cache(components, dataset, data: DataConfig, device, with_pixels: bool
         "embeds": encode_captions(components.text_encoder, components.tokenizer, unique, device).to(
             DTYPES[dtype]
         ),
+        "input_ids": tokenize(components.tokenizer, unique).to(torch.int32),
         "skipped": torch.tensor([skipped]),
     }
     if pixels is not None:
@@ -187,4 +190,12 @@ def load_or_build_cache(
         )
     accelerator.wait_for_everyone()
     t = load_file(folder / "cache.safetensors")
-    return LatentCache(t["mean"], t["std"], t["text_index"], t["embeds"], t.get("pixels"), int(t["skipped"]))
+    return LatentCache(
+        t["mean"],
+        t["std"],
+        t["text_index"],
+        t["embeds"],
+        t["input_ids"].long(),
+        t.get("pixels"),
+        int(t["skipped"]),
+    )

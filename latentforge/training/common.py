@@ -118,7 +118,7 @@ def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
 def make_optimizer(
     params: Iterable[torch.nn.Parameter], optim: OptimConfig, betas: tuple[float, float] | None = None
 ) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW over `params` and its LR schedule (diffusers' get_scheduler), from `optim`."""
+    """AdamW over `params` (or param groups) and its LR schedule (diffusers' get_scheduler), from `optim`."""
     from diffusers.optimization import get_scheduler
 
     optimizer = torch.optim.AdamW(

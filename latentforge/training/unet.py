@@ -1,5 +1,5 @@
-"""Stage 3: the text-conditional U-Net of latent diffusion (Rombach et al. 2022), with the VAE and the text
-encoder frozen and cached. From scratch (an architecture) or fine-tuning a diffusers model; full or LoRA;
+"""Stage 3: the text-conditional U-Net of latent diffusion (Rombach et al. 2022), with the VAE frozen and
+cached, and the text encoder cached too or trained alongside (`train_text_encoder`). From scratch (an architecture) or fine-tuning a diffusers model; full or LoRA;
 epsilon or v prediction; zero terminal SNR (Lin et al. 2024); min-SNR-gamma (Hang et al. 2023); noise
 offset; caption dropout to "" (the unconditional branch of classifier-free guidance, Ho & Salimans 2022);
 EMA; 9-channel inpainting U-Nets.
@@ -56,6 +56,10 @@ class UNetTrainConfig(TrainConfig):
     snr_gamma: float = 5.0  # min-SNR-gamma loss weighting (0 = plain MSE)
     noise_offset: float = 0.0  # adds offset * N(0, 1) per sample and channel to the noise (0 = off)
     caption_dropout: float = 0.1  # fraction of captions replaced by "" (needed for classifier-free guidance)
+    # Train the text encoder with the U-Net (full training only), as kohya's and diffusers' DreamBooth
+    # scripts can: the diffusion loss then also separates words the text encoder's own training left close.
+    train_text_encoder: bool = False
+    text_encoder_lr: float = 0.0  # its learning rate; 0 = optim.learning_rate (same warm-up and schedule)
     inpaint_full_mask_fraction: float = 0.25  # 9-channel U-Nets: fraction of masks covering everything
     gradient_checkpointing: bool = False  # trade compute for activation memory
     cache_dtype: str = (
@@ -104,8 +108,21 @@ def load_components(config: UNetTrainConfig) -> Components:
         components.scheduler = type(sched).from_config(sched.config, **overrides)
     _check_fit(components, config)
     components.vae.requires_grad_(False).eval()
-    components.text_encoder.requires_grad_(False).eval()
+    components.text_encoder.requires_grad_(config.train_text_encoder).train(config.train_text_encoder)
     return components
+
+
+def check_config(config: UNetTrainConfig) -> None:
+    """Settings that contradict each other, before anything is loaded."""
+    if config.train_text_encoder and config.lora.rank:
+        raise ValueError(
+            "train_text_encoder=true needs full training: LoRA (lora.rank > 0) adapts the U-Net only; set "
+            "lora.rank=0 or train_text_encoder=false"
+        )
+    if config.text_encoder_lr < 0:
+        raise ValueError(
+            f"text_encoder_lr must be >= 0 (0 = optim.learning_rate), got {config.text_encoder_lr}"
+        )
 
 
 def _check_fit(c: Components, config: UNetTrainConfig) -> None:
@@ -148,9 +165,12 @@ class _Indices(torch.utils.data.Dataset):
         return {"index": i}
 
 
-def sample_inputs(cache: LatentCache, idx: torch.Tensor, scaling: float, caption_dropout: float):
+def sample_inputs(
+    cache: LatentCache, idx: torch.Tensor, scaling: float, caption_dropout: float, text_encoder=None
+):
     """Latents (B, C, h, w) sampled from the cached posteriors (random flip variant), caption embeddings
-    (B, L, D) with `caption_dropout` of them replaced by the "" embedding, pixels (B, 3, H, W) or None."""
+    (B, L, D) with `caption_dropout` of them replaced by the "" embedding, pixels (B, 3, H, W) or None.
+    The embeddings come from the cache, or from `text_encoder` (with gradients) when it trains."""
     variants = cache.mean.shape[1]
     variant = torch.randint(0, variants, (len(idx),)).to(idx.device)
     mean, std = cache.mean[idx, variant].float(), cache.std[idx, variant].float()
@@ -158,7 +178,8 @@ def sample_inputs(cache: LatentCache, idx: torch.Tensor, scaling: float, caption
     rows = cache.text_index[idx, variant]
     rows = torch.where(torch.rand(len(idx)).to(idx.device) < caption_dropout, torch.zeros_like(rows), rows)
     pixels = None if cache.pixels is None else cache.pixels[idx, variant].float() / 127.5 - 1
-    return latents, cache.embeds[rows].float(), pixels
+    embeds = cache.embeds[rows].float() if text_encoder is None else text_encoder(cache.input_ids[rows])[0]
+    return latents, embeds, pixels
 
 
 def diffusion_loss(
@@ -191,6 +212,7 @@ def diffusion_loss(
 
 def train(config: UNetTrainConfig) -> Path:
     """Train and export; returns `output_dir/model` (or `output_dir/lora` for LoRA)."""
+    check_config(config)
     accelerator = make_accelerator(config, "unet")
     run = TrainingRun(config, accelerator, "unet")
     components = load_components(config).to(accelerator.device)
@@ -207,11 +229,22 @@ def train(config: UNetTrainConfig) -> Path:
     unet = components.unet
     if config.lora.rank:
         add_lora(unet, config.lora)
+    text_encoder = components.text_encoder if config.train_text_encoder else None
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
+        if text_encoder is not None:
+            text_encoder.gradient_checkpointing_enable()
     unet.train()
-    trainable = [p for p in unet.parameters() if p.requires_grad]
-    optimizer, scheduler = make_optimizer(trainable, config.optim)
+    groups = [{"params": [p for p in unet.parameters() if p.requires_grad]}]
+    if text_encoder is not None:
+        groups.append(
+            {
+                "params": list(text_encoder.parameters()),
+                "lr": config.text_encoder_lr or config.optim.learning_rate,
+            }
+        )
+    trainable = [p for group in groups for p in group["params"]]
+    optimizer, scheduler = make_optimizer(groups, config.optim)
     loader = torch.utils.data.DataLoader(
         _Indices(len(cache)),
         batch_size=config.optim.batch_size,
@@ -219,7 +252,9 @@ def train(config: UNetTrainConfig) -> Path:
         drop_last=True,
         generator=torch.Generator().manual_seed(config.seed),
     )
-    model, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
+    models = [unet] if text_encoder is None else [unet, text_encoder]
+    *prepared, optimizer, loader = accelerator.prepare(*models, optimizer, loader)
+    model, text_model = prepared[0], (prepared[1] if text_encoder is not None else None)
     ema = make_ema(trainable, config.ema)
     run.checkpoints.register(scheduler, ema)
     noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)  # the training noise schedule
@@ -227,15 +262,15 @@ def train(config: UNetTrainConfig) -> Path:
     run.resume(len(loader))
 
     for batch in run.batches(loader):
-        with accelerator.accumulate(model):
-            inputs = sample_inputs(cache, batch["index"], scaling, config.caption_dropout)
+        with accelerator.accumulate(*prepared):
+            inputs = sample_inputs(cache, batch["index"], scaling, config.caption_dropout, text_model)
             loss = diffusion_loss(model, components, noise_scheduler, inputs, config)
             if run.guard.check(loss):
                 accelerator.backward(loss)
             if accelerator.sync_gradients:
                 run.optimizer_step(trainable, optimizer, scheduler, ema)
         if accelerator.sync_gradients:
-            run.end_step({"loss": loss.item(), "lr": scheduler.get_last_lr()[0]}, [unet])
+            run.end_step({"loss": loss.item(), "lr": scheduler.get_last_lr()[0]}, models)
             every = config.validation.every_steps
             if every and run.step % every == 0 and not run.done:
                 _validate(accelerator, components, ema, trainable, config, run.step)

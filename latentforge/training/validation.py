@@ -48,7 +48,10 @@ def log_validation_images(
 
         pipe = TextToImagePipeline.from_components(components)
         pipe.set_progress_bar_config(disable=True)
-        components.unet.eval()
+        models = (components.unet, components.text_encoder)
+        modes = [m.training for m in models]
+        for m in models:
+            m.eval()
         with torch.random.fork_rng(devices=[]):  # training randomness must not depend on validation
             images = pipe(
                 prompt=list(config.prompts),
@@ -60,7 +63,8 @@ def log_validation_images(
                 height=resolution,
                 width=resolution,
             ).images
-        components.unet.train()
+        for m, mode in zip(models, modes):
+            m.train(mode)
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"step-{step}.png"
         make_grid(images).save(path)
