@@ -231,6 +231,17 @@ def test_killed_and_resumed_run_equals_the_straight_run(straight, tmp_path):
     worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
     assert worst <= 1e-6, f"resuming at max_steps changed the weights by {worst}: it trained further"
 
+    # resuming from an older folder would replace the later checkpoints one by one: refused up front
+    config = load_config(
+        unet_trainer.UNetTrainConfig,
+        resolve_config("smoke-unet"),
+        [f"output_dir={out}", *OVERRIDES, f"checkpoint.resume={ckpts / 'checkpoint-4'}"],
+    )
+    stamps = {p: p.stat().st_mtime_ns for p in ckpts.rglob("*")}
+    with pytest.raises(FileExistsError, match=r"later checkpoints \(checkpoint-6\).*move them out"):
+        unet_trainer.train(config)
+    assert stamps == {p: p.stat().st_mtime_ns for p in ckpts.rglob("*")}
+
 
 def _weights(folder: Path, component: str) -> dict[str, torch.Tensor]:
     (file,) = (folder / "model" / component).glob("*.safetensors")

@@ -151,14 +151,26 @@ def _without_legacy_pickles(folder: Path):
         yield Path(view)
 
 
-def refuse_fresh_run_over(output_dir: Path, resume: str) -> None:
-    """A fresh run (resume "") must not start in an output_dir that holds checkpoints: its saves would replace
-    them one by one and its pruning would mix the two runs. FileExistsError naming the way out."""
-    if not resume and (existing := list_checkpoints(Path(output_dir) / "checkpoints")):
+def refuse_overwriting_checkpoints(output_dir: Path, resume: str) -> None:
+    """Before anything is written: a run must not replace checkpoints it did not make. A fresh run (resume "")
+    in an output_dir that holds checkpoints would replace them one by one and its pruning would mix the two
+    runs; a run resumed from an explicit folder would do the same to the later checkpoints already there.
+    FileExistsError naming the way out."""
+    existing = list_checkpoints(Path(output_dir) / "checkpoints")
+    if not resume and existing:
         raise FileExistsError(
             f"{output_dir} already holds checkpoints (newest: {existing[-1][1].name}); continue that run with "
             "checkpoint.resume=latest, or give a new output_dir"
         )
+    if resume and resume != "latest" and (match := _NAME.match(Path(resume).name)):
+        later = [p.name for step, p in existing if step > int(match.group(1)) and is_complete(p)]
+        if later:
+            raise FileExistsError(
+                f"checkpoint.resume={resume}: {output_dir} holds later checkpoints ({', '.join(later)}) that "
+                "this run would replace as it reaches their steps; move them out of "
+                f"{Path(output_dir) / 'checkpoints'} to branch from the older one, resume=latest to continue "
+                "from the newest, or give a new output_dir"
+            )
 
 
 def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
@@ -214,8 +226,8 @@ class CheckpointManager:
             (tmp / MARKER).write_text(json.dumps(marker, indent=2))
             _fsync(tmp / MARKER)
             _fsync(tmp)
-            # a later checkpoint than the one resumed: resume= an older folder, or resume=latest skipped an
-            # unloadable newest one
+            # resume=latest skipped this folder as unloadable (when resume names a folder, later complete
+            # checkpoints are refused at the start: refuse_overwriting_checkpoints)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)

@@ -21,7 +21,7 @@ from accelerate.utils import (
 )
 
 from latentforge.config import config_to_dict
-from latentforge.training.checkpoints import refuse_fresh_run_over
+from latentforge.training.checkpoints import refuse_overwriting_checkpoints
 from latentforge.training.data import DataConfig
 
 
@@ -81,7 +81,7 @@ class TrainConfig:
 def make_accelerator(config: TrainConfig, project_name: str) -> Accelerator:
     """Accelerator for `config` (CPU when no CUDA), TensorBoard under output_dir/logs, seeded per process."""
     output_dir = Path(config.output_dir)
-    refuse_fresh_run_over(output_dir, config.checkpoint.resume)  # before anything is written there
+    refuse_overwriting_checkpoints(output_dir, config.checkpoint.resume)  # before anything is written there
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision=config.mixed_precision,
