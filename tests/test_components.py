@@ -224,3 +224,18 @@ def test_export_command(tmp_path, capsys):
     for config in again.glob("*/config.json"):
         assert "_name_or_path" not in json.loads(config.read_text()), config
     StableDiffusionPipeline.from_pretrained(again)
+    assert not (again / "generation_defaults.json").exists()
+
+    # recommended sampling settings: written on request, carried by a re-export, flags replace single values
+    tuned = tmp_path / "tuned"
+    assert cli_main(["export", str(out), str(tuned), "--steps", "20", "--guidance-rescale", "0.7"]) == 0
+    defaults = json.loads((tuned / "generation_defaults.json").read_text())
+    assert defaults == {"steps": 20, "guidance_scale": 7.5, "guidance_rescale": 0.7}
+    StableDiffusionPipeline.from_pretrained(tuned)  # diffusers ignores the file
+    assert cli_main(["export", str(tuned), str(tmp_path / "t2"), "--guidance", "5"]) == 0
+    carried = json.loads((tmp_path / "t2" / "generation_defaults.json").read_text())
+    assert carried == {"steps": 20, "guidance_scale": 5.0, "guidance_rescale": 0.7}
+    capsys.readouterr()
+    assert cli_main(["export", str(out), str(tmp_path / "bad"), "--guidance-rescale", "1.5"]) == 2
+    assert "guidance_rescale must be a number in [0.0, 1.0], got 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

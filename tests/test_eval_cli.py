@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -39,6 +40,19 @@ def test_compositional_command_writes_a_report(tiny_model, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     # ...unless asked to
     assert main([*args, "-o", str(out), "--overwrite", "--seed", "1"]) == 0
+
+
+def test_sampling_settings_default_to_the_models_own(tiny_model, tmp_path):
+    tuned = tmp_path / "tuned"
+    shutil.copytree(tiny_model, tuned)
+    (tuned / "generation_defaults.json").write_text('{"steps": 2, "guidance_rescale": 0.7}')
+    args = ["eval", "compositional", "--model", str(tuned), "--num-prompts", "1", "--set", "batch_size=6"]
+    assert main([*args, "-o", str(tmp_path / "a")]) == 0
+    settings = json.loads((tmp_path / "a" / "compositional.json").read_text())["settings"]
+    assert (settings["steps"], settings["guidance"], settings["guidance_rescale"]) == (2, 7.5, 0.7)
+    assert main([*args, "-o", str(tmp_path / "b"), "--steps", "1", "--guidance-rescale", "0"]) == 0
+    settings = json.loads((tmp_path / "b" / "compositional.json").read_text())["settings"]
+    assert (settings["steps"], settings["guidance"], settings["guidance_rescale"]) == (1, 7.5, 0.0)
 
 
 def test_vae_and_fid_commands(tiny_model, tmp_path):

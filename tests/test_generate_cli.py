@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 
 import numpy as np
 import PIL.Image
@@ -159,6 +160,40 @@ def test_bad_arguments_give_one_line_errors(model, tmp_path, capsys, argv, messa
     assert "Traceback" not in err
     last = err.splitlines()[-1]  # loading progress bars may come first
     assert last.startswith(f"latentforge {argv[0]}: error: ") and re.search(message, last), err
+
+
+def test_a_models_generation_defaults_apply_unless_given(model, tmp_path, capsys):
+    tuned = tmp_path / "tuned"
+    shutil.copytree(model, tuned)
+    (tuned / "generation_defaults.json").write_text(
+        '{"steps": 3, "guidance_scale": 4.0, "guidance_rescale": 0.5}'
+    )
+    base = ["generate", "a cat", "--model", str(tuned), "--seed", "1"]
+    assert cli.main([*base, "-o", str(tmp_path / "a.png")]) == 0
+    record = read_record(tmp_path / "a.png")
+    assert (record.steps, record.guidance_scale, record.guidance_rescale) == (3, 4.0, 0.5)
+    assert cli.main([*base, "-o", str(tmp_path / "b.png"), "--steps", "2", "--guidance-rescale", "0"]) == 0
+    record = read_record(tmp_path / "b.png")
+    assert (record.steps, record.guidance_scale, record.guidance_rescale) == (2, 4.0, 0.0)
+    # a PNG's record is kept whole: the model's defaults do not replace what made the image
+    assert cli.main(["generate", "--from-png", str(tmp_path / "b.png"), "-o", str(tmp_path / "c.png")]) == 0
+    np.testing.assert_array_equal(_pixels(tmp_path / "c.png"), _pixels(tmp_path / "b.png"))
+    # without the file: the fallbacks, which are GenerationRecord's defaults
+    assert cli.main(["generate", "a cat", "--model", str(model), "-o", str(tmp_path / "d.png")]) == 0
+    record = read_record(tmp_path / "d.png")
+    assert (record.steps, record.guidance_scale, record.guidance_rescale) == (25, 7.5, 0.0)
+
+    capsys.readouterr()
+    for content, message in (
+        ('{"steps": 3, "cfg": 4}', r"unknown setting\(s\) \['cfg'\]; known: \['guidance_rescale'"),
+        ('{"steps": 0}', "steps must be an integer >= 1, got 0"),
+        ("{steps: 3", "is not valid JSON"),
+    ):
+        (tuned / "generation_defaults.json").write_text(content)
+        assert cli.main([*base, "-o", str(tmp_path / "e.png")]) == 2
+        err = capsys.readouterr().err
+        assert "generation_defaults.json" in err and re.search(message, err), err
+    assert not (tmp_path / "e.png").exists()
 
 
 def test_missing_default_model_says_to_pass_model(tmp_path, monkeypatch, capsys):

@@ -18,9 +18,9 @@ _FLAGS = {
     "--images-per-prompt": ("images_per_prompt", int, "compositional: images per prompt"),
     "--num-images": ("num_images", int, "fid: images per set; vae: held-out images"),
     "--seed": ("seed", int, "seed of the prompt set and of the images"),
-    "--steps": ("steps", int, "denoising steps"),
-    "--guidance": ("guidance", float, "classifier-free guidance scale"),
-    "--guidance-rescale": ("guidance_rescale", float, "CFG rescale in [0, 1] (0.7 for zero-SNR models)"),
+    "--steps": ("steps", int, "denoising steps (default: the model's, as for generate)"),
+    "--guidance": ("guidance", float, "classifier-free guidance scale (default: the model's)"),
+    "--guidance-rescale": ("guidance_rescale", float, "CFG rescale in [0, 1] (default: the model's)"),
     "--scheduler": ("scheduler", str, "sampler name, e.g. dpmpp-2m (default: the model's)"),
     "--batch-size": ("batch_size", int, "images per pipeline call"),
     "--clip": ("clip", str, "open_clip folder: needed by clip-score, used by fid and emoji"),
@@ -72,6 +72,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"eval {args.task}: --model is required (a diffusers-layout model folder)")
     if not Path(config.model).exists():
         raise FileNotFoundError(f"eval {args.task}: model folder {config.model} does not exist")
+    config = with_model_defaults(config)
     if not 0 <= config.guidance_rescale <= 1:
         raise ValueError(
             f"eval {args.task}: guidance_rescale must be in [0, 1], got {config.guidance_rescale}"
@@ -87,6 +88,21 @@ def _run(args: argparse.Namespace) -> int:
     for path in report.write(config.output_dir, overwrite=config.overwrite):
         print(f"wrote {path}")
     return 0
+
+
+def with_model_defaults(config):
+    """`config` with unset sampling settings taken from the model's generation_defaults.json (or FALLBACK)."""
+    from latentforge.pipelines.defaults import read_defaults
+
+    d = read_defaults(config.model)
+    return dataclasses.replace(
+        config,
+        steps=d["steps"] if config.steps is None else config.steps,
+        guidance=d["guidance_scale"] if config.guidance is None else config.guidance,
+        guidance_rescale=d["guidance_rescale"]
+        if config.guidance_rescale is None
+        else config.guidance_rescale,
+    )
 
 
 def _resolve_config(name_or_path: str | None) -> Path | None:

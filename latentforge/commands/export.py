@@ -25,12 +25,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for random weights with --architecture")
     parser.add_argument("--fp16", action="store_true", help="store weights in float16 (half the size)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    recommended = parser.add_argument_group(
+        "recommended sampling settings",
+        "stored in OUTPUT/generation_defaults.json (over SOURCE's); `generate` and `eval` use them when a "
+        "setting is not given",
+    )
+    recommended.add_argument("--steps", type=int, help="denoising steps")
+    recommended.add_argument("--guidance", type=float, dest="guidance_scale", help="guidance scale")
+    recommended.add_argument("--guidance-rescale", type=float, help="guidance rescale in [0, 1]")
     parser.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from latentforge.models.components import Components
+    from latentforge.pipelines.defaults import FILE, check_defaults, read_defaults, write_defaults
 
+    names = ("steps", "guidance_scale", "guidance_rescale")
+    given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    check_defaults(given, "export")  # before anything is loaded or written
+    has_own = not args.architecture and (Path(args.source) / FILE).is_file()
+    defaults = {**read_defaults(args.source), **given} if has_own or given else None
     if args.architecture:
         components = Components.from_architecture(args.source, seed=args.seed)
     else:
@@ -39,5 +53,7 @@ def _run(args: argparse.Namespace) -> int:
     card = Path(args.source) / "README.md"
     if not args.architecture and card.is_file():  # the model card (training data, results, config) goes along
         shutil.copyfile(card, Path(args.output) / "README.md")
+    if defaults is not None:
+        write_defaults(args.output, defaults)
     print(f"saved {args.output}")
     return 0

@@ -13,6 +13,7 @@ import random
 import sys
 from pathlib import Path
 
+from latentforge.pipelines.defaults import FALLBACK
 from latentforge.pipelines.schedulers import SCHEDULER_NAMES
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "default-model"
@@ -61,11 +62,21 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--model", help=f"diffusers model folder or hub id (default {DEFAULT_MODEL})")
     parser.add_argument("--negative", help="negative prompt")
-    parser.add_argument("--steps", type=int, help="denoising steps (default 25)")
+    model_default = "default: the model's generation_defaults.json, else {}"
     parser.add_argument(
-        "--guidance", type=float, dest="guidance_scale", help="classifier-free guidance scale (default 7.5)"
+        "--steps", type=int, help=f"denoising steps ({model_default.format(FALLBACK['steps'])})"
     )
-    parser.add_argument("--guidance-rescale", type=float, help="guidance rescale in [0, 1] (default 0)")
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        dest="guidance_scale",
+        help=f"classifier-free guidance scale ({model_default.format(FALLBACK['guidance_scale'])})",
+    )
+    parser.add_argument(
+        "--guidance-rescale",
+        type=float,
+        help=f"guidance rescale in [0, 1] ({model_default.format(FALLBACK['guidance_rescale'])})",
+    )
     parser.add_argument("--seed", type=int, help="seed of the first image (default: random)")
     parser.add_argument("--scheduler", choices=SCHEDULER_NAMES, help="sampler (default: the model's own)")
     parser.add_argument(
@@ -84,10 +95,14 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    """The generation record for this run: command line over --from-png record over defaults."""
+    """The generation record for this run: command line over --from-png record over the model's defaults."""
+    from latentforge.pipelines.defaults import read_defaults
     from latentforge.pipelines.metadata import GenerationRecord, read_record
 
-    record = read_record(args.from_png) if args.from_png else GenerationRecord(task=args.task)
+    if args.from_png:
+        record = read_record(args.from_png)
+    else:
+        record = GenerationRecord(task=args.task, **read_defaults(args.model or DEFAULT_MODEL))
     given = {
         "prompt": args.prompt,
         "negative_prompt": args.negative,
@@ -109,7 +124,7 @@ def _settings(args: argparse.Namespace):
     }
     if args.size:
         given["width"], given["height"] = _parse_size(args.size)
-    # Unset fields keep the record's values: the PNG's, or GenerationRecord's defaults.
+    # Unset fields keep the record's values: the PNG's, or the model's defaults.
     record = dataclasses.replace(record, **{k: v for k, v in given.items() if v is not None}, grid=False)
     if args.seed is None and not args.from_png:
         record.seed = random.randrange(2**32)

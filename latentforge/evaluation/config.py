@@ -20,9 +20,13 @@ class EvalConfig:
     images_per_prompt: int = 1  # compositional only (GenEval uses 4)
     num_images: int = 256  # fid: generated and reference images; vae: held-out images
     image_size: int = 64  # px of reference / held-out images (the shapes world is drawn at 64)
-    steps: int = 20  # denoising steps
-    guidance: float = 5.0  # classifier-free guidance scale
-    guidance_rescale: float = 0.0  # in [0, 1]; Lin et al. 2024 suggest 0.7 for zero-terminal-SNR models
+    # Sampling; unset = the model's generation_defaults.json, else latentforge.pipelines.defaults.FALLBACK
+    # (the same settings `latentforge generate` uses)
+    steps: int | None = None  # denoising steps
+    guidance: float | None = None  # classifier-free guidance scale
+    guidance_rescale: float | None = (
+        None  # in [0, 1]; Lin et al. 2024 suggest 0.7 for zero-terminal-SNR models
+    )
     scheduler: str = ""  # sampler name from latentforge.pipelines.schedulers; "" = the model's own
     batch_size: int = 16  # images per pipeline call
     device: str = "auto"  # "auto" = cuda when available, else cpu

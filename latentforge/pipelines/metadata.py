@@ -18,6 +18,7 @@ from typing import Any
 import PIL.Image
 from PIL.PngImagePlugin import PngInfo
 
+from latentforge.pipelines.defaults import FALLBACK
 from latentforge.pipelines.schedulers import SCHEDULERS
 
 PARAMETERS_KEY = "parameters"
@@ -36,10 +37,10 @@ class GenerationRecord:
     negative_prompt: str = ""
     seed: int = 0  # of the first image; image i of a batch has seed + i
     num_images: int = 1
-    steps: int = 25
+    steps: int = FALLBACK["steps"]  # these three: the model's generation_defaults.json when it has one
     scheduler: str | None = None  # None: the model's own scheduler
-    guidance_scale: float = 7.5
-    guidance_rescale: float = 0.0
+    guidance_scale: float = FALLBACK["guidance_scale"]
+    guidance_rescale: float = FALLBACK["guidance_rescale"]
     clip_skip: int | None = None
     width: int | None = None
     height: int | None = None
