@@ -24,9 +24,7 @@ class EvalConfig:
     # (the same settings `latentforge generate` uses)
     steps: int | None = None  # denoising steps
     guidance: float | None = None  # classifier-free guidance scale
-    guidance_rescale: float | None = (
-        None  # in [0, 1]; Lin et al. 2024 suggest 0.7 for zero-terminal-SNR models
-    )
+    guidance_rescale: float | None = None  # in [0, 1]; 0.7 suits zero-terminal-SNR models (Lin et al.)
     scheduler: str = ""  # sampler name from latentforge.pipelines.schedulers; "" = the model's own
     batch_size: int = 16  # images per pipeline call
     device: str = "auto"  # "auto" = cuda when available, else cpu

@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from latentforge.pipelines.defaults import FALLBACK
+
 
 def resolve_device(device: str = "auto") -> str:
     """'cuda' when available for "auto", else the given device name."""
@@ -47,9 +49,9 @@ def generate_images(
     pipe: Any,
     prompts: Sequence[str],
     seed: int = 0,
-    num_inference_steps: int = 20,
-    guidance_scale: float = 5.0,
-    guidance_rescale: float = 0.0,
+    num_inference_steps: int = FALLBACK["steps"],
+    guidance_scale: float = FALLBACK["guidance_scale"],
+    guidance_rescale: float = FALLBACK["guidance_rescale"],
     batch_size: int = 16,
     height: int | None = None,
     width: int | None = None,

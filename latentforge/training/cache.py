@@ -5,8 +5,9 @@ benchmarks/train_throughput.py).
 Stored in `output_dir/cache/<key>/` as safetensors: posterior mean and std per image (and per flip
 variant when random_flip is on: the flipped image with 'left'/'right' swapped in its caption), one
 embedding and one row of token ids per distinct caption (row 0 = the empty caption used for caption
-dropout; the ids feed a text encoder that trains with the U-Net), and for inpainting the uint8 pixels. `key` hashes everything the contents depend on: VAE and text-encoder weights, the
-tokenizer, resolution, transform, dataset fingerprint and format; any change gives a new cache.
+dropout; the ids feed a text encoder that trains with the U-Net), and for inpainting the uint8 pixels.
+`key` hashes everything the contents depend on: VAE and text-encoder weights, the tokenizer, resolution,
+transform, dataset fingerprint and format; any change gives a new cache.
 """
 
 from __future__ import annotations
