@@ -2,7 +2,8 @@
 
 Reports (1) the whole command, process start to PNG on disk, as a user sees it, and (2) generation alone
 (prompt encoding + denoising + decode, in-process, model already loaded), for ours and for diffusers'
-StableDiffusionPipeline on the same weights, scheduler, steps and seed, side by side.
+StableDiffusionPipeline on the same weights, scheduler, seed and settings (the model's defaults, as the
+command uses them), side by side.
 
     python benchmarks/cli_latency.py [--model PATH] [--repeats 3]
 """
@@ -37,8 +38,8 @@ def time_command(model: Path, repeats: int) -> list[float]:
     return times
 
 
-def time_generation(model: Path, repeats: int) -> dict[str, list[float]]:
-    """In-process seconds per image for ours and diffusers on the same components (default settings)."""
+def time_generation(model: Path, repeats: int, settings: dict) -> dict[str, list[float]]:
+    """In-process seconds per image for ours and diffusers on the same components and `settings`."""
     import torch
     from diffusers import StableDiffusionPipeline
 
@@ -54,9 +55,7 @@ def time_generation(model: Path, repeats: int) -> dict[str, list[float]]:
     for _ in range(repeats + 1):  # the first round warms up both
         for name, pipe in (("latentforge", ours), ("diffusers", theirs)):
             start = time.perf_counter()
-            pipe(
-                PROMPT, num_inference_steps=25, guidance_scale=7.5, generator=torch.Generator().manual_seed(0)
-            )
+            pipe(PROMPT, **settings, generator=torch.Generator().manual_seed(0))
             results[name].append(time.perf_counter() - start)
     return {name: values[1:] for name, values in results.items()}
 
@@ -68,10 +67,18 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    print(f"model {args.model}, 25 steps, guidance 7.5, torch threads {torch.get_num_threads()}")
+    from latentforge.pipelines.defaults import read_defaults
+
+    d = read_defaults(args.model)
+    settings = {
+        "num_inference_steps": d["steps"],
+        "guidance_scale": d["guidance_scale"],
+        "guidance_rescale": d["guidance_rescale"],
+    }
+    print(f"model {args.model}, {settings}, torch threads {torch.get_num_threads()}")
     command = time_command(args.model, args.repeats)
     print(f"whole command (process start -> PNG): median {statistics.median(command):.2f} s  {command}")
-    gen = time_generation(args.model, args.repeats)
+    gen = time_generation(args.model, args.repeats, settings)
     ours, theirs = statistics.median(gen["latentforge"]), statistics.median(gen["diffusers"])
     print(f"generation only: latentforge {ours:.3f} s, diffusers {theirs:.3f} s, ratio {theirs / ours:.2f}x")
 
