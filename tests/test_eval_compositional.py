@@ -130,11 +130,17 @@ def test_tiny_random_model_end_to_end(tiny_pipeline):
         assert set(summary[split]) == set(CATEGORIES) | {"overall", "color_only"}
         assert all(0.0 <= v <= 1.0 for v in summary[split].values())
     assert summary["num_images"] == 12
-    # same seed, same images: the benchmark is reproducible
+    # same seed, same images: the benchmark is reproducible, exactly for the same batch size and to one 8-bit
+    # level across batch sizes (which change the order of float sums)
     again, images_again = evaluate_compositional(
         tiny_pipeline, prompts[:3], seed=0, num_inference_steps=2, batch_size=2
     )
-    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images[:3], images_again))
+    pixels = lambda image: np.asarray(image).astype(int)  # noqa: E731
+    assert all(np.abs(pixels(a) - pixels(b)).max() <= 1 for a, b in zip(images[:3], images_again))
+    _, images_repeat = evaluate_compositional(
+        tiny_pipeline, prompts[:3], seed=0, num_inference_steps=2, batch_size=2
+    )
+    assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(images_again, images_repeat))
     # guidance_rescale reaches the pipeline
     rescaled, images_rescaled = evaluate_compositional(
         tiny_pipeline, prompts[:3], seed=0, num_inference_steps=2, batch_size=2, guidance_rescale=0.7

@@ -1,7 +1,8 @@
 """Images for evaluation from any text-to-image pipeline: ours, or any diffusers-layout model folder.
 
 Image i of a run is drawn with its own CPU generator seeded `seed + i`, so a benchmark gives the same
-images whatever the batch size, and a single image can be regenerated on its own.
+images whatever the batch size (to one 8-bit level: the batch size changes the order of float sums), and a
+single image can be regenerated on its own.
 """
 
 from __future__ import annotations
