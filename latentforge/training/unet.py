@@ -1,8 +1,8 @@
 """Stage 3: the text-conditional U-Net of latent diffusion (Rombach et al. 2022), with the VAE frozen and
-cached, and the text encoder cached too or trained alongside (`train_text_encoder`). From scratch (an architecture) or fine-tuning a diffusers model; full or LoRA;
-epsilon or v prediction; zero terminal SNR (Lin et al. 2024); min-SNR-gamma (Hang et al. 2023); noise
-offset; caption dropout to "" (the unconditional branch of classifier-free guidance, Ho & Salimans 2022);
-EMA; 9-channel inpainting U-Nets.
+cached, and the text encoder cached too or trained alongside (`train_text_encoder`). From scratch (an
+architecture) or fine-tuning a diffusers model; full or LoRA; epsilon or v prediction; zero terminal SNR
+(Lin et al. 2024); min-SNR-gamma (Hang et al. 2023); noise offset; caption dropout to "" (the unconditional
+branch of classifier-free guidance, Ho & Salimans 2022); EMA; 9-channel inpainting U-Nets.
 
 Exports `output_dir/model/` (a full diffusers folder) or, for LoRA, `output_dir/lora/`.
 
@@ -254,7 +254,7 @@ def train(config: UNetTrainConfig) -> Path:
     )
     models = [unet] if text_encoder is None else [unet, text_encoder]
     *prepared, optimizer, loader = accelerator.prepare(*models, optimizer, loader)
-    model, text_model = prepared[0], (prepared[1] if text_encoder is not None else None)
+    model, text_model = prepared[0], (prepared[1] if len(prepared) > 1 else None)
     ema = make_ema(trainable, config.ema)
     run.checkpoints.register(scheduler, ema)
     noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)  # the training noise schedule
