@@ -67,14 +67,9 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from latentforge.pipelines.defaults import read_defaults
+    from latentforge.pipelines.defaults import pipeline_kwargs, read_defaults
 
-    d = read_defaults(args.model)
-    settings = {
-        "num_inference_steps": d["steps"],
-        "guidance_scale": d["guidance_scale"],
-        "guidance_rescale": d["guidance_rescale"],
-    }
+    settings = pipeline_kwargs(read_defaults(args.model))
     print(f"model {args.model}, {settings}, torch threads {torch.get_num_threads()}")
     command = time_command(args.model, args.repeats)
     print(f"whole command (process start -> PNG): median {statistics.median(command):.2f} s  {command}")

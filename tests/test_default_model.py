@@ -73,19 +73,11 @@ def test_cli_default_command_works(tmp_path):
 
 def test_compositional_score_stays_above_the_measured_floor(pipe):
     from latentforge.evaluation.compositional import evaluate_compositional, make_prompt_set
-    from latentforge.pipelines.defaults import read_defaults
+    from latentforge.pipelines.defaults import pipeline_kwargs, read_defaults
 
-    defaults = read_defaults(DEFAULT_MODEL)  # "the default settings": what `generate` and `eval` use
+    defaults = pipeline_kwargs(read_defaults(DEFAULT_MODEL))  # "the default settings", as generate/eval use
     prompts = make_prompt_set(num_per_category=2, seed=0, held_out_per_category=0)
-    result, _ = evaluate_compositional(
-        pipe,
-        prompts,
-        images_per_prompt=2,
-        seed=0,
-        num_inference_steps=defaults["steps"],
-        guidance_scale=defaults["guidance_scale"],
-        guidance_rescale=defaults["guidance_rescale"],
-    )
+    result, _ = evaluate_compositional(pipe, prompts, images_per_prompt=2, seed=0, **defaults)
     scores = result.accuracy(held_out=False)
     for category, floor in IN_DISTRIBUTION_FLOOR.items():
         assert scores[category] >= floor, (category, scores)

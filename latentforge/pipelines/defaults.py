@@ -42,6 +42,15 @@ def read_defaults(model: str | Path) -> dict[str, Any]:
     return {**FALLBACK, **check_defaults(values, str(path))}
 
 
+def pipeline_kwargs(values: dict[str, Any]) -> dict[str, Any]:
+    """The settings of `read_defaults` as pipeline call keywords (num_inference_steps, guidance_scale, ...)."""
+    return {
+        "num_inference_steps": values["steps"],
+        "guidance_scale": values["guidance_scale"],
+        "guidance_rescale": values["guidance_rescale"],
+    }
+
+
 def write_defaults(folder: str | Path, values: dict[str, Any]) -> Path:
     """Write `values` (checked) as the folder's generation_defaults.json."""
     path = Path(folder) / FILE
