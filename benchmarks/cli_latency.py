@@ -67,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from latentforge.pipelines.defaults import pipeline_kwargs, read_defaults
+    from latentforge.pipelines.sampling_defaults import pipeline_kwargs, read_defaults
 
     settings = pipeline_kwargs(read_defaults(args.model))
     print(f"model {args.model}, {settings}, torch threads {torch.get_num_threads()}")

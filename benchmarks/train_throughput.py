@@ -40,10 +40,10 @@ def build(args: argparse.Namespace):
     import torch
     from accelerate import Accelerator
 
-    from latentforge.config import load_config
+    from latentforge.config_loader import load_config
+    from latentforge.data.training_data import load_splits
     from latentforge.training import unet as trainer
-    from latentforge.training.cache import load_or_build_cache
-    from latentforge.training.data import load_splits
+    from latentforge.training.latent_cache import load_or_build_cache
 
     torch.manual_seed(0)
     resolution = {"tiny": 32}.get(args.architecture, 64)
@@ -78,7 +78,7 @@ def diffusers_batches(components, train_data, config, batch_size: int):
     the text encoder run inside the training step."""
     import torch
 
-    from latentforge.training.data import image_loader
+    from latentforge.data.training_data import image_loader
 
     tokenizer, vae, text_encoder = components.tokenizer, components.vae, components.text_encoder
     while True:

@@ -6,7 +6,7 @@ from typing import Literal
 import pytest
 import yaml
 
-from latentforge.config import ConfigError, load_config, save_config
+from latentforge.config_loader import ConfigError, load_config, save_config
 
 
 @dataclasses.dataclass

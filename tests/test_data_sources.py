@@ -10,7 +10,7 @@ import torch
 from datasets import Image as Image_
 from PIL import Image
 
-from latentforge.data.loader import ImageCaptionDataset, collate_skip_none, image_sizes
+from latentforge.data.image_dataset import ImageCaptionDataset, collate_skip_none, image_sizes
 from latentforge.data.sources import load_image_text_dataset
 from latentforge.data.transforms import ImageCaptionTransform
 

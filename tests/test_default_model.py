@@ -73,7 +73,7 @@ def test_cli_default_command_works(tmp_path):
 
 def test_compositional_score_stays_above_the_measured_floor(pipe):
     from latentforge.evaluation.compositional import evaluate_compositional, make_prompt_set
-    from latentforge.pipelines.defaults import pipeline_kwargs, read_defaults
+    from latentforge.pipelines.sampling_defaults import pipeline_kwargs, read_defaults
 
     defaults = pipeline_kwargs(read_defaults(DEFAULT_MODEL))  # "the default settings", as generate/eval use
     prompts = make_prompt_set(num_per_category=2, seed=0, held_out_per_category=0)
@@ -84,7 +84,7 @@ def test_compositional_score_stays_above_the_measured_floor(pipe):
 
 
 def test_vae_reconstruction_stays_above_the_measured_floor(pipe):
-    from latentforge.evaluation.vae import evaluate_vae, heldout_shapes_images
+    from latentforge.evaluation.reconstruction import evaluate_vae, heldout_shapes_images
 
     report = evaluate_vae(pipe.vae, heldout_shapes_images(VAE_IMAGES, size=64, seed=0))
     values = {m.name: m.value for m in report.metrics}

@@ -85,7 +85,7 @@ def test_vae_and_fid_commands(tiny_model, tmp_path):
 def test_emoji_command_with_pixel_features(tiny_model, tmp_path, monkeypatch):
     from PIL import Image
 
-    from latentforge.evaluation import emoji
+    from latentforge.evaluation import emoji_fidelity as emoji
 
     # a small stand-in gallery keeps the test fast (the real one renders ~1900 emoji)
     colors = ["red", "green", "blue", "yellow", "white", "black", "purple"]

@@ -21,7 +21,7 @@ from latentforge.evaluation.detector import DetectedObject, Detection
 @pytest.fixture(scope="module")
 def tiny_pipeline():
     """Our text-to-image pipeline over tiny random components (32x32 images)."""
-    from latentforge.evaluation.generate import load_pipeline
+    from latentforge.evaluation.sampling import load_pipeline
     from latentforge.models.components import Components
     from latentforge.pipelines import TextToImagePipeline
 

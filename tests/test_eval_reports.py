@@ -11,7 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from latentforge.evaluation import distribution, emoji, vae
+from latentforge.evaluation import distribution
+from latentforge.evaluation import emoji_fidelity as emoji
+from latentforge.evaluation import reconstruction as vae
 from latentforge.evaluation.features import PixelFeatures
 from latentforge.evaluation.report import Metric, Report, check_writable, image_grid
 

@@ -16,13 +16,13 @@ from pipeline_helpers import (
 
 from latentforge import cli
 from latentforge.commands import generate
-from latentforge.pipelines.images import blur_mask, to_tensor
-from latentforge.pipelines.metadata import (
+from latentforge.commands.png_record import (
     GenerationRecord,
     a1111_parameters,
     parse_a1111_parameters,
     read_record,
 )
+from latentforge.pipelines.image_inputs import blur_mask, to_tensor
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pipeline_helpers import (
 )
 
 from latentforge import ImageToImagePipeline, InpaintPipeline, TextToImagePipeline
-from latentforge.pipelines.images import blur_mask, to_tensor
+from latentforge.pipelines.image_inputs import blur_mask, to_tensor
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pipeline_helpers import (
 )
 
 from latentforge import TextToImagePipeline
-from latentforge.pipelines import core
+from latentforge.pipelines import denoising
 
 KWARGS = {"num_inference_steps": 2, "output_type": "np"}
 
@@ -60,11 +60,11 @@ def test_vae_tiling_decodes_large_latents_in_tiles(pipe):
     """Tiles of the tiny VAE are 32 px: a 128 px image is decoded in overlapping tiles, close to whole."""
     latents = torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        whole = core.decode_latents(pipe.vae, latents)
+        whole = denoising.decode_latents(pipe.vae, latents)
         pipe.enable_vae_tiling()
         calls = []
         handle = pipe.vae.decoder.register_forward_pre_hook(lambda m, a: calls.append(a[0].shape))
-        tiled = core.decode_latents(pipe.vae, latents)
+        tiled = denoising.decode_latents(pipe.vae, latents)
         handle.remove()
     assert len(calls) > 1 and all(shape[-1] < 64 for shape in calls)
     assert tiled.shape == whole.shape == (1, 3, 128, 128)
@@ -78,7 +78,7 @@ def test_half_precision_vae_nan_is_redone_in_float32():
         assert not torch.isfinite(vae.decode((latents / vae.config.scaling_factor).half()).sample).all()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            image = core.decode_latents(vae, latents)
+            image = denoising.decode_latents(vae, latents)
         reference = vae.float().decode(latents / vae.config.scaling_factor).sample
     assert any("decoding again in float32" in str(w.message) for w in caught)
     assert torch.isfinite(image).all()
@@ -88,7 +88,7 @@ def test_half_precision_vae_nan_is_redone_in_float32():
 def test_non_finite_latents_raise_instead_of_a_black_image():
     latents = torch.full((1, 4, 16, 16), float("nan"))
     with pytest.raises(FloatingPointError, match="latents contain NaN or Inf"):
-        core.decode_latents(tiny().vae, latents)
+        denoising.decode_latents(tiny().vae, latents)
 
 
 def test_save_pretrained_round_trip(tmp_path):

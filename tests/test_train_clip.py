@@ -8,20 +8,20 @@ import pytest
 import torch
 from transformers import CLIPTextModel
 
-from latentforge.commands.train import resolve_config
-from latentforge.config import load_config
+from latentforge.config_loader import load_config
 from latentforge.data.shapes import render_scene, sample_scene
 from latentforge.data.transforms import ImageCaptionTransform
 from latentforge.models.openclip import open_clip_token_features
 from latentforge.models.tokenizer import load_tokenizer
+from latentforge.resources import architecture_dir, config_file
 from latentforge.training import clip
-from latentforge.training.clip_parts import ShortTextCLIP
+from latentforge.training.clip_model import ShortTextCLIP
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("clip")
-    config = load_config(clip.CLIPTrainConfig, resolve_config("smoke-clip"), [f"output_dir={out}"])
+    config = load_config(clip.CLIPTrainConfig, config_file("train", "smoke-clip"), [f"output_dir={out}"])
     return config, clip.train(config)
 
 
@@ -37,9 +37,7 @@ def test_export_matches_the_trained_open_clip_model(trained):
         ours = text_encoder(ids).last_hidden_state
     torch.testing.assert_close(ours, open_clip_token_features(oc_model.eval(), ids), atol=1e-5, rtol=1e-5)
     # the same shape as the architecture's text encoder, so it drops into that U-Net
-    arch = json.loads(
-        (resolve_config("smoke-clip").parents[1] / "models/tiny/text_encoder/config.json").read_text()
-    )
+    arch = json.loads((architecture_dir("tiny") / "text_encoder" / "config.json").read_text())
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act"):
         assert getattr(text_encoder.config, key) == arch[key], key
     # trained: the text tower moved away from its seeded initialisation

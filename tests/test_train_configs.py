@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from latentforge.commands.train import CONFIGS_DIR, resolve_config
-from latentforge.config import load_config
+from latentforge.config_loader import load_config
+from latentforge.resources import config_file, configs_root
 
 
 def _stage_module(name: str):
@@ -25,7 +25,7 @@ def _stage_module(name: str):
     return stages.get("unet")
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted((configs_root() / "train").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_train_config_loads(path: Path):
     module = _stage_module(path.stem)
     if module is None:
@@ -47,6 +47,6 @@ def test_group_override_keeps_the_trainers_group_defaults(tmp_path):
 
 
 def test_config_names_resolve_and_unknown_names_are_listed():
-    assert resolve_config("smoke-vae") == CONFIGS_DIR / "smoke-vae.yaml"
+    assert config_file("train", "smoke-vae") == configs_root() / "train" / "smoke-vae.yaml"
     with pytest.raises(FileNotFoundError, match="smoke-vae"):
-        resolve_config("no-such-config")
+        config_file("train", "no-such-config")

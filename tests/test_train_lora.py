@@ -6,9 +6,9 @@ import torch
 from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file
 
-from latentforge.commands.train import resolve_config
-from latentforge.config import load_config
+from latentforge.config_loader import load_config
 from latentforge.models.components import Components
+from latentforge.resources import config_file
 from latentforge.training import unet as unet_trainer
 
 
@@ -22,7 +22,7 @@ def test_lora_weights_load_in_diffusers_and_change_the_output(tmp_path):
     Components.from_architecture("tiny", seed=0).save_pretrained(base)
     config = load_config(
         unet_trainer.UNetTrainConfig,
-        resolve_config("smoke-lora"),
+        config_file("train", "smoke-lora"),
         [f"output_dir={tmp_path / 'run'}", f"base={base}"],
     )
     lora_dir = unet_trainer.train(config)

@@ -14,14 +14,14 @@ import torch
 from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file
 
-from latentforge.commands.train import resolve_config
-from latentforge.config import load_config
+from latentforge.config_loader import load_config
+from latentforge.data.training_data import image_loader, load_splits
 from latentforge.data.transforms import swap_left_right
 from latentforge.models.components import Components
+from latentforge.resources import config_file
 from latentforge.training import unet as unet_trainer
-from latentforge.training.cache import cache_key, encode_captions, tokenize
 from latentforge.training.checkpoints import MARKER
-from latentforge.training.data import image_loader, load_splits
+from latentforge.training.latent_cache import cache_key, encode_captions, tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
 # v-prediction, zero terminal SNR, noise offset, min-SNR, EMA, flips and caption dropout all on: resume must
@@ -49,7 +49,7 @@ def straight(tmp_path_factory):
     """6 steps in one go, in this process."""
     out = tmp_path_factory.mktemp("straight")
     config = load_config(
-        unet_trainer.UNetTrainConfig, resolve_config("smoke-unet"), [f"output_dir={out}", *OVERRIDES]
+        unet_trainer.UNetTrainConfig, config_file("train", "smoke-unet"), [f"output_dir={out}", *OVERRIDES]
     )
     unet_trainer.train(config)
     return config, out
@@ -75,7 +75,9 @@ def test_export_loads_in_stock_diffusers_and_generates(straight):
 def test_zero_terminal_snr_leaves_no_image_in_the_last_step_and_needs_v_prediction(tmp_path):
     def components(*overrides):
         config = load_config(
-            unet_trainer.UNetTrainConfig, resolve_config("smoke-unet"), [f"output_dir={tmp_path}", *overrides]
+            unet_trainer.UNetTrainConfig,
+            config_file("train", "smoke-unet"),
+            [f"output_dir={tmp_path}", *overrides],
         )
         return config, unet_trainer.load_components(config)
 
@@ -109,7 +111,7 @@ def test_zero_terminal_snr_turns_karras_sigmas_off(tmp_path):
     )
     config = load_config(
         unet_trainer.UNetTrainConfig,
-        resolve_config("smoke-unet"),
+        config_file("train", "smoke-unet"),
         [
             f"output_dir={tmp_path / 'run'}",
             f"base={base}",
@@ -234,7 +236,7 @@ def test_killed_and_resumed_run_equals_the_straight_run(straight, tmp_path):
     # resuming from an older folder would replace the later checkpoints one by one: refused up front
     config = load_config(
         unet_trainer.UNetTrainConfig,
-        resolve_config("smoke-unet"),
+        config_file("train", "smoke-unet"),
         [f"output_dir={out}", *OVERRIDES, f"checkpoint.resume={ckpts / 'checkpoint-4'}"],
     )
     stamps = {p: p.stat().st_mtime_ns for p in ckpts.rglob("*")}
@@ -257,7 +259,7 @@ def test_text_encoder_trains_with_the_unet_and_resumes_exactly(straight, tmp_pat
     te = ["train_text_encoder=true", "text_encoder_lr=3e-3", "optim.max_steps=4", "validation.every_steps=2"]
     reference = tmp_path / "straight"
     config = load_config(
-        unet_trainer.UNetTrainConfig, resolve_config("smoke-unet"), [f"output_dir={reference}", *te]
+        unet_trainer.UNetTrainConfig, config_file("train", "smoke-unet"), [f"output_dir={reference}", *te]
     )
     unet_trainer.train(config)
     initial = unet_trainer.load_components(config)
@@ -283,7 +285,7 @@ def test_text_encoder_trains_with_the_unet_and_resumes_exactly(straight, tmp_pat
 def test_text_encoder_training_is_refused_with_lora(tmp_path):
     config = load_config(
         unet_trainer.UNetTrainConfig,
-        resolve_config("smoke-unet"),
+        config_file("train", "smoke-unet"),
         [f"output_dir={tmp_path}", "train_text_encoder=true", "lora.rank=4"],
     )
     with pytest.raises(ValueError, match="lora.rank=0 or train_text_encoder=false"):
@@ -304,7 +306,7 @@ def test_two_processes_under_accelerate_launch_end_with_equal_weights(tmp_path):
 
 
 def test_random_masks_full_fraction_and_inpaint_conditioning():
-    from latentforge.training.inpaint import inpaint_conditioning, random_masks
+    from latentforge.training.inpaint_masks import inpaint_conditioning, random_masks
 
     torch.manual_seed(0)
     assert random_masks(4, 8, 8, 1.0, torch.device("cpu")).eq(1).all()
@@ -326,7 +328,7 @@ def test_inpainting_unet_trains_and_loads_in_stock_inpaint_pipeline(tmp_path):
 
     config = load_config(
         unet_trainer.UNetTrainConfig,
-        resolve_config("smoke-unet"),
+        config_file("train", "smoke-unet"),
         [f"output_dir={tmp_path}", "base=tiny-inpaint", "optim.max_steps=2", "ema.enabled=false"],
     )
     out = unet_trainer.train(config)

@@ -10,12 +10,12 @@ import torch
 from diffusers import AutoencoderKL
 from safetensors.torch import load_file
 
-from latentforge.commands.train import resolve_config
-from latentforge.config import load_config
+from latentforge.config_loader import load_config
 from latentforge.data.shapes import render_scene, sample_scene
+from latentforge.models.component_files import load_vae
+from latentforge.resources import config_file
 from latentforge.training import losses, vae
 from latentforge.training.checkpoints import OBJECTS_TENSORS, is_complete
-from latentforge.training.models import load_vae
 
 
 def _imagefolder_with_corrupt_files(root, good: int, corrupt: int):
@@ -38,7 +38,7 @@ def test_smoke_vae_trains_skips_bad_data_and_exports(tmp_path, monkeypatch):
     out = tmp_path / "run"
     config = load_config(
         vae.VAETrainConfig,
-        resolve_config("smoke-vae"),
+        config_file("train", "smoke-vae"),
         [
             f"output_dir={out}",
             f"data.dataset={data}",
@@ -90,7 +90,7 @@ def test_decoder_only_finetune_keeps_encoder_and_scale(tmp_path):
     start.save_pretrained(source / "vae")
     config = load_config(
         vae.VAETrainConfig,
-        resolve_config("smoke-vae"),
+        config_file("train", "smoke-vae"),
         [f"output_dir={tmp_path / 'run'}", f"model={source}", "train_encoder=false", "ema.enabled=true"],
     )
     exported = AutoencoderKL.from_pretrained(vae.train(config) / "vae")
@@ -115,7 +115,9 @@ def test_decoder_only_finetune_keeps_encoder_and_scale(tmp_path):
 
 def test_decoder_only_finetune_needs_trained_weights(tmp_path):
     config = load_config(
-        vae.VAETrainConfig, resolve_config("smoke-vae"), [f"output_dir={tmp_path}", "train_encoder=false"]
+        vae.VAETrainConfig,
+        config_file("train", "smoke-vae"),
+        [f"output_dir={tmp_path}", "train_encoder=false"],
     )
     with pytest.raises(ValueError, match="train_encoder=false.*no trained weights"):
         vae.train(config)

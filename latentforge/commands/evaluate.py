@@ -7,9 +7,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from latentforge.evaluation.config import TASKS
-
-CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs" / "eval"
+from latentforge.evaluation.eval_config import TASKS
 
 # flag -> config field; flags left out keep the value of --config (or the default)
 _FLAGS = {
@@ -57,11 +55,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from latentforge.config import config_to_dict, load_config
-    from latentforge.evaluation.config import EvalConfig
+    from latentforge.config_loader import config_to_dict, load_config
+    from latentforge.evaluation.eval_config import EvalConfig
     from latentforge.evaluation.report import check_writable
+    from latentforge.resources import config_file
 
-    config = load_config(EvalConfig, _resolve_config(args.config), args.overrides)
+    path = config_file("eval", args.config) if args.config else None
+    config = load_config(EvalConfig, path, args.overrides)
     # flags last, as typed values: a path is never re-read as YAML (e.g. a folder named "1e3" or "on")
     dests = [dest for dest, _, _ in _FLAGS.values()] + ["output_dir", "overwrite"]
     config = dataclasses.replace(
@@ -92,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def with_model_defaults(config):
     """`config` with unset sampling settings taken from the model's generation_defaults.json (or FALLBACK)."""
-    from latentforge.pipelines.defaults import read_defaults
+    from latentforge.pipelines.sampling_defaults import read_defaults
 
     d = read_defaults(config.model)
     return dataclasses.replace(
@@ -105,19 +105,8 @@ def with_model_defaults(config):
     )
 
 
-def _resolve_config(name_or_path: str | None) -> Path | None:
-    """`configs/eval/<name>.yaml` for a name, the path itself for a file, None for None."""
-    if name_or_path is None or Path(name_or_path).is_file():
-        return None if name_or_path is None else Path(name_or_path)
-    candidate = CONFIGS_DIR / f"{name_or_path}.yaml"
-    if candidate.is_file():
-        return candidate
-    known = sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")) if CONFIGS_DIR.is_dir() else []
-    raise FileNotFoundError(f"--config {name_or_path!r}: no such file and not one of {known}")
-
-
 def _evaluate(task: str, config, settings: dict):
-    from latentforge.evaluation.generate import resolve_device
+    from latentforge.evaluation.sampling import resolve_device
 
     runners = {
         "compositional": _compositional,
@@ -139,7 +128,7 @@ def _sampling(config) -> dict:
 
 
 def _pipeline(config, device: str):
-    from latentforge.evaluation.generate import load_pipeline
+    from latentforge.evaluation.sampling import load_pipeline
 
     return load_pipeline(config.model, device, config.scheduler or None)
 
@@ -166,7 +155,7 @@ def _clip_or_pixels(config, device: str):
 
 
 def _emoji(config, settings: dict, device: str):
-    from latentforge.evaluation.emoji import evaluate_emoji
+    from latentforge.evaluation.emoji_fidelity import evaluate_emoji
 
     extractor = _clip_or_pixels(config, device)  # before the pipeline: a bad --clip fails fast
     return evaluate_emoji(
@@ -182,7 +171,7 @@ def _emoji(config, settings: dict, device: str):
 
 
 def _vae(config, settings: dict, device: str):
-    from latentforge.evaluation.vae import evaluate_vae, heldout_shapes_images, load_vae
+    from latentforge.evaluation.reconstruction import evaluate_vae, heldout_shapes_images, load_vae
 
     vae = load_vae(config.model).to(device)
     images = heldout_shapes_images(config.num_images, config.image_size, config.seed)

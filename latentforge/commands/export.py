@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from latentforge.models.components import Components
-    from latentforge.pipelines.defaults import FILE, check_defaults, read_defaults, write_defaults
+    from latentforge.pipelines.sampling_defaults import FILE, check_defaults, read_defaults, write_defaults
 
     names = ("steps", "guidance_scale", "guidance_rescale")
     given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}

@@ -13,10 +13,10 @@ import random
 import sys
 from pathlib import Path
 
-from latentforge.pipelines.defaults import FALLBACK
+from latentforge.pipelines.sampling_defaults import FALLBACK
 from latentforge.pipelines.schedulers import SCHEDULER_NAMES
+from latentforge.resources import DEFAULT_MODEL
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "default-model"
 TASKS = {"generate": "txt2img", "img2img": "img2img", "inpaint": "inpaint"}
 DEFAULT_STRENGTH = {"txt2img": None, "img2img": 0.75, "inpaint": 1.0}
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -96,8 +96,8 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace):
     """The generation record for this run: command line over --from-png record over the model's defaults."""
-    from latentforge.pipelines.defaults import read_defaults
-    from latentforge.pipelines.metadata import GenerationRecord, read_record
+    from latentforge.commands.png_record import GenerationRecord, read_record
+    from latentforge.pipelines.sampling_defaults import read_defaults
 
     if args.from_png:
         record = read_record(args.from_png)
@@ -182,15 +182,15 @@ def _check(record, args: argparse.Namespace) -> list[Path]:
 def _run(args: argparse.Namespace) -> int:
     record = _settings(args)
     paths = _check(record, args)
-    from latentforge.pipelines.images import load_image
+    from latentforge.pipelines.image_inputs import load_image
 
     image = load_image(record.image, "--image") if record.image else None
     mask = load_image(record.mask, "--mask", mode="L") if record.mask else None
 
     import torch
 
-    from latentforge.pipelines import metadata
-    from latentforge.pipelines.images import make_grid
+    from latentforge.commands import png_record
+    from latentforge.pipelines.image_inputs import make_grid
     from latentforge.pipelines.pipeline import ImageToImagePipeline, InpaintPipeline, TextToImagePipeline
 
     device = record.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -239,9 +239,9 @@ def _run(args: argparse.Namespace) -> int:
     ).images
     record.width, record.height = images[0].size
     for i, (img, path) in enumerate(zip(images, paths)):
-        metadata.save_png(img, path, dataclasses.replace(record, seed=record.seed + i, num_images=1))
+        png_record.save_png(img, path, dataclasses.replace(record, seed=record.seed + i, num_images=1))
         print(f"saved {path} (seed {record.seed + i})")
     if len(images) > 1:
-        metadata.save_png(make_grid(images), paths[-1], dataclasses.replace(record, grid=True))
+        png_record.save_png(make_grid(images), paths[-1], dataclasses.replace(record, grid=True))
         print(f"saved {paths[-1]} (grid of {len(images)})")
     return 0

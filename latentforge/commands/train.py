@@ -8,9 +8,7 @@ Works as is on one process and under `accelerate launch -m latentforge train ...
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs" / "train"
 STAGES = ("vae", "clip", "unet")
 
 
@@ -34,22 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run)
 
 
-def resolve_config(name_or_path: str | None) -> Path | None:
-    """`configs/train/<name>.yaml` for a name, the path itself for a file, None for None."""
-    if name_or_path is None:
-        return None
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    candidate = CONFIGS_DIR / f"{name_or_path}.yaml"
-    if candidate.is_file():
-        return candidate
-    known = sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")) if CONFIGS_DIR.is_dir() else []
-    raise FileNotFoundError(f"--config {name_or_path!r}: no such file and not one of {known}")
-
-
 def _run(args: argparse.Namespace) -> int:
-    from latentforge.config import load_config
+    from latentforge.config_loader import load_config
+    from latentforge.resources import config_file
 
     # Explicit stage -> module table (no import strings); each import pulls in torch/accelerate.
     if args.stage == "vae":
@@ -63,7 +48,8 @@ def _run(args: argparse.Namespace) -> int:
     bad = [item for item in overrides if "=" not in item]
     if bad:
         raise ValueError(f"overrides must look like key=value (e.g. optim.max_steps=100), got {bad}")
-    config = load_config(stage.CONFIG_CLASS, resolve_config(name), overrides)
+    path = config_file("train", name) if name else None
+    config = load_config(stage.CONFIG_CLASS, path, overrides)
     output = stage.train(config)
     print(f"done: {output}")
     return 0

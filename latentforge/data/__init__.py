@@ -27,9 +27,9 @@ _EXPORTS = {
     "swap_left_right": "latentforge.data.transforms",
     "AspectRatioBuckets": "latentforge.data.buckets",
     "BucketBatchSampler": "latentforge.data.buckets",
-    "ImageCaptionDataset": "latentforge.data.loader",
-    "collate_skip_none": "latentforge.data.loader",
-    "image_sizes": "latentforge.data.loader",
+    "ImageCaptionDataset": "latentforge.data.image_dataset",
+    "collate_skip_none": "latentforge.data.image_dataset",
+    "image_sizes": "latentforge.data.image_dataset",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -228,7 +228,7 @@ def evaluate_compositional(
     pipe, prompts: Sequence[CompositionalPrompt], images_per_prompt: int = 1, seed: int = 0, **generate_kwargs
 ) -> tuple[CompositionalResult, list[Image.Image]]:
     """Generate `images_per_prompt` images per prompt with `pipe` (seeds `seed`, `seed + 1`, ...) and score them."""
-    from latentforge.evaluation.generate import generate_images
+    from latentforge.evaluation.sampling import generate_images
 
     if images_per_prompt < 1:
         raise ValueError(f"images_per_prompt must be >= 1, got {images_per_prompt}")

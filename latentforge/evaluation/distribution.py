@@ -64,7 +64,7 @@ def evaluate_fid(
     pipe, extractor, num_images: int = 256, seed: int = 0, size: int = 64, **generate_kwargs
 ) -> Report:
     """Generate from the captions of `num_images` held-out scenes and compare the two sets (FID, KID)."""
-    from latentforge.evaluation.generate import generate_images
+    from latentforge.evaluation.sampling import generate_images
 
     settings = generate_kwargs.pop("settings", None)
     reference, captions = shapes_reference_set(num_images, size, seed)
@@ -103,7 +103,7 @@ def evaluate_clip_score(
     pipe, clip, num_prompts: int = 256, seed: int = 0, size: int = 64, **generate_kwargs
 ) -> Report:
     """CLIP score of images generated from the captions of `num_prompts` held-out scenes."""
-    from latentforge.evaluation.generate import generate_images
+    from latentforge.evaluation.sampling import generate_images
 
     settings = generate_kwargs.pop("settings", None)
     reference, captions = shapes_reference_set(num_prompts, size, seed)

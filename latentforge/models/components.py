@@ -21,15 +21,15 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from latentforge.models import checks
+from latentforge.models import folder_checks
 from latentforge.models.tokenizer import PAD_TOKENS, build_clip_tokenizer, load_tokenizer, save_tokenizer
+from latentforge.resources import architecture_dir
 
 logger = logging.getLogger(__name__)
 
 COMPONENT_NAMES = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
 # Folders of diffusers' Stable Diffusion layout that latentforge does not use.
 IGNORED_FOLDERS = ("safety_checker", "feature_extractor", "image_encoder")
-ARCHITECTURES_DIR = Path(__file__).resolve().parents[2] / "configs" / "models"
 
 
 @dataclasses.dataclass
@@ -50,16 +50,16 @@ class Components:
     ) -> Components:
         """Load a diffusers Stable-Diffusion-1.x/2.x folder (local path, or hub id when online)."""
         root = _resolve_model_path(path_or_id)
-        checks.check_model_folder(root)
+        folder_checks.check_model_folder(root)
         for extra in IGNORED_FOLDERS:
             if (root / extra).is_dir():
                 logger.info("%s: ignoring %s/ (latentforge does not use it)", root, extra)
         kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
-        with checks.loading("vae", root / "vae"):
+        with folder_checks.loading("vae", root / "vae"):
             vae = AutoencoderKL.from_pretrained(root / "vae", **kwargs)
-        with checks.loading("unet", root / "unet"):
+        with folder_checks.loading("unet", root / "unet"):
             unet = UNet2DConditionModel.from_pretrained(root / "unet", **kwargs)
-        with checks.loading("text_encoder", root / "text_encoder"):
+        with folder_checks.loading("text_encoder", root / "text_encoder"):
             text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", **kwargs)
         tokenizer = load_tokenizer(root / "tokenizer")
         scheduler = load_scheduler(root / "scheduler")
@@ -68,7 +68,7 @@ class Components:
     @classmethod
     def from_architecture(cls, name_or_path: str | os.PathLike, seed: int = 0) -> Components:
         """Random-weight components of an architecture folder (`configs/models/<name>` or a path), seeded."""
-        root = resolve_architecture(name_or_path)
+        root = architecture_dir(name_or_path)
         configs = {name: _read_json(root / name / "config.json") for name in ("vae", "unet", "text_encoder")}
         tokenizer_config = _read_json(root / "tokenizer" / "tokenizer_config.json")
         with torch.random.fork_rng(devices=[]):
@@ -176,24 +176,6 @@ def load_scheduler(folder: Path) -> SchedulerMixin:
             "which is not a diffusers scheduler class (e.g. 'DDIMScheduler')"
         )
     return scheduler_cls.from_config(config)
-
-
-def resolve_architecture(name_or_path: str | os.PathLike) -> Path:
-    """`configs/models/<name>` for a known name, else the given folder."""
-    candidate = Path(name_or_path)
-    if not candidate.is_dir():
-        candidate = ARCHITECTURES_DIR / str(name_or_path)
-    if not candidate.is_dir():
-        known = (
-            sorted(p.name for p in ARCHITECTURES_DIR.iterdir() if p.is_dir())
-            if ARCHITECTURES_DIR.is_dir()
-            else []
-        )
-        raise FileNotFoundError(
-            f"architecture {str(name_or_path)!r} not found: give a folder with vae/, unet/, text_encoder/, "
-            f"tokenizer/ and scheduler/ configs, or one of {known}"
-        )
-    return candidate
 
 
 def _resolve_model_path(path_or_id: str | os.PathLike) -> Path:

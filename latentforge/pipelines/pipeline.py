@@ -1,7 +1,7 @@
 """TextToImagePipeline, ImageToImagePipeline and InpaintPipeline: thin task front-ends over one base.
 
 The base validates a call (`checks.plan_call`), encodes the prompts, prepares the first latents and the
-inpainting condition, runs the shared loop (`core.denoise`) and decodes. Per-call values live in local
+inpainting condition, runs the shared loop (`denoising.denoise`) and decodes. Per-call values live in local
 variables and a private copy of the scheduler, so one pipeline object can serve several threads.
 """
 
@@ -20,12 +20,11 @@ import torch.nn.functional as F
 from diffusers.utils import BaseOutput
 
 from latentforge.models.components import Components
-from latentforge.pipelines import core
-from latentforge.pipelines import images as image_utils
-from latentforge.pipelines.checks import CallPlan, plan_call
+from latentforge.pipelines import denoising, image_inputs
+from latentforge.pipelines.call_args import CallPlan, plan_call
+from latentforge.pipelines.memory_switches import MemorySwitches
 from latentforge.pipelines.prompts import encode_prompt
 from latentforge.pipelines.schedulers import make_scheduler
-from latentforge.pipelines.switches import MemorySwitches
 
 
 @dataclasses.dataclass
@@ -122,8 +121,8 @@ class _Pipeline(MemorySwitches):
         self,
         prompt: str | list[str] | None = None,
         *,
-        image: image_utils.ImageInput = None,
-        mask_image: image_utils.ImageInput = None,
+        image: image_inputs.ImageInput = None,
+        mask_image: image_inputs.ImageInput = None,
         strength: float = 1.0,
         mask_blur: float = 0.0,
         paste_back: bool = True,
@@ -142,7 +141,7 @@ class _Pipeline(MemorySwitches):
         eta: float = 0.0,
         output_type: str = "pil",
         return_dict: bool = True,
-        callback_on_step_end: core.StepCallback | None = None,
+        callback_on_step_end: denoising.StepCallback | None = None,
     ) -> PipelineOutput | tuple:
         plan = plan_call(self, self.task, dict(locals()))
         try:
@@ -170,7 +169,7 @@ class _Pipeline(MemorySwitches):
         per_prompt = plan.num_images_per_prompt
         embeddings = embeddings.repeat_interleave(per_prompt, dim=0).to(dtype)  # [uncond x n; cond x n]
         scheduler = copy.deepcopy(self.scheduler)  # schedulers keep per-call state (step index, history)
-        timesteps = core.set_timesteps(scheduler, plan.num_inference_steps, plan.strength, device)
+        timesteps = denoising.set_timesteps(scheduler, plan.num_inference_steps, plan.strength, device)
         factor, generator, total = self.vae_scale_factor, plan.generator, plan.total
         shape = (total, vae.config.latent_channels, plan.height // factor, plan.width // factor)
 
@@ -178,12 +177,12 @@ class _Pipeline(MemorySwitches):
         if plan.images is not None and (
             plan.masks is None or not self.components.is_inpaint or plan.strength < 1
         ):
-            image_latents = core.encode_images(
+            image_latents = denoising.encode_images(
                 vae, plan.images * 2 - 1, total // len(plan.images), generator, device
             )
         # As diffusers: img2img always starts from the noised image, inpainting at strength 1 from pure noise.
         start_from_image = plan.images is not None and (plan.masks is None or plan.strength < 1)
-        latents, noise = core.prepare_latents(
+        latents, noise = denoising.prepare_latents(
             scheduler,
             shape,
             generator,
@@ -195,9 +194,9 @@ class _Pipeline(MemorySwitches):
         )
         inpaint = masks = None
         if plan.masks is not None:
-            masks = image_utils.blur_mask(plan.masks, plan.mask_blur)
+            masks = image_inputs.blur_mask(plan.masks, plan.mask_blur)
             inpaint = self._inpaint_condition(plan, masks, image_latents, noise, shape)
-        job = core.DenoiseJob(
+        job = denoising.DenoiseJob(
             unet=self.unet,
             scheduler=scheduler,
             timesteps=timesteps,
@@ -212,27 +211,33 @@ class _Pipeline(MemorySwitches):
             pipeline=self,
             progress=self._progress,
         )
-        latents = core.denoise(job)
+        latents = denoising.denoise(job)
         if plan.output_type == "latent":
             return latents
-        pixels = (core.decode_latents(vae, latents).float() * 0.5 + 0.5).clamp(0, 1)
+        pixels = (denoising.decode_latents(vae, latents).float() * 0.5 + 0.5).clamp(0, 1)
         if masks is not None and plan.paste_back:
-            pixels = image_utils.paste_back(pixels, _expand(plan.images, total), _expand(masks, total))
+            pixels = image_inputs.paste_back(pixels, _expand(plan.images, total), _expand(masks, total))
         return _convert(pixels, plan.output_type)
 
-    def _inpaint_condition(self, plan: CallPlan, masks, image_latents, noise, shape) -> core.InpaintCondition:
+    def _inpaint_condition(
+        self, plan: CallPlan, masks, image_latents, noise, shape
+    ) -> denoising.InpaintCondition:
         """The mask at latent size and, for a 9-channel U-Net, the masked image's latents."""
         device, total = self.device, plan.total
         mask_latent = F.interpolate(masks, size=shape[-2:])  # nearest, as diffusers
         mask_latent = _expand(mask_latent, total).to(device=device, dtype=self.unet.dtype)
         if self.components.is_inpaint:
             masked = (plan.images * 2 - 1) * (masks < 0.5)
-            masked_latents = core.encode_images(
+            masked_latents = denoising.encode_images(
                 self.vae, masked, total // len(masked), plan.generator, device
             )
-            return core.InpaintCondition(mask_latent, masked_image_latents=masked_latents.to(self.unet.dtype))
-        core.skip_posterior_sample((len(plan.images), *shape[1:]), plan.generator, device, self.vae.dtype)
-        return core.InpaintCondition(mask_latent, image_latents=image_latents, noise=noise)
+            return denoising.InpaintCondition(
+                mask_latent, masked_image_latents=masked_latents.to(self.unet.dtype)
+            )
+        denoising.skip_posterior_sample(
+            (len(plan.images), *shape[1:]), plan.generator, device, self.vae.dtype
+        )
+        return denoising.InpaintCondition(mask_latent, image_latents=image_latents, noise=noise)
 
 
 def _to(tensor: torch.Tensor | None, device, dtype) -> torch.Tensor | None:
@@ -249,7 +254,7 @@ def _convert(pixels: torch.Tensor, output_type: str):
         return pixels
     if output_type == "np":
         return pixels.permute(0, 2, 3, 1).cpu().numpy()
-    return image_utils.to_pil(pixels)
+    return image_inputs.to_pil(pixels)
 
 
 def _call_signature(task_call) -> inspect.Signature:
@@ -284,7 +289,7 @@ class ImageToImagePipeline(_Pipeline):
     def __call__(
         self,
         prompt: str | list[str] | None = None,
-        image: image_utils.ImageInput = None,
+        image: image_inputs.ImageInput = None,
         strength: float = 0.8,
         **kwargs: Any,
     ) -> PipelineOutput:
@@ -303,8 +308,8 @@ class InpaintPipeline(_Pipeline):
     def __call__(
         self,
         prompt: str | list[str] | None = None,
-        image: image_utils.ImageInput = None,
-        mask_image: image_utils.ImageInput = None,
+        image: image_inputs.ImageInput = None,
+        mask_image: image_inputs.ImageInput = None,
         strength: float = 1.0,
         mask_blur: float = 0.0,
         paste_back: bool = True,

@@ -22,11 +22,13 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-from latentforge.models.components import resolve_architecture
+from latentforge.data.training_data import DataConfig, data_note, image_loader, load_splits
 from latentforge.models.openclip import open_clip_text_to_hf, open_clip_token_features
 from latentforge.models.tokenizer import save_tokenizer
-from latentforge.training.clip_parts import ShortTextCLIP, architecture_tokenizer, param_groups, tokenize
-from latentforge.training.common import (
+from latentforge.resources import architecture_dir
+from latentforge.training.clip_model import ShortTextCLIP, architecture_tokenizer, param_groups, tokenize
+from latentforge.training.run import TrainingRun
+from latentforge.training.train_config import (
     OptimConfig,
     TrainConfig,
     make_accelerator,
@@ -34,8 +36,6 @@ from latentforge.training.common import (
     make_optimizer,
     write_model_card,
 )
-from latentforge.training.data import DataConfig, data_note, image_loader, load_splits
-from latentforge.training.loop import TrainingRun
 
 
 @dataclass
@@ -78,9 +78,7 @@ class CLIPTrainConfig(TrainConfig):
 
 def clip_model_config(config: CLIPTrainConfig) -> dict[str, Any]:
     """open_clip `CLIP(**cfg)` kwargs: text tower from the architecture's CLIPTextConfig, ViT from `vision`."""
-    text = json.loads(
-        (resolve_architecture(config.architecture) / "text_encoder" / "config.json").read_text()
-    )
+    text = json.loads((architecture_dir(config.architecture) / "text_encoder" / "config.json").read_text())
     if text["hidden_act"] not in ("gelu", "quick_gelu"):
         raise ValueError(
             f"architecture text_encoder hidden_act must be gelu or quick_gelu, got {text['hidden_act']}"

@@ -18,10 +18,16 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler
 
-from latentforge.models.components import ARCHITECTURES_DIR, Components
+from latentforge.data.training_data import DataConfig, data_note, load_splits
+from latentforge.models.component_files import component_folder, has_weights, load_text_encoder, load_vae
+from latentforge.models.components import Components
+from latentforge.resources import shipped_names
 from latentforge.training import losses
-from latentforge.training.cache import LatentCache, load_or_build_cache
-from latentforge.training.common import (
+from latentforge.training.inpaint_masks import inpaint_conditioning, random_masks
+from latentforge.training.latent_cache import LatentCache, load_or_build_cache
+from latentforge.training.lora import LoRAConfig, add_lora, save_lora
+from latentforge.training.run import TrainingRun
+from latentforge.training.train_config import (
     OptimConfig,
     TrainConfig,
     make_accelerator,
@@ -29,11 +35,6 @@ from latentforge.training.common import (
     make_optimizer,
     write_model_card,
 )
-from latentforge.training.data import DataConfig, data_note, load_splits
-from latentforge.training.inpaint import inpaint_conditioning, random_masks
-from latentforge.training.loop import TrainingRun
-from latentforge.training.lora import LoRAConfig, add_lora, save_lora
-from latentforge.training.models import component_folder, has_weights, load_text_encoder, load_vae
 from latentforge.training.validation import ValidationConfig, log_validation_images
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def _is_architecture(base: str) -> bool:
     path = Path(base)
     if path.is_dir():
         return not has_weights(component_folder(path, "unet"))
-    return not path.exists() and (ARCHITECTURES_DIR / base).is_dir()
+    return not path.exists() and base in shipped_names("models")
 
 
 def load_components(config: UNetTrainConfig) -> Components:

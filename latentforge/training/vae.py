@@ -19,9 +19,12 @@ from typing import Literal
 import torch
 from accelerate import Accelerator
 
+from latentforge.data.training_data import DataConfig, data_note, image_loader, load_splits
 from latentforge.evaluation.metrics import psnr, ssim
+from latentforge.models.component_files import component_folder, has_weights, load_vae
 from latentforge.training import losses
-from latentforge.training.common import (
+from latentforge.training.run import TrainingRun
+from latentforge.training.train_config import (
     OptimConfig,
     TrainConfig,
     make_accelerator,
@@ -29,10 +32,7 @@ from latentforge.training.common import (
     make_optimizer,
     write_model_card,
 )
-from latentforge.training.data import DataConfig, data_note, image_loader, load_splits
-from latentforge.training.loop import TrainingRun
-from latentforge.training.models import component_folder, has_weights, load_vae
-from latentforge.training.vae_parts import AutoencoderWithPosterior, PatchDiscriminator
+from latentforge.training.vae_networks import AutoencoderWithPosterior, PatchDiscriminator
 
 
 @dataclass

@@ -44,7 +44,7 @@ def log_validation_images(
     path = None
     if accelerator.is_main_process and config.prompts and not components.is_inpaint:
         from latentforge.pipelines import TextToImagePipeline
-        from latentforge.pipelines.images import make_grid
+        from latentforge.pipelines.image_inputs import make_grid
 
         pipe = TextToImagePipeline.from_components(components)
         pipe.set_progress_bar_config(disable=True)

@@ -20,7 +20,7 @@ class EvalConfig:
     images_per_prompt: int = 1  # compositional only (GenEval uses 4)
     num_images: int = 256  # fid: generated and reference images; vae: held-out images
     image_size: int = 64  # px of reference / held-out images (the shapes world is drawn at 64)
-    # Sampling; unset = the model's generation_defaults.json, else latentforge.pipelines.defaults.FALLBACK
+    # Sampling; unset = the model's generation_defaults.json, else latentforge.pipelines.sampling_defaults.FALLBACK
     # (the same settings `latentforge generate` uses)
     steps: int | None = None  # denoising steps
     guidance: float | None = None  # classifier-free guidance scale

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from latentforge.pipelines import images as image_utils
-from latentforge.pipelines.core import Generator
+from latentforge.pipelines import image_inputs
+from latentforge.pipelines.denoising import Generator
 from latentforge.pipelines.prompts import check_clip_skip
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -202,11 +202,11 @@ def _check_images(pipe, task: str, args: dict[str, Any], batch: int):
     if task == "txt2img":
         size = pipe.unet.config.sample_size * factor
         height, width = height or size, width or size
-        image_utils.check_size(height, width, factor, "height/width")
+        image_inputs.check_size(height, width, factor, "height/width")
         return None, None, height, width
     if args["image"] is None:
         raise ValueError(f"image is required for {task}: a path, PIL image, numpy array or tensor")
-    images = image_utils.to_tensor(args["image"], "image", 3)
+    images = image_inputs.to_tensor(args["image"], "image", 3)
     if images.shape[0] not in (1, batch):
         raise ValueError(
             f"image: got {images.shape[0]} images for {batch} prompts; give one image or one per prompt"
@@ -215,7 +215,7 @@ def _check_images(pipe, task: str, args: dict[str, Any], batch: int):
     if task == "inpaint":
         if args["mask_image"] is None:
             raise ValueError("mask_image is required for inpainting (white = repaint, black = keep)")
-        masks = image_utils.to_tensor(args["mask_image"], "mask_image", 1)
+        masks = image_inputs.to_tensor(args["mask_image"], "mask_image", 1)
         if masks.shape[-2:] != images.shape[-2:]:
             raise ValueError(
                 f"mask_image is {masks.shape[-1]}x{masks.shape[-2]} but image is {images.shape[-1]}x"
@@ -227,9 +227,9 @@ def _check_images(pipe, task: str, args: dict[str, Any], batch: int):
             )
     source = "height/width" if height or width else f"the image size {images.shape[-1]}x{images.shape[-2]}"
     height, width = height or images.shape[-2], width or images.shape[-1]
-    image_utils.check_size(height, width, factor, source)
-    images = image_utils.resize(images, height, width)
-    masks = image_utils.resize(masks, height, width) if masks is not None else None
+    image_inputs.check_size(height, width, factor, source)
+    images = image_inputs.resize(images, height, width)
+    masks = image_inputs.resize(masks, height, width) if masks is not None else None
     return images, masks, height, width
 
 

@@ -14,7 +14,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from latentforge.training.checkpoints import CheckpointManager
-from latentforge.training.common import TrainConfig
+from latentforge.training.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
 

@@ -61,7 +61,7 @@ def evaluate_emoji(
     **generate_kwargs,
 ) -> Report:
     """Generate one image per sampled emoji name and report top-1/top-5 retrieval among all emoji."""
-    from latentforge.evaluation.generate import generate_images
+    from latentforge.evaluation.sampling import generate_images
 
     gallery, names = emoji_gallery(size, skin_tones)
     if not 1 <= num_prompts <= len(names):

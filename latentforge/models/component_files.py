@@ -11,8 +11,8 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from latentforge.models.components import resolve_architecture
 from latentforge.models.tokenizer import load_tokenizer
+from latentforge.resources import architecture_dir
 
 
 def component_folder(source: str | os.PathLike, component: str) -> Path:
@@ -20,7 +20,7 @@ def component_folder(source: str | os.PathLike, component: str) -> Path:
     it is that component's folder (has config.json); FileNotFoundError naming what was looked for."""
     path = Path(source)
     if not path.is_dir():
-        path = resolve_architecture(source)  # raises FileNotFoundError listing the known names
+        path = architecture_dir(source)  # raises FileNotFoundError listing the known names
     config_name = "tokenizer_config.json" if component == "tokenizer" else "config.json"
     for candidate in (path / component, path):
         if (candidate / config_name).is_file() or (

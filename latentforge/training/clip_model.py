@@ -6,8 +6,8 @@ import json
 
 import torch
 
-from latentforge.models.components import resolve_architecture
 from latentforge.models.tokenizer import PAD_TOKENS, build_clip_tokenizer
+from latentforge.resources import architecture_dir
 
 
 class ShortTextCLIP(torch.nn.Module):
@@ -53,7 +53,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 def architecture_tokenizer(architecture: str):
     """Our offline CLIP tokenizer with the architecture's padding convention (ids equal open_clip's)."""
-    cfg = json.loads((resolve_architecture(architecture) / "tokenizer" / "tokenizer_config.json").read_text())
+    cfg = json.loads((architecture_dir(architecture) / "tokenizer" / "tokenizer_config.json").read_text())
     return build_clip_tokenizer(cfg.get("pad_token", PAD_TOKENS["sd1"]), cfg.get("model_max_length", 77))
 
 

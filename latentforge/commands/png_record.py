@@ -18,7 +18,7 @@ from typing import Any
 import PIL.Image
 from PIL.PngImagePlugin import PngInfo
 
-from latentforge.pipelines.defaults import FALLBACK
+from latentforge.pipelines.sampling_defaults import FALLBACK
 from latentforge.pipelines.schedulers import SCHEDULERS
 
 PARAMETERS_KEY = "parameters"

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from latentforge.pipelines.defaults import FALLBACK
+from latentforge.pipelines.sampling_defaults import FALLBACK
 
 
 def resolve_device(device: str = "auto") -> str:

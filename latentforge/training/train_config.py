@@ -1,5 +1,5 @@
 """Shared training setup: the config groups every trainer has, the accelerator, optimizer, EMA and the
-model card. The step loop's chores live in `latentforge.training.loop`."""
+model card. The step loop's chores live in `latentforge.training.run`."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from accelerate.utils import (
     set_seed,
 )
 
-from latentforge.config import config_to_dict
+from latentforge.config_loader import config_to_dict
+from latentforge.data.training_data import DataConfig
 from latentforge.training.checkpoints import refuse_overwriting_checkpoints
-from latentforge.training.data import DataConfig
 
 
 @dataclass

@@ -25,7 +25,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from latentforge.training.data import DataConfig
+from latentforge.data.training_data import DataConfig
 
 FORMAT = 2
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -92,8 +92,8 @@ def cache_key(vae, text_encoder, tokenizer, dataset, data: DataConfig, with_pixe
 @torch.no_grad()
 def _encode_images(vae, dataset, data: DataConfig, device, batch_size: int, with_pixels: bool):
     """Posterior (mean, std) of every readable image (and of its mirror with random_flip), captions, pixels."""
+    from latentforge.data.training_data import image_loader
     from latentforge.data.transforms import swap_left_right
-    from latentforge.training.data import image_loader
 
     variants = 2 if data.random_flip else 1
     means, stds, pixels, captions, skipped = [], [], [], [], 0
