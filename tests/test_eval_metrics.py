@@ -10,18 +10,19 @@ import pytest
 import torch
 from PIL import Image
 
+from latentforge import image_metrics
 from latentforge.evaluation import features, metrics
 
 
 def test_psnr_of_known_mse():
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.8
-    assert metrics.psnr(x, x + 0.1).tolist() == pytest.approx([20.0, 20.0])  # MSE 0.01 -> 20 dB
-    assert metrics.psnr(x * 255, x * 255 + 5, data_range=255).tolist() == pytest.approx(
+    assert image_metrics.psnr(x, x + 0.1).tolist() == pytest.approx([20.0, 20.0])  # MSE 0.01 -> 20 dB
+    assert image_metrics.psnr(x * 255, x * 255 + 5, data_range=255).tolist() == pytest.approx(
         [20 * math.log10(51)] * 2
     )
-    assert torch.isinf(metrics.psnr(x, x)).all()
+    assert torch.isinf(image_metrics.psnr(x, x)).all()
     with pytest.raises(ValueError, match="same shape"):
-        metrics.psnr(x, x[:1])
+        image_metrics.psnr(x, x[:1])
 
 
 def _ssim_by_hand(x: np.ndarray, y: np.ndarray, size: int = 11, sigma: float = 1.5) -> float:
@@ -46,7 +47,7 @@ def test_ssim_matches_window_by_window_computation():
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(2, 3, 15, 14, generator=gen)
     y = (x + 0.2 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
-    got = metrics.ssim(x, y)
+    got = image_metrics.ssim(x, y)
     for b in range(2):
         by_hand = np.mean([_ssim_by_hand(x[b, c].numpy(), y[b, c].numpy()) for c in range(3)])
         assert got[b].item() == pytest.approx(by_hand, abs=1e-10)
@@ -55,15 +56,15 @@ def test_ssim_matches_window_by_window_computation():
 
 def test_ssim_identical_and_constant_images():
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
-    assert metrics.ssim(x, x).item() == pytest.approx(1.0, abs=1e-12)
+    assert image_metrics.ssim(x, x).item() == pytest.approx(1.0, abs=1e-12)
     # flat images: no variance, so SSIM is the luminance term (2ab + C1) / (a^2 + b^2 + C1)
     a, b, c1 = 0.3, 0.6, 0.01**2
     expected = (2 * a * b + c1) / (a * a + b * b + c1)
-    assert metrics.ssim(torch.full((1, 1, 12, 12), a), torch.full((1, 1, 12, 12), b)).item() == pytest.approx(
-        expected
-    )
+    assert image_metrics.ssim(
+        torch.full((1, 1, 12, 12), a), torch.full((1, 1, 12, 12), b)
+    ).item() == pytest.approx(expected)
     with pytest.raises(ValueError, match="at least 11 px"):
-        metrics.ssim(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
+        image_metrics.ssim(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
 
 
 def test_frechet_distance_hand_cases():

@@ -18,10 +18,11 @@ from latentforge.config_loader import load_config
 from latentforge.data.training_data import image_loader, load_splits
 from latentforge.data.transforms import swap_left_right
 from latentforge.models.components import Components
+from latentforge.models.tokenizer import tokenize
 from latentforge.resources import config_file
 from latentforge.training import unet as unet_trainer
 from latentforge.training.checkpoints import MARKER
-from latentforge.training.latent_cache import cache_key, encode_captions, tokenize
+from latentforge.training.latent_cache import cache_key, encode_captions
 
 ROOT = Path(__file__).resolve().parents[1]
 # v-prediction, zero terminal SNR, noise offset, min-SNR, EMA, flips and caption dropout all on: resume must

@@ -106,7 +106,7 @@ def with_model_defaults(config):
 
 
 def _evaluate(task: str, config, settings: dict):
-    from latentforge.evaluation.sampling import resolve_device
+    from latentforge.models.components import resolve_device
 
     runners = {
         "compositional": _compositional,

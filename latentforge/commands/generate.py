@@ -190,7 +190,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from latentforge.commands import png_record
-    from latentforge.pipelines.image_inputs import make_grid
+    from latentforge.imaging import make_grid
     from latentforge.pipelines.pipeline import ImageToImagePipeline, InpaintPipeline, TextToImagePipeline
 
     device = record.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -15,6 +15,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from latentforge.evaluation.report import Metric, Report
+from latentforge.imaging import pil_to_tensor, to_pil
 
 
 def heldout_shapes_images(num_images: int, size: int = 64, seed: int = 0) -> list[Image.Image]:
@@ -42,12 +43,6 @@ def load_vae(path: str | os.PathLike):
     return AutoencoderKL.from_pretrained(folder).eval()
 
 
-def to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
-    """(B, 3, H, W) float32 in [0, 1] from RGB PIL images of one size."""
-    arrays = np.stack([np.asarray(im.convert("RGB")) for im in images])
-    return torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255
-
-
 @torch.no_grad()
 def reconstruct(vae, images: Sequence[Image.Image], batch_size: int = 32) -> torch.Tensor:
     """Decoded posterior modes (B, 3, H, W) in [0, 1]: deterministic, as the diffusion model sees latents."""
@@ -55,7 +50,7 @@ def reconstruct(vae, images: Sequence[Image.Image], batch_size: int = 32) -> tor
     out = []
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc="reconstructing", disable=len(starts) < 2):
-        x = to_tensor(images[start : start + batch_size]).to(device, dtype) * 2 - 1
+        x = pil_to_tensor(images[start : start + batch_size]).to(device, dtype) * 2 - 1
         latents = vae.encode(x).latent_dist.mode()
         out.append(((vae.decode(latents).sample.float().cpu() + 1) / 2).clamp(0, 1))
     return torch.cat(out)
@@ -66,9 +61,9 @@ def evaluate_vae(
 ) -> Report:
     """Reconstruction report: mean and std of PSNR (dB) and SSIM over `images`, LPIPS if available."""
     from latentforge.evaluation.features import lpips_metric
-    from latentforge.evaluation.metrics import psnr, ssim
+    from latentforge.image_metrics import psnr, ssim
 
-    originals = to_tensor(images)
+    originals = pil_to_tensor(images)
     rebuilt = reconstruct(vae, images, batch_size)
     psnrs, ssims = psnr(rebuilt, originals), ssim(rebuilt, originals)
     note = f"{len(images)} held-out shapes images, {originals.shape[-1]} px"
@@ -85,7 +80,7 @@ def evaluate_vae(
         with torch.no_grad():
             distance = lpips(rebuilt * 2 - 1, originals * 2 - 1).flatten()
         metrics.append(Metric("lpips", distance.mean().item(), note + ", AlexNet LPIPS"))
-    rebuilt_images = [_to_pil(image) for image in rebuilt]
+    rebuilt_images = to_pil(rebuilt)
     kept = [objects_kept(a, b) for a, b in zip(images, rebuilt_images)]
     metrics.append(
         Metric(
@@ -115,7 +110,3 @@ def objects_kept(original: Image.Image, reconstruction: Image.Image) -> bool:
         return found.background, sorted((o.shape, o.color) for o in found.objects)
 
     return summary(original) == summary(reconstruction)
-
-
-def _to_pil(image: torch.Tensor) -> Image.Image:
-    return Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))

@@ -14,6 +14,8 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
+from latentforge.imaging import make_grid
+
 SUFFIXES = (".json", ".md", ".png")
 MAX_GRID_IMAGES = 64
 _MARK_COLORS = {True: (40, 170, 60), False: (210, 40, 40)}  # grid border: correct / wrong
@@ -101,8 +103,6 @@ def image_grid(
     images: Sequence[Image.Image], marks: Sequence[bool | None] = (), border: int = 2
 ) -> Image.Image:
     """Images in a near-square grid (row-major), each framed green (True), red (False) or grey (None)."""
-    from diffusers.utils import make_image_grid
-
     if not images:
         return Image.new("RGB", (1, 1), "white")
     side = max(max(im.size) for im in images)
@@ -111,10 +111,7 @@ def image_grid(
         mark = marks[i] if i < len(marks) else None
         fitted = ImageOps.pad(image.convert("RGB"), (side, side), color="white")
         framed.append(ImageOps.expand(fitted, border, fill=_MARK_COLORS.get(mark, (200, 200, 200))))
-    cols = math.ceil(math.sqrt(len(framed)))
-    rows = math.ceil(len(framed) / cols)
-    framed += [Image.new("RGB", framed[0].size, "white")] * (rows * cols - len(framed))
-    return make_image_grid(framed, rows, cols)
+    return make_grid(framed, fill="white")
 
 
 def _format(value: Any) -> str:

@@ -15,14 +15,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from latentforge.models.components import resolve_device
 from latentforge.pipelines.sampling_defaults import FALLBACK
-
-
-def resolve_device(device: str = "auto") -> str:
-    """'cuda' when available for "auto", else the given device name."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def load_pipeline(model: Any, device: str = "auto", scheduler: str | None = None) -> Any:

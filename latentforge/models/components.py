@@ -163,6 +163,13 @@ class Components:
         return digest.hexdigest()[:12]
 
 
+def resolve_device(device: str | None = "auto") -> str:
+    """`device` as given, or for "auto" (and None) "cuda" when it is available, else "cpu"."""
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def load_scheduler(folder: Path) -> SchedulerMixin:
     """The scheduler whose class and settings `folder/scheduler_config.json` names."""
     import diffusers

@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+import torch
 from transformers import CLIPTokenizer
 
 CONTEXT_LENGTH = 77
@@ -114,3 +115,9 @@ def clean_text(text: str) -> str:
     import ftfy
 
     return html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+
+
+def tokenize(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
+    """Token ids (N, L) as diffusers' pipelines make them: padded to the maximum length, truncated."""
+    ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True)
+    return torch.tensor(ids.input_ids, dtype=torch.long)

@@ -1,4 +1,4 @@
-"""Input images and masks: loading, validation, conversion to tensors; mask blur, paste-back and grids.
+"""Input images and masks: loading, validation, conversion to tensors; mask blur and paste-back.
 
 Accepted images: a file path, a PIL image, a list of PIL images, a numpy array (H, W, 3) / (N, H, W, 3)
 (uint8, or float in [0, 1]) or a torch tensor (3, H, W) / (N, 3, H, W) in [0, 1]. Masks: the same forms
@@ -130,22 +130,3 @@ def paste_back(generated: torch.Tensor, original: torch.Tensor, mask: torch.Tens
     original = original.to(generated.device, generated.dtype)
     mask = mask.to(generated.device, generated.dtype)
     return generated * mask + original * (1 - mask)
-
-
-def make_grid(images: list[PIL.Image.Image], columns: int | None = None) -> PIL.Image.Image:
-    """One image with `images` (equal sizes) in rows of `columns` (default: about a square)."""
-    if not images:
-        raise ValueError("make_grid: images is empty")
-    columns = columns or math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / columns)
-    width, height = images[0].size
-    grid = PIL.Image.new("RGB", (columns * width, rows * height))
-    for i, image in enumerate(images):
-        grid.paste(image, ((i % columns) * width, (i // columns) * height))
-    return grid
-
-
-def to_pil(images: torch.Tensor) -> list[PIL.Image.Image]:
-    """PIL images from (B, 3, H, W) in [0, 1], rounded to 8 bits as diffusers does."""
-    array = (images.permute(0, 2, 3, 1).float().cpu().numpy() * 255).round().astype("uint8")
-    return [PIL.Image.fromarray(a) for a in array]

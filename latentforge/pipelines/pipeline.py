@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils import BaseOutput
 
+from latentforge.imaging import to_pil
 from latentforge.models.components import Components
 from latentforge.pipelines import denoising, image_inputs
 from latentforge.pipelines.call_args import CallPlan, plan_call
@@ -254,7 +255,7 @@ def _convert(pixels: torch.Tensor, output_type: str):
         return pixels
     if output_type == "np":
         return pixels.permute(0, 2, 3, 1).cpu().numpy()
-    return image_inputs.to_pil(pixels)
+    return to_pil(pixels)
 
 
 def _call_signature(task_call) -> inspect.Signature:

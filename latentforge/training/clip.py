@@ -24,9 +24,9 @@ from accelerate import Accelerator
 
 from latentforge.data.training_data import DataConfig, data_note, image_loader, load_splits
 from latentforge.models.openclip import open_clip_text_to_hf, open_clip_token_features
-from latentforge.models.tokenizer import save_tokenizer
+from latentforge.models.tokenizer import save_tokenizer, tokenize
 from latentforge.resources import architecture_dir
-from latentforge.training.clip_model import ShortTextCLIP, architecture_tokenizer, param_groups, tokenize
+from latentforge.training.clip_model import ShortTextCLIP, architecture_tokenizer, param_groups
 from latentforge.training.run import TrainingRun
 from latentforge.training.train_config import (
     OptimConfig,
@@ -134,7 +134,7 @@ def train(config: CLIPTrainConfig) -> Path:
     run.resume(len(loader))
 
     for batch in run.batches(loader):
-        ids = tokenize(tokenizer, batch["text"], accelerator.device)
+        ids = tokenize(tokenizer, batch["text"]).to(accelerator.device)
         with accelerator.accumulate(model):
             out = model(batch["pixel_values"], ids)
             loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
@@ -200,7 +200,9 @@ def retrieval_accuracy(
         image_feats = torch.cat(images)
         text_feats = torch.cat(
             [
-                model.encode_text(tokenize(tokenizer, texts[i : i + 64], accelerator.device), normalize=True)
+                model.encode_text(
+                    tokenize(tokenizer, texts[i : i + 64]).to(accelerator.device), normalize=True
+                )
                 for i in range(0, len(texts), 64)
             ]
         )
@@ -238,7 +240,7 @@ def _export(
     if accelerator.is_main_process:
         model = model.float().eval()
         text_encoder = open_clip_text_to_hf(model)
-        ids = tokenize(tokenizer, ["a red circle to the left of a blue square", ""], torch.device("cpu"))
+        ids = tokenize(tokenizer, ["a red circle to the left of a blue square", ""]).to(torch.device("cpu"))
         hf = text_encoder(ids).last_hidden_state
         ours = open_clip_token_features(model.cpu(), ids)
         metrics["export_max_abs_diff"] = (hf - ours).abs().max().item()  # conversion check: ~1e-6

@@ -55,8 +55,3 @@ def architecture_tokenizer(architecture: str):
     """Our offline CLIP tokenizer with the architecture's padding convention (ids equal open_clip's)."""
     cfg = json.loads((architecture_dir(architecture) / "tokenizer" / "tokenizer_config.json").read_text())
     return build_clip_tokenizer(cfg.get("pad_token", PAD_TOKENS["sd1"]), cfg.get("model_max_length", 77))
-
-
-def tokenize(tokenizer, texts: list[str], device: torch.device) -> torch.Tensor:
-    ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True)
-    return torch.tensor(ids["input_ids"], device=device)

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from latentforge.data.training_data import DataConfig
+from latentforge.models.tokenizer import tokenize
 
 FORMAT = 2
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -116,12 +117,6 @@ def _encode_images(vae, dataset, data: DataConfig, device, batch_size: int, with
         raise ValueError("data: no readable image to cache")
     captions = [list(pair)[:variants] for pair in captions]
     return torch.cat(means), torch.cat(stds), (torch.cat(pixels) if with_pixels else None), captions, skipped
-
-
-def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
-    """Token ids (N, L) as diffusers' pipelines make them (padded to the maximum length, truncated)."""
-    ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True)
-    return torch.tensor(ids.input_ids, dtype=torch.long)
 
 
 @torch.no_grad()

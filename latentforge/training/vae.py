@@ -20,7 +20,7 @@ import torch
 from accelerate import Accelerator
 
 from latentforge.data.training_data import DataConfig, data_note, image_loader, load_splits
-from latentforge.evaluation.metrics import psnr, ssim
+from latentforge.image_metrics import psnr, ssim
 from latentforge.models.component_files import component_folder, has_weights, load_vae
 from latentforge.training import losses
 from latentforge.training.run import TrainingRun

@@ -43,8 +43,8 @@ def log_validation_images(
     """Generate the validation grid (main process), save `out_dir/step-<step>.png`, log it; returns the path."""
     path = None
     if accelerator.is_main_process and config.prompts and not components.is_inpaint:
+        from latentforge.imaging import make_grid
         from latentforge.pipelines import TextToImagePipeline
-        from latentforge.pipelines.image_inputs import make_grid
 
         pipe = TextToImagePipeline.from_components(components)
         pipe.set_progress_bar_config(disable=True)
