@@ -67,9 +67,9 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from latentforge.pipelines.sampling_defaults import pipeline_kwargs, read_defaults
+    from latentforge.pipelines.sampling_defaults import read_defaults
 
-    settings = pipeline_kwargs(read_defaults(args.model))
+    settings = read_defaults(args.model).pipeline_kwargs()
     print(f"model {args.model}, {settings}, torch threads {torch.get_num_threads()}")
     command = time_command(args.model, args.repeats)
     print(f"whole command (process start -> PNG): median {statistics.median(command):.2f} s  {command}")

@@ -73,9 +73,9 @@ def test_cli_default_command_works(tmp_path):
 
 def test_compositional_score_stays_above_the_measured_floor(pipe):
     from latentforge.evaluation.compositional import evaluate_compositional, make_prompt_set
-    from latentforge.pipelines.sampling_defaults import pipeline_kwargs, read_defaults
+    from latentforge.pipelines.sampling_defaults import read_defaults
 
-    defaults = pipeline_kwargs(read_defaults(DEFAULT_MODEL))  # "the default settings", as generate/eval use
+    defaults = read_defaults(DEFAULT_MODEL).pipeline_kwargs()  # "the default settings", as generate/eval use
     prompts = make_prompt_set(num_per_category=2, seed=0, held_out_per_category=0)
     result, _ = evaluate_compositional(pipe, prompts, images_per_prompt=2, seed=0, **defaults)
     scores = result.accuracy(held_out=False)

@@ -49,10 +49,10 @@ def test_sampling_settings_default_to_the_models_own(tiny_model, tmp_path):
     args = ["eval", "compositional", "--model", str(tuned), "--num-prompts", "1", "--set", "batch_size=6"]
     assert main([*args, "-o", str(tmp_path / "a")]) == 0
     settings = json.loads((tmp_path / "a" / "compositional.json").read_text())["settings"]
-    assert (settings["steps"], settings["guidance"], settings["guidance_rescale"]) == (2, 7.5, 0.7)
+    assert (settings["steps"], settings["guidance_scale"], settings["guidance_rescale"]) == (2, 7.5, 0.7)
     assert main([*args, "-o", str(tmp_path / "b"), "--steps", "1", "--guidance-rescale", "0"]) == 0
     settings = json.loads((tmp_path / "b" / "compositional.json").read_text())["settings"]
-    assert (settings["steps"], settings["guidance"], settings["guidance_rescale"]) == (1, 7.5, 0.0)
+    assert (settings["steps"], settings["guidance_scale"], settings["guidance_rescale"]) == (1, 7.5, 0.0)
 
 
 def test_vae_and_fid_commands(tiny_model, tmp_path):

@@ -7,7 +7,10 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from latentforge.commands.sampling_flags import NAMES as SAMPLING_NAMES
+from latentforge.commands.sampling_flags import add_sampling_arguments
 from latentforge.evaluation.eval_config import TASKS
+from latentforge.pipelines.sampling_defaults import SamplingSettings
 
 # flag -> config field; flags left out keep the value of --config (or the default)
 _FLAGS = {
@@ -16,9 +19,6 @@ _FLAGS = {
     "--images-per-prompt": ("images_per_prompt", int, "compositional: images per prompt"),
     "--num-images": ("num_images", int, "fid: images per set; vae: held-out images"),
     "--seed": ("seed", int, "seed of the prompt set and of the images"),
-    "--steps": ("steps", int, "denoising steps (default: the model's, as for generate)"),
-    "--guidance": ("guidance", float, "classifier-free guidance scale (default: the model's)"),
-    "--guidance-rescale": ("guidance_rescale", float, "CFG rescale in [0, 1] (default: the model's)"),
     "--scheduler": ("scheduler", str, "sampler name, e.g. dpmpp-2m (default: the model's)"),
     "--batch-size": ("batch_size", int, "images per pipeline call"),
     "--clip": ("clip", str, "open_clip folder: needed by clip-score, used by fid and emoji"),
@@ -37,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("task", choices=TASKS, help="what to measure")
     for flag, (dest, kind, help_text) in _FLAGS.items():
         parser.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
+    add_sampling_arguments(parser, "default: the model's generation_defaults.json, as for generate")
     parser.add_argument(
         "-o", "--output-dir", dest="output_dir", default=None, help="report folder (default: eval)"
     )
@@ -63,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     path = config_file("eval", args.config) if args.config else None
     config = load_config(EvalConfig, path, args.overrides)
     # flags last, as typed values: a path is never re-read as YAML (e.g. a folder named "1e3" or "on")
-    dests = [dest for dest, _, _ in _FLAGS.values()] + ["output_dir", "overwrite"]
+    dests = [dest for dest, _, _ in _FLAGS.values()] + [*SAMPLING_NAMES, "output_dir", "overwrite"]
     config = dataclasses.replace(
         config, **{d: getattr(args, d) for d in dests if getattr(args, d) is not None}
     )
@@ -73,10 +74,6 @@ def _run(args: argparse.Namespace) -> int:
     if not Path(config.model).exists():
         raise FileNotFoundError(f"eval {args.task}: model folder {config.model} does not exist")
     config = with_model_defaults(config)
-    if not 0 <= config.guidance_rescale <= 1:
-        raise ValueError(
-            f"eval {args.task}: guidance_rescale must be in [0, 1], got {config.guidance_rescale}"
-        )
     if args.task == "clip-score" and not config.clip:
         raise ValueError("eval clip-score: --clip is required (an open_clip folder)")
     check_writable(config.output_dir, args.task, config.overwrite)
@@ -94,15 +91,8 @@ def with_model_defaults(config):
     """`config` with unset sampling settings taken from the model's generation_defaults.json (or FALLBACK)."""
     from latentforge.pipelines.sampling_defaults import read_defaults
 
-    d = read_defaults(config.model)
-    return dataclasses.replace(
-        config,
-        steps=d["steps"] if config.steps is None else config.steps,
-        guidance=d["guidance_scale"] if config.guidance is None else config.guidance,
-        guidance_rescale=d["guidance_rescale"]
-        if config.guidance_rescale is None
-        else config.guidance_rescale,
-    )
+    given = {name: getattr(config, name) for name in SAMPLING_NAMES}
+    return dataclasses.replace(config, **dataclasses.asdict(read_defaults(config.model).updated(**given)))
 
 
 def _evaluate(task: str, config, settings: dict):
@@ -119,12 +109,8 @@ def _evaluate(task: str, config, settings: dict):
 
 
 def _sampling(config) -> dict:
-    return {
-        "num_inference_steps": config.steps,
-        "guidance_scale": config.guidance,
-        "guidance_rescale": config.guidance_rescale,
-        "batch_size": config.batch_size,
-    }
+    settings = SamplingSettings(config.steps, config.guidance_scale, config.guidance_rescale)
+    return {**settings.pipeline_kwargs(), "batch_size": config.batch_size}
 
 
 def _pipeline(config, device: str):

@@ -7,6 +7,8 @@ import argparse
 import shutil
 from pathlib import Path
 
+from latentforge.commands.sampling_flags import add_sampling_arguments, given_sampling
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -30,9 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "stored in OUTPUT/generation_defaults.json (over SOURCE's); `generate` and `eval` use them when a "
         "setting is not given",
     )
-    recommended.add_argument("--steps", type=int, help="denoising steps")
-    recommended.add_argument("--guidance", type=float, dest="guidance_scale", help="guidance scale")
-    recommended.add_argument("--guidance-rescale", type=float, help="guidance rescale in [0, 1]")
+    add_sampling_arguments(recommended)
     parser.set_defaults(run=_run)
 
 
@@ -40,11 +40,9 @@ def _run(args: argparse.Namespace) -> int:
     from latentforge.models.components import Components
     from latentforge.pipelines.sampling_defaults import FILE, check_defaults, read_defaults, write_defaults
 
-    names = ("steps", "guidance_scale", "guidance_rescale")
-    given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
-    check_defaults(given, "export")  # before anything is loaded or written
+    given = check_defaults(given_sampling(args), "export")  # before anything is loaded or written
     has_own = not args.architecture and (Path(args.source) / FILE).is_file()
-    defaults = {**read_defaults(args.source), **given} if has_own or given else None
+    defaults = read_defaults(args.source).updated(**given) if has_own or given else None
     if args.architecture:
         components = Components.from_architecture(args.source, seed=args.seed)
     else:

@@ -13,7 +13,7 @@ import random
 import sys
 from pathlib import Path
 
-from latentforge.pipelines.sampling_defaults import FALLBACK
+from latentforge.commands.sampling_flags import add_sampling_arguments, given_sampling
 from latentforge.pipelines.schedulers import SCHEDULER_NAMES
 from latentforge.resources import DEFAULT_MODEL
 
@@ -62,21 +62,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--model", help=f"diffusers model folder or hub id (default {DEFAULT_MODEL})")
     parser.add_argument("--negative", help="negative prompt")
-    model_default = "default: the model's generation_defaults.json, else {}"
-    parser.add_argument(
-        "--steps", type=int, help=f"denoising steps ({model_default.format(FALLBACK['steps'])})"
-    )
-    parser.add_argument(
-        "--guidance",
-        type=float,
-        dest="guidance_scale",
-        help=f"classifier-free guidance scale ({model_default.format(FALLBACK['guidance_scale'])})",
-    )
-    parser.add_argument(
-        "--guidance-rescale",
-        type=float,
-        help=f"guidance rescale in [0, 1] ({model_default.format(FALLBACK['guidance_rescale'])})",
-    )
+    add_sampling_arguments(parser, "default: the model's generation_defaults.json, else {}")
     parser.add_argument("--seed", type=int, help="seed of the first image (default: random)")
     parser.add_argument("--scheduler", choices=SCHEDULER_NAMES, help="sampler (default: the model's own)")
     parser.add_argument(
@@ -102,13 +88,13 @@ def _settings(args: argparse.Namespace):
     if args.from_png:
         record = read_record(args.from_png)
     else:
-        record = GenerationRecord(task=args.task, **read_defaults(args.model or DEFAULT_MODEL))
+        record = GenerationRecord(
+            task=args.task, **dataclasses.asdict(read_defaults(args.model or DEFAULT_MODEL))
+        )
     given = {
         "prompt": args.prompt,
         "negative_prompt": args.negative,
-        "steps": args.steps,
-        "guidance_scale": args.guidance_scale,
-        "guidance_rescale": args.guidance_rescale,
+        **given_sampling(args),
         "seed": args.seed,
         "scheduler": args.scheduler,
         "num_images": args.num_images,

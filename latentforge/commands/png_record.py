@@ -37,10 +37,10 @@ class GenerationRecord:
     negative_prompt: str = ""
     seed: int = 0  # of the first image; image i of a batch has seed + i
     num_images: int = 1
-    steps: int = FALLBACK["steps"]  # these three: the model's generation_defaults.json when it has one
+    steps: int = FALLBACK.steps  # these three: the model's generation_defaults.json when it has one
     scheduler: str | None = None  # None: the model's own scheduler
-    guidance_scale: float = FALLBACK["guidance_scale"]
-    guidance_rescale: float = FALLBACK["guidance_rescale"]
+    guidance_scale: float = FALLBACK.guidance_scale
+    guidance_rescale: float = FALLBACK.guidance_rescale
     clip_skip: int | None = None
     width: int | None = None
     height: int | None = None

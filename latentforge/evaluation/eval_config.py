@@ -23,7 +23,7 @@ class EvalConfig:
     # Sampling; unset = the model's generation_defaults.json, else latentforge.pipelines.sampling_defaults.FALLBACK
     # (the same settings `latentforge generate` uses)
     steps: int | None = None  # denoising steps
-    guidance: float | None = None  # classifier-free guidance scale
+    guidance_scale: float | None = None  # classifier-free guidance scale
     guidance_rescale: float | None = None  # in [0, 1]; 0.7 suits zero-terminal-SNR models (Lin et al.)
     scheduler: str = ""  # sampler name from latentforge.pipelines.schedulers; "" = the model's own
     batch_size: int = 16  # images per pipeline call

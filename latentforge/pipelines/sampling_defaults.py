@@ -1,23 +1,51 @@
 """A model's recommended sampling settings, kept with the model: `generation_defaults.json` at the root of its
 folder (written by `latentforge export --steps/--guidance/--guidance-rescale`; diffusers ignores the file).
-`latentforge generate` and `latentforge eval` use them for every setting not given, so "the default
-settings" of a model mean one thing; models without the file get FALLBACK."""
+
+`SamplingSettings` is the one vocabulary of these settings: `latentforge generate`, `latentforge eval` and
+`latentforge export` read and write it, and `pipeline_kwargs()` turns it into the pipeline's keywords, so
+"the default settings" of a model mean one thing; models without the file get FALLBACK."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 FILE = "generation_defaults.json"
-FALLBACK: dict[str, Any] = {"steps": 25, "guidance_scale": 7.5, "guidance_rescale": 0.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingSettings:
+    """Denoising steps, classifier-free guidance scale and guidance rescale (the keys of the file)."""
+
+    steps: int = 25  # num_inference_steps
+    guidance_scale: float = 7.5  # >= 0; <= 1 turns guidance off
+    guidance_rescale: float = 0.0  # in [0, 1]
+
+    def updated(self, **given: Any) -> SamplingSettings:
+        """These settings with every value of `given` that is not None (checked)."""
+        given = check_defaults({k: v for k, v in given.items() if v is not None}, "sampling settings")
+        return dataclasses.replace(self, **given)
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        """The settings as pipeline call keywords (num_inference_steps, guidance_scale, guidance_rescale)."""
+        return {
+            "num_inference_steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+            "guidance_rescale": self.guidance_rescale,
+        }
+
+
+FALLBACK = SamplingSettings()
+_NAMES = tuple(f.name for f in dataclasses.fields(SamplingSettings))
 
 
 def check_defaults(values: dict[str, Any], source: str) -> dict[str, Any]:
     """`values` if every key is known and every value in range; ValueError naming `source` otherwise."""
-    unknown = sorted(set(values) - set(FALLBACK))
+    unknown = sorted(set(values) - set(_NAMES))
     if unknown:
-        raise ValueError(f"{source}: unknown setting(s) {unknown}; known: {sorted(FALLBACK)}")
+        raise ValueError(f"{source}: unknown setting(s) {unknown}; known: {sorted(_NAMES)}")
     steps = values.get("steps", 1)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"{source}: steps must be an integer >= 1, got {steps!r}")
@@ -28,31 +56,23 @@ def check_defaults(values: dict[str, Any], source: str) -> dict[str, Any]:
     return values
 
 
-def read_defaults(model: str | Path) -> dict[str, Any]:
+def read_defaults(model: str | Path) -> SamplingSettings:
     """FALLBACK updated with the model folder's generation_defaults.json (if it is a local folder with one)."""
     path = Path(model) / FILE
     if not path.is_file():
-        return dict(FALLBACK)
+        return FALLBACK
     try:
         values = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON ({err}); fix or delete it") from err
     if not isinstance(values, dict):
-        raise ValueError(f"{path} must hold a JSON object like {json.dumps(FALLBACK)}")
-    return {**FALLBACK, **check_defaults(values, str(path))}
+        raise ValueError(f"{path} must hold a JSON object like {json.dumps(dataclasses.asdict(FALLBACK))}")
+    return dataclasses.replace(FALLBACK, **check_defaults(values, str(path)))
 
 
-def pipeline_kwargs(values: dict[str, Any]) -> dict[str, Any]:
-    """The settings of `read_defaults` as pipeline call keywords (num_inference_steps, guidance_scale, ...)."""
-    return {
-        "num_inference_steps": values["steps"],
-        "guidance_scale": values["guidance_scale"],
-        "guidance_rescale": values["guidance_rescale"],
-    }
-
-
-def write_defaults(folder: str | Path, values: dict[str, Any]) -> Path:
-    """Write `values` (checked) as the folder's generation_defaults.json."""
+def write_defaults(folder: str | Path, settings: SamplingSettings) -> Path:
+    """Write `settings` as the folder's generation_defaults.json."""
     path = Path(folder) / FILE
-    path.write_text(json.dumps(check_defaults(values, str(path)), indent=2, sort_keys=True) + "\n")
+    values = check_defaults(dataclasses.asdict(settings), str(path))
+    path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
     return path
