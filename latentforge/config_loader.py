@@ -1,9 +1,11 @@
 """Run configs: typed dataclasses with working defaults, YAML files of overrides, `key=value` overrides.
 
 A config class is a plain `@dataclass` whose fields all have defaults (nested dataclasses allowed).
-`load_config(TrainConfig, "configs/train/smoke-unet.yaml", ["lr=1e-4", "ema.decay=0.999"])` starts from
+`load_config(UNetTrainConfig, "configs/train/smoke-unet.yaml", ["optim.learning_rate=1e-4", "ema.decay=0.999"])`
+starts from
 the defaults, applies the YAML file, then the command-line overrides, coercing each value to the
-field's declared type. Unknown keys are an error that lists the valid ones.
+field's declared type. Unknown keys are an error that lists the valid ones and suggests the closest key
+at any depth (`resume` -> `checkpoint.resume`).
 """
 
 from __future__ import annotations
@@ -47,19 +49,22 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. lr=1e-4)")
+            raise ConfigError(
+                f"override {item!r} is not of the form key=value (e.g. optim.learning_rate=1e-4)"
+            )
         values = _deep_merge(values, _nest(key.strip(), yaml.safe_load(raw) if raw.strip() else ""))
     return build_config(cls, values)
 
 
-def build_config(cls: type[T], values: Mapping[str, Any], _prefix: str = "") -> T:
+def build_config(cls: type[T], values: Mapping[str, Any], _prefix: str = "", _root: type | None = None) -> T:
     """Instantiate dataclass `cls` from a (nested) mapping, checking keys and coercing types."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         if key not in fields:
-            raise ConfigError(_unknown_key_message(_prefix + key, sorted(_prefix + k for k in fields)))
+            valid = sorted(_prefix + k for k in fields)
+            raise ConfigError(_unknown_key_message(_prefix + key, valid, all_keys(_root or cls)))
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             if not isinstance(value, Mapping):
@@ -69,7 +74,7 @@ def build_config(cls: type[T], values: Mapping[str, Any], _prefix: str = "") -> 
             # Start from the group's own default (a parent may set e.g. optim=OptimConfig(lr=5e-4)), so a
             # YAML that overrides one key of a group keeps the parent's other defaults.
             kwargs[key] = build_config(
-                hint, _deep_merge(_default_values(fields[key]), value), f"{_prefix}{key}."
+                hint, _deep_merge(_default_values(fields[key]), value), f"{_prefix}{key}.", _root or cls
             )
         else:
             kwargs[key] = coerce(value, hint, _prefix + key)
@@ -189,7 +194,28 @@ def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any
     return merged
 
 
-def _unknown_key_message(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+def all_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every settable key of config class `cls`, dotted for nested groups (`checkpoint.resume`)."""
+    hints = typing.get_type_hints(cls)
+    keys: list[str] = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += all_keys(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _unknown_key_message(key: str, valid: list[str], every_key: list[str]) -> str:
+    """Suggest the closest key at this level, else a key at any depth ending in the same name
+    (`resume` -> `checkpoint.resume`), else the closest dotted key."""
+    leaf = key.rpartition(".")[2]
+    close = (
+        difflib.get_close_matches(key, valid, n=1)
+        or [k for k in every_key if k.rpartition(".")[2] == leaf]
+        or difflib.get_close_matches(key, every_key, n=1)
+    )
+    hint = f" Did you mean {' or '.join(repr(k) for k in close[:3])}?" if close else ""
     return f"unknown config key {key!r}.{hint} Valid keys: {', '.join(valid)}"

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import PIL.Image
-import torch
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: the CLI's parser imports this module
+    import torch
 
 
 def to_pil(images: torch.Tensor) -> list[PIL.Image.Image]:
@@ -19,6 +22,8 @@ def to_pil(images: torch.Tensor) -> list[PIL.Image.Image]:
 
 def pil_to_tensor(images: Sequence[PIL.Image.Image]) -> torch.Tensor:
     """(B, 3, H, W) float32 in [0, 1] from PIL images of one size (converted to RGB)."""
+    import torch
+
     arrays = np.stack([np.asarray(im.convert("RGB")) for im in images])
     return torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255
 

@@ -85,6 +85,9 @@ def test_unknown_keys_list_the_valid_ones(tmp_path):
         load_config(Run, None, ["step=3"])
     with pytest.raises(ConfigError, match=r"'ema.decy'.*ema.decay, ema.enabled"):
         load_config(Run, None, ["ema.decy=0.5"])
+    # a key that exists only inside a group is found there
+    with pytest.raises(ConfigError, match=r"unknown config key 'decay'\. Did you mean 'ema.decay'\?"):
+        load_config(Run, None, ["decay=0.5"])
     path = tmp_path / "bad.yaml"
     path.write_text("learning_rate: 0.1\n")
     with pytest.raises(ConfigError, match="learning_rate"):
@@ -106,3 +109,14 @@ def test_saved_config_reloads_to_the_same_run(tmp_path):
     config = load_config(Run, None, ["steps=7", "ema.enabled=true", "resume=latest"])
     save_config(config, tmp_path / "saved.yaml")
     assert load_config(Run, tmp_path / "saved.yaml") == config
+
+
+def test_a_trainers_nested_keys_are_suggested():
+    from latentforge.training.unet import UNetTrainConfig
+
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'resume'\. Did you mean 'checkpoint.resume'\?"
+    ):
+        load_config(UNetTrainConfig, None, ["resume=latest"])
+    with pytest.raises(ConfigError, match=r"Did you mean 'optim.max_steps'\?"):
+        load_config(UNetTrainConfig, None, ["optim.max_step=3"])

@@ -11,12 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from latentforge.evaluation import distribution
-from latentforge.evaluation import emoji_fidelity as emoji
-from latentforge.evaluation import reconstruction as vae
+from latentforge.evaluation import distribution, emoji_fidelity, reconstruction
 from latentforge.evaluation.features import PixelFeatures
 from latentforge.evaluation.report import Metric, Report, check_writable, image_grid
 from latentforge.imaging import pil_to_tensor
+from latentforge.models.component_files import load_vae
 
 
 def _report(**kwargs) -> Report:
@@ -60,14 +59,17 @@ def test_image_grid_pads_mixed_sizes():
 def test_vae_reconstruction_report():
     from latentforge.models.components import Components
 
-    images = vae.heldout_shapes_images(4, size=32, seed=0)
+    images = reconstruction.heldout_shapes_images(4, size=32, seed=0)
     assert images[0].size == (32, 32)
-    assert np.asarray(images[0]).tolist() == np.asarray(vae.heldout_shapes_images(1, 32, 0)[0]).tolist()
+    assert (
+        np.asarray(images[0]).tolist()
+        == np.asarray(reconstruction.heldout_shapes_images(1, 32, 0)[0]).tolist()
+    )
     model = Components.from_architecture("tiny", seed=0).vae
-    report = vae.evaluate_vae(model, images, batch_size=3)
+    report = reconstruction.evaluate_vae(model, images, batch_size=3)
     values = {m.name: m.value for m in report.metrics}
     # the report's numbers are the metrics of the decoded posterior modes
-    rebuilt = vae.reconstruct(model, images, batch_size=3)
+    rebuilt = reconstruction.reconstruct(model, images, batch_size=3)
     from latentforge.image_metrics import psnr, ssim
 
     assert values["psnr_db"] == pytest.approx(psnr(rebuilt, pil_to_tensor(images)).mean().item())
@@ -76,7 +78,7 @@ def test_vae_reconstruction_report():
     assert values["objects_kept"] == 0.0  # ... and lose every scene's objects
     assert len(report.images) == 8 and len(report.rows) == 4
     with pytest.raises(ValueError, match="num_images"):
-        vae.heldout_shapes_images(0)
+        reconstruction.heldout_shapes_images(0)
 
 
 def test_objects_kept_compares_detected_objects():
@@ -84,17 +86,17 @@ def test_objects_kept_compares_detected_objects():
 
     scene = scene_for_prompt("a red circle and a blue square", rng=0)
     image = render_scene(scene)
-    assert vae.objects_kept(image, image.copy())
+    assert reconstruction.objects_kept(image, image.copy())
     circle = next(o for o in scene.objects if o.shape == "circle")
     x0, y0, x1, y1 = circle.box
     recoloured = np.asarray(image).copy()
     red = (recoloured == recoloured[(y0 + y1) // 2, (x0 + x1) // 2]).all(-1)
     recoloured[red] = (0, 200, 0)  # the circle turns green: same shapes, wrong colour
-    assert not vae.objects_kept(image, Image.fromarray(recoloured))
+    assert not reconstruction.objects_kept(image, Image.fromarray(recoloured))
     background = np.asarray(image)[0, 0]
     erased = np.asarray(image).copy()
     erased[red] = background  # the circle is gone
-    assert not vae.objects_kept(image, Image.fromarray(erased))
+    assert not reconstruction.objects_kept(image, Image.fromarray(erased))
 
 
 def test_load_vae_from_model_or_vae_folder(tmp_path):
@@ -102,37 +104,41 @@ def test_load_vae_from_model_or_vae_folder(tmp_path):
 
     components = Components.from_architecture("tiny", seed=0)
     components.save_pretrained(tmp_path / "model")
-    assert vae.load_vae(tmp_path / "model").config.latent_channels == 4
-    assert vae.load_vae(tmp_path / "model" / "vae").config.latent_channels == 4
+    assert load_vae(tmp_path / "model").config.latent_channels == 4
+    assert load_vae(tmp_path / "model" / "vae").config.latent_channels == 4
     with pytest.raises(FileNotFoundError, match="config.json"):
-        vae.load_vae(tmp_path)
+        load_vae(tmp_path)
 
 
 def test_retrieval_ranks_by_hand():
     gallery = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
     queries = np.array([[0.9, 0.1], [0.1, 0.9], [0.9, 0.1]])
-    ranks = emoji.retrieval_ranks(queries, gallery, [0, 1, 2])
+    ranks = emoji_fidelity.retrieval_ranks(queries, gallery, [0, 1, 2])
     assert ranks.tolist() == [0, 0, 3]  # query 2 is nearest item 0, then 1/3, last item 2
-    assert emoji.top_k_accuracy(ranks, 1) == pytest.approx(2 / 3)
+    assert emoji_fidelity.top_k_accuracy(ranks, 1) == pytest.approx(2 / 3)
     # a constant feature space ties everything: the target then ranks last, not first
-    assert emoji.retrieval_ranks(np.ones((2, 3)), np.ones((5, 3)), [0, 4]).tolist() == [4, 4]
+    assert emoji_fidelity.retrieval_ranks(np.ones((2, 3)), np.ones((5, 3)), [0, 4]).tolist() == [4, 4]
 
 
 def test_emoji_gallery_matches_the_dataset_and_retrieval_of_gallery_images_is_perfect():
     from latentforge.data.emoji import emoji_dataset
 
-    gallery, names = emoji.emoji_gallery(size=32)
+    gallery, names = emoji_fidelity.emoji_gallery(size=32)
     assert len(names) == len(set(names)) > 1000
     sample = emoji_dataset(num_samples=3, seed=0, size=32, skin_tones=False)
     for row in sample:
         index = names.index(row["text"])
         assert np.array_equal(np.asarray(row["image"].convert("RGB")), np.asarray(gallery[index]))
     targets = [5, 100, 900]
-    report = emoji.emoji_report([gallery[t] for t in targets], targets, gallery, names, PixelFeatures())
+    report = emoji_fidelity.emoji_report(
+        [gallery[t] for t in targets], targets, gallery, names, PixelFeatures()
+    )
     values = {m.name: m.value for m in report.metrics}
     assert values["top1"] == 1.0 and values["top5"] == 1.0
     assert "pixels 16x16" in report.metrics[0].note
-    wrong = emoji.emoji_report([gallery[t] for t in targets], [6, 101, 901], gallery, names, PixelFeatures())
+    wrong = emoji_fidelity.emoji_report(
+        [gallery[t] for t in targets], [6, 101, 901], gallery, names, PixelFeatures()
+    )
     assert {m.name: m.value for m in wrong.metrics}["top1"] == 0.0
 
 
@@ -183,4 +189,6 @@ def test_reference_sets_are_seeded_apart_from_training():
     from latentforge.data.shapes import render_scene, sample_scene
 
     training = render_scene(sample_scene(random.Random("shapes:0:0"), size=32))
-    assert not np.array_equal(np.asarray(training), np.asarray(vae.heldout_shapes_images(1, 32, 0)[0]))
+    assert not np.array_equal(
+        np.asarray(training), np.asarray(reconstruction.heldout_shapes_images(1, 32, 0)[0])
+    )

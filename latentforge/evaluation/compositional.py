@@ -27,16 +27,16 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
+from latentforge.data.shapes import COLORS, HELD_OUT_PAIRS, NUMBER_WORDS, RELATIONS, SHAPES, parse_prompt
+from latentforge.data.shapes import relation_holds as boxes_related
+from latentforge.data.shapes_grammar import PromptSpec
 from latentforge.evaluation.detector import DetectedObject, Detection, detect_objects
-from latentforge.evaluation.report import Report
-
-if TYPE_CHECKING:
-    from latentforge.data.shapes_grammar import PromptSpec
+from latentforge.evaluation.report import Metric, Report
+from latentforge.evaluation.sampling import generate_images
 
 CATEGORIES = ("single_object", "two_objects", "counting", "colors", "position", "color_attribution")
 # Without a background phrase the training captions mean white (shapes_grammar: only white goes
@@ -55,8 +55,6 @@ class CompositionalPrompt:
     @property
     def spec(self) -> PromptSpec:
         """The structured prompt (object groups, relation, background) as the shapes grammar reads it."""
-        from latentforge.data.shapes import parse_prompt
-
         return parse_prompt(self.text)
 
 
@@ -73,8 +71,6 @@ def _with_background(body: str, colors: Sequence[str]) -> str:
 
 def _prompt_text(category: str, pairs: list[tuple[str, str]], rng: random.Random) -> str:
     """Text of a prompt of `category` over 1 or 2 (colour, shape) pairs, in the shapes caption grammar."""
-    from latentforge.data.shapes import NUMBER_WORDS, RELATIONS
-
     (c1, s1), *rest = pairs
     if category in ("single_object", "colors"):
         body = _single(c1, s1)
@@ -110,8 +106,6 @@ def make_prompt_set(
 ) -> list[CompositionalPrompt]:
     """The fixed prompt set of a seed: `num_per_category` in-distribution prompts per category, then
     `held_out_per_category` (default: the same number) prompts that use a held-out pair."""
-    from latentforge.data.shapes import COLORS, HELD_OUT_PAIRS, SHAPES
-
     if num_per_category < 1:
         raise ValueError(f"num_per_category must be >= 1, got {num_per_category}")
     held_count = num_per_category if held_out_per_category is None else held_out_per_category
@@ -133,8 +127,6 @@ def make_prompt_set(
 def relation_holds(a: DetectedObject, b: DetectedObject, relation: str, tolerance: float = 1.0) -> bool:
     """True when `a` is `relation` `b`, as the shapes captions define it: boxes separated along that axis,
     up to `tolerance` px of overlap for detection jitter."""
-    from latentforge.data.shapes import relation_holds as boxes_related
-
     shrink = np.array([tolerance, tolerance, -tolerance, -tolerance]) / 2
     return boxes_related(tuple(np.add(a.box, shrink)), tuple(np.add(b.box, shrink)), relation)
 
@@ -228,8 +220,6 @@ def evaluate_compositional(
     pipe, prompts: Sequence[CompositionalPrompt], images_per_prompt: int = 1, seed: int = 0, **generate_kwargs
 ) -> tuple[CompositionalResult, list[Image.Image]]:
     """Generate `images_per_prompt` images per prompt with `pipe` (seeds `seed`, `seed + 1`, ...) and score them."""
-    from latentforge.evaluation.sampling import generate_images
-
     if images_per_prompt < 1:
         raise ValueError(f"images_per_prompt must be >= 1, got {images_per_prompt}")
     repeated = [p for p in prompts for _ in range(images_per_prompt)]
@@ -241,8 +231,6 @@ def compositional_report(
     result: CompositionalResult, images: Sequence[Image.Image], settings: dict
 ) -> Report:
     """The benchmark's report: accuracy per category and overall, in-distribution and held-out pairs."""
-    from latentforge.evaluation.report import Metric
-
     metrics = []
     for split, scores in result.summary().items():
         if not isinstance(scores, dict):

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from latentforge.data.shapes import COLORS
+
 # Thresholds sit midway between the ideal values of neighbouring classes (see module docstring);
 # measured margins on ground-truth renders are in tests/test_detector.py.
 STAR_MAX_SOLIDITY = 0.78
@@ -63,8 +65,6 @@ class Detection:
 
 
 def _default_palette() -> dict[str, tuple[int, int, int]]:
-    from latentforge.data.shapes import COLORS
-
     return dict(COLORS)
 
 

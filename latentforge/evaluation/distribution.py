@@ -8,15 +8,17 @@ from collections.abc import Sequence
 
 from PIL import Image
 
+from latentforge.data.shapes import caption_scene, render_scene, sample_scene
+from latentforge.evaluation.features import extract_features
+from latentforge.evaluation.metrics import clip_score, frechet_distance, kernel_inception_distance
 from latentforge.evaluation.report import Metric, Report
+from latentforge.evaluation.sampling import generate_images
 
 
 def shapes_reference_set(
     num_images: int, size: int = 64, seed: int = 0
 ) -> tuple[list[Image.Image], list[str]]:
     """Held-out shapes images and their captions, seeded apart from the training samples."""
-    from latentforge.data.shapes import caption_scene, render_scene, sample_scene
-
     if num_images < 2:
         raise ValueError(f"num_images must be >= 2, got {num_images}")
     images, captions = [], []
@@ -37,9 +39,6 @@ def distribution_report(
 ) -> Report:
     """FID and KID of `generated` vs `reference`; the same between two reference sets is the floor that
     a perfect model would reach at this sample size (both metrics are biased for small sets)."""
-    from latentforge.evaluation.features import extract_features
-    from latentforge.evaluation.metrics import frechet_distance, kernel_inception_distance
-
     fake = extract_features(extractor, list(generated), desc="features (generated)")
     real = extract_features(extractor, list(reference), desc="features (reference)")
     floor = extract_features(extractor, list(second_reference), desc="features (second reference)")
@@ -64,8 +63,6 @@ def evaluate_fid(
     pipe, extractor, num_images: int = 256, seed: int = 0, size: int = 64, **generate_kwargs
 ) -> Report:
     """Generate from the captions of `num_images` held-out scenes and compare the two sets (FID, KID)."""
-    from latentforge.evaluation.sampling import generate_images
-
     settings = generate_kwargs.pop("settings", None)
     reference, captions = shapes_reference_set(num_images, size, seed)
     second, _ = shapes_reference_set(num_images, size, seed + 1_000_003)
@@ -81,8 +78,6 @@ def clip_score_report(
     settings: dict | None = None,
 ) -> Report:
     """Mean CLIP score of generated images with their captions, and of the ground-truth renders (ceiling)."""
-    from latentforge.evaluation.metrics import clip_score
-
     texts = clip.encode_texts(list(captions))
     scores = clip_score(clip.encode_images(list(generated)), texts)
     ceiling = clip_score(clip.encode_images(list(reference)), texts)
@@ -103,8 +98,6 @@ def evaluate_clip_score(
     pipe, clip, num_prompts: int = 256, seed: int = 0, size: int = 64, **generate_kwargs
 ) -> Report:
     """CLIP score of images generated from the captions of `num_prompts` held-out scenes."""
-    from latentforge.evaluation.sampling import generate_images
-
     settings = generate_kwargs.pop("settings", None)
     reference, captions = shapes_reference_set(num_prompts, size, seed)
     generated = generate_images(pipe, captions, seed=seed, **generate_kwargs)

@@ -14,7 +14,10 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from latentforge.data.emoji import compose, emoji_names, render_emoji
+from latentforge.evaluation.features import extract_features
 from latentforge.evaluation.report import Metric, Report
+from latentforge.evaluation.sampling import generate_images
 
 TOP_K = (1, 5)
 
@@ -22,8 +25,6 @@ TOP_K = (1, 5)
 def emoji_gallery(size: int = 64, skin_tones: bool = False) -> tuple[list[Image.Image], list[str]]:
     """Every emoji the font draws, as the plain `emoji` dataset renders it (glyph at 0.9 of the side,
     centred on white), with its name; in code point order."""
-    from latentforge.data.emoji import compose, emoji_names, render_emoji
-
     images, names = [], []
     for char, name in emoji_names(skin_tones).items():
         glyph = render_emoji(char, max(4, round(0.9 * size)))
@@ -61,8 +62,6 @@ def evaluate_emoji(
     **generate_kwargs,
 ) -> Report:
     """Generate one image per sampled emoji name and report top-1/top-5 retrieval among all emoji."""
-    from latentforge.evaluation.sampling import generate_images
-
     gallery, names = emoji_gallery(size, skin_tones)
     if not 1 <= num_prompts <= len(names):
         raise ValueError(f"num_prompts must be in [1, {len(names)}] (the number of emoji), got {num_prompts}")
@@ -80,8 +79,6 @@ def emoji_report(
     settings: dict | None = None,
 ) -> Report:
     """Retrieval report of `images[i]` (made for `names[targets[i]]`) against `gallery`, in `extractor`'s space."""
-    from latentforge.evaluation.features import extract_features
-
     ranks = retrieval_ranks(
         extract_features(extractor, list(images)),
         extract_features(extractor, list(gallery), desc="gallery"),

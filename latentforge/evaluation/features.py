@@ -20,6 +20,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from latentforge.models.tokenizer import build_clip_tokenizer
+
 FEATURE_SPACES = ("auto", "inception", "clip", "pixels")
 INCEPTION_WEIGHTS = "inception_v3_google-*.pth"  # torchvision's file name in <torch hub>/checkpoints
 LPIPS_BACKBONE_WEIGHTS = "alexnet-owt-*.pth"
@@ -50,8 +52,6 @@ class ClipEncoder:
 
     def __init__(self, model: torch.nn.Module, name: str = "open_clip", preprocess=None, device: str = "cpu"):
         import open_clip
-
-        from latentforge.models.tokenizer import build_clip_tokenizer
 
         self.model = model.eval().to(device)
         self.device = device

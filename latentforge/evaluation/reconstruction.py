@@ -4,43 +4,30 @@ diffusion model on this VAE can reach on the compositional benchmark."""
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from latentforge.data.shapes import render_scene, sample_scene
+from latentforge.evaluation.detector import detect_objects
+from latentforge.evaluation.features import lpips_metric
 from latentforge.evaluation.report import Metric, Report
+from latentforge.image_metrics import psnr, ssim
 from latentforge.imaging import pil_to_tensor, to_pil
 
 
 def heldout_shapes_images(num_images: int, size: int = 64, seed: int = 0) -> list[Image.Image]:
     """`num_images` freshly sampled shapes scenes, rendered: seeded apart from every training sample
     (`shapes_dataset` seeds its scenes 'shapes:<seed>:<i>')."""
-    from latentforge.data.shapes import render_scene, sample_scene
-
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
     return [
         render_scene(sample_scene(random.Random(f"eval:{seed}:{i}"), size=size)) for i in range(num_images)
     ]
-
-
-def load_vae(path: str | os.PathLike):
-    """`AutoencoderKL` from a model folder (its `vae/`) or from a VAE folder itself."""
-    from diffusers import AutoencoderKL
-
-    path = Path(path)
-    folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(
-            f"vae: neither {path / 'vae' / 'config.json'} nor {path / 'config.json'} exists"
-        )
-    return AutoencoderKL.from_pretrained(folder).eval()
 
 
 @torch.no_grad()
@@ -60,9 +47,6 @@ def evaluate_vae(
     vae, images: Sequence[Image.Image], batch_size: int = 32, settings: dict | None = None
 ) -> Report:
     """Reconstruction report: mean and std of PSNR (dB) and SSIM over `images`, LPIPS if available."""
-    from latentforge.evaluation.features import lpips_metric
-    from latentforge.image_metrics import psnr, ssim
-
     originals = pil_to_tensor(images)
     rebuilt = reconstruct(vae, images, batch_size)
     psnrs, ssims = psnr(rebuilt, originals), ssim(rebuilt, originals)
@@ -103,7 +87,6 @@ def evaluate_vae(
 def objects_kept(original: Image.Image, reconstruction: Image.Image) -> bool:
     """Whether the detector reads the same background and the same (shape, colour) objects, as many of
     each, from `reconstruction` as from `original` (positions are not compared)."""
-    from latentforge.evaluation.detector import detect_objects
 
     def summary(image: Image.Image) -> tuple[str, list[tuple[str, str]]]:
         found = detect_objects(image.convert("RGB"))

@@ -16,7 +16,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from latentforge.models.components import resolve_device
+from latentforge.pipelines import TextToImagePipeline
 from latentforge.pipelines.sampling_defaults import FALLBACK
+from latentforge.pipelines.schedulers import make_scheduler
 
 
 def load_pipeline(model: Any, device: str = "auto", scheduler: str | None = None) -> Any:
@@ -24,15 +26,11 @@ def load_pipeline(model: Any, device: str = "auto", scheduler: str | None = None
     diffusers-layout model folder, loaded as `latentforge.pipelines.TextToImagePipeline`."""
     device = resolve_device(device)
     if isinstance(model, (str, os.PathLike)):
-        from latentforge.pipelines import TextToImagePipeline
-
         model = TextToImagePipeline.from_pretrained(model)
     if scheduler:
         if hasattr(model, "set_scheduler"):  # ours
             model.set_scheduler(scheduler)
         else:  # diffusers
-            from latentforge.pipelines.schedulers import make_scheduler
-
             model.scheduler = make_scheduler(scheduler, model.scheduler.config)
     model.to(device)
     if hasattr(model, "set_progress_bar_config"):

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from latentforge.models.tokenizer import load_tokenizer
@@ -47,17 +47,6 @@ def load_vae(source: str | os.PathLike, seed: int = 0) -> AutoencoderKL:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return AutoencoderKL.from_config(config)
-
-
-def load_unet(source: str | os.PathLike, seed: int = 0) -> UNet2DConditionModel:
-    """Trained U-Net of `source` (fine-tuning), or a seeded random one when `source` is an architecture."""
-    folder = component_folder(source, "unet")
-    if has_weights(folder):
-        return UNet2DConditionModel.from_pretrained(folder)
-    config = json.loads((folder / "config.json").read_text())
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return UNet2DConditionModel.from_config(config)
 
 
 def load_text_encoder(source: str | os.PathLike) -> tuple[CLIPTextModel, CLIPTokenizer]:
