@@ -29,7 +29,6 @@ _EXPORTS = {
     "BucketBatchSampler": "latentforge.data.buckets",
     "ImageCaptionDataset": "latentforge.data.image_dataset",
     "collate_skip_none": "latentforge.data.image_dataset",
-    "image_sizes": "latentforge.data.image_dataset",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -7,7 +7,6 @@ so ("a small red apple in the top left on a blue background").
 from __future__ import annotations
 
 import functools
-import io
 import random
 import re
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
+from latentforge.data.builtin_rows import indefinite_article, png_image_value
 from latentforge.data.shapes_grammar import COLORS
 
 if TYPE_CHECKING:
@@ -105,10 +105,6 @@ def render_emoji(char: str, side: int) -> Image.Image | None:
     return glyph.resize(size, Image.Resampling.LANCZOS)
 
 
-def _article(word: str) -> str:
-    return "an" if word[0].lower() in "aeiou" else "a"
-
-
 def compose(glyph: Image.Image, size: int, background: str, xy_frac: tuple[float, float]) -> Image.Image:
     """Paste an RGBA glyph on a `size` px background of a named colour; xy_frac places it in the free space."""
     image = Image.new("RGB", (size, size), COLORS[background])
@@ -127,19 +123,13 @@ def _placed_sample(rng: random.Random, char: str, name: str, size: int) -> tuple
     if glyph is None:
         return None
     image = compose(glyph, size, background, POSITIONS[position])
-    text = f"{_article(scale)} {scale} {name} {position} on {_article(background)} {background} background"
+    text = f"{indefinite_article(scale)} {scale} {name} {position} on {indefinite_article(background)} {background} background"
     return image, text
 
 
 def _plain_sample(char: str, name: str, size: int) -> tuple[Image.Image, str] | None:
     glyph = render_emoji(char, max(4, round(0.9 * size)))
     return None if glyph is None else (compose(glyph, size, "white", (0.5, 0.5)), name)
-
-
-def _png_bytes(image: Image.Image) -> dict[str, Any]:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
-    return {"bytes": buffer.getvalue(), "path": None}
 
 
 def emoji_dataset(
@@ -179,7 +169,7 @@ def emoji_dataset(
             )
             if sample is None:  # not drawable by this font version: skip
                 continue
-            columns["image"].append(_png_bytes(sample[0]))
+            columns["image"].append(png_image_value(sample[0]))
             columns["text"].append(sample[1])
             bar.update()
     features = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})

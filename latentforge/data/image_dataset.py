@@ -95,21 +95,3 @@ def collate_skip_none(items: list[dict[str, Any] | None]) -> dict[str, Any]:
         "index": torch.tensor([i["index"] for i in kept], dtype=torch.long),
         "skipped": len(items) - len(kept),
     }
-
-
-def image_sizes(hf_dataset: datasets.Dataset, image_column: str = "image") -> list[tuple[int, int] | None]:
-    """(width, height) per row from image headers only (no full decode); None where even the header is unreadable."""
-    import datasets
-
-    data = hf_dataset
-    if isinstance(data.features[image_column], datasets.Image):
-        data = data.cast_column(image_column, datasets.Image(decode=False))
-    sizes: list[tuple[int, int] | None] = []
-    for batch in data.select_columns([image_column]).iter(batch_size=256):
-        for value in batch[image_column]:
-            try:
-                with Image.open(_file_of(value)) as image:
-                    sizes.append(image.size)
-            except _IMAGE_ERRORS:
-                sizes.append(None)
-    return sizes

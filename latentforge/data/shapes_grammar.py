@@ -14,7 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
-if TYPE_CHECKING:
+from latentforge.data.builtin_rows import indefinite_article
+
+if TYPE_CHECKING:  # shapes.py imports this module; the scene type is only named here
     from latentforge.data.shapes import Scene
 
 # Saturated, well separated in RGB and hue, so generated images can be classified by colour
@@ -78,13 +80,9 @@ def relation_holds(a: Box, b: Box, relation: str) -> bool:
     raise ValueError(f"relation must be one of {RELATIONS}, got {relation!r}")
 
 
-def _article(color: str) -> str:
-    return "an" if color[0] in "aeiou" else "a"
-
-
 def _group_text(count: int, color: str, shape: str) -> str:
     if count == 1:
-        return f"{_article(color)} {color} {shape}"
+        return f"{indefinite_article(color)} {color} {shape}"
     return f"{NUMBER_WORDS[count]} {color} {shape}s"
 
 
@@ -111,7 +109,7 @@ def caption_scene(scene: Scene, rng: random.Random) -> str:
         body = f"{_group_text(*first)} and {_group_text(*second)}"
     # a non-white background is always named; white (the default look) only half of the time
     if scene.background != "white" or rng.random() < 0.5:
-        body += f" on {_article(scene.background)} {scene.background} background"
+        body += f" on {indefinite_article(scene.background)} {scene.background} background"
     return body
 
 

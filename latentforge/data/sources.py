@@ -6,6 +6,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from latentforge.data.emoji import emoji_dataset
+from latentforge.data.shapes import shapes_dataset
+
 if TYPE_CHECKING:
     import datasets
 
@@ -38,11 +41,7 @@ def _parse_builtin(source: str, params: Mapping[str, Any] | None) -> tuple[str, 
 
 def _load_builtin(name: str, kwargs: dict[str, Any]) -> datasets.Dataset:
     if name == "shapes":
-        from latentforge.data.shapes import shapes_dataset
-
         return shapes_dataset(**{"num_samples": 10_000, **kwargs})
-    from latentforge.data.emoji import emoji_dataset
-
     return emoji_dataset(**kwargs)
 
 

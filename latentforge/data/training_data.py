@@ -8,6 +8,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from latentforge.data.image_dataset import ImageCaptionDataset, collate_skip_none
+from latentforge.data.shapes import HELD_OUT_PAIRS
+from latentforge.data.sources import load_image_text_dataset
+from latentforge.data.transforms import ImageCaptionTransform
+
 if TYPE_CHECKING:
     import datasets
 
@@ -36,8 +41,6 @@ class DataConfig:
 
 
 def _load_one(source: str, config: DataConfig) -> datasets.Dataset:
-    from latentforge.data import load_image_text_dataset
-
     builtin = source.partition(":")[0] in BUILTIN and ":" not in source
     params = (
         {"num_samples": config.num_samples, "seed": config.seed, "size": config.resolution}
@@ -80,8 +83,6 @@ def image_loader(
     drop the last partial batch; accelerate swaps the shuffle for a sampler seeded by (seed, epoch).
     flip: override `config.random_flip` (evaluation loaders never flip).
     """
-    from latentforge.data import ImageCaptionDataset, ImageCaptionTransform, collate_skip_none
-
     transform = ImageCaptionTransform(
         config.resolution, config.center_crop, config.random_flip if flip is None else flip
     )
@@ -109,8 +110,6 @@ def data_note(config: DataConfig, num_train: int) -> str:
         if source in BUILTIN:
             note = f"built-in `{source}` (num_samples={config.num_samples}, seed={config.seed})"
             if source == "shapes":
-                from latentforge.data.shapes import HELD_OUT_PAIRS
-
                 pairs = ", ".join(f"{c} {s}" for c, s in sorted(HELD_OUT_PAIRS))
                 note += f"; colour-shape pairs never drawn in training: {pairs}"
         else:
