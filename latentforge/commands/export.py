@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from latentforge.commands.sampling_flags import add_sampling_arguments, given_sampling
+from latentforge.pipelines.sampling_defaults import FILE, check_defaults, read_defaults, write_defaults
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,8 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from latentforge.models.components import Components
-    from latentforge.pipelines.sampling_defaults import FILE, check_defaults, read_defaults, write_defaults
+    from latentforge.models.components import Components  # here: it imports torch, --help must not wait
 
     given = check_defaults(given_sampling(args), "export")  # before anything is loaded or written
     has_own = not args.architecture and (Path(args.source) / FILE).is_file()

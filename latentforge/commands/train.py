@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 
+from latentforge.config_loader import load_config
+from latentforge.resources import config_file
+
 STAGES = ("vae", "clip", "unet")
 
 
@@ -33,10 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from latentforge.config_loader import load_config
-    from latentforge.resources import config_file
-
-    # Explicit stage -> module table (no import strings); each import pulls in torch/accelerate.
+    # Explicit stage -> module table (no import strings), imported here: each trainer pulls in torch and
+    # accelerate, which `latentforge --help` must not wait for.
     if args.stage == "vae":
         from latentforge.training import vae as stage
     elif args.stage == "clip":
