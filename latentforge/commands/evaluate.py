@@ -1,5 +1,8 @@
-"""`latentforge eval TASK --model PATH ...`: compositional benchmark, emoji fidelity, VAE reconstruction,
-FID/KID and CLIP score, each written as JSON + Markdown + image grid."""
+"""latentforge eval TASK --model PATH ...: the compositional benchmark, emoji fidelity, VAE reconstruction,
+FID/KID or CLIP score of a model, written to the output folder as <task>.json, <task>.md and <task>.png.
+
+Settings: defaults < --config YAML < --set KEY=VALUE (fields of EvalConfig) < flags.
+"""
 
 from __future__ import annotations
 
@@ -29,13 +32,12 @@ _FLAGS = {
 }
 
 
+HELP = "evaluate a model: compositional, emoji, vae, fid, clip-score"
+RAW = argparse.RawDescriptionHelpFormatter  # keep the docstring's paragraphs
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "eval",
-        help="evaluate a model: compositional, emoji, vae, fid, clip-score",
-        description="Evaluate a model and write <task>.json, <task>.md and <task>.png to the output folder. "
-        "Settings: defaults < --config YAML < --set KEY=VALUE (fields of EvalConfig) < flags.",
-    )
+    parser = subparsers.add_parser("eval", help=HELP, description=__doc__, formatter_class=RAW)
     parser.add_argument("task", choices=TASKS, help="what to measure")
     for flag, (dest, kind, help_text) in _FLAGS.items():
         parser.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)

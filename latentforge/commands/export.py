@@ -1,5 +1,9 @@
-"""`latentforge export SRC DST`: write a model (diffusers folder, hub id, or architecture name) as a
-diffusers folder that stock `StableDiffusionPipeline.from_pretrained` loads."""
+"""latentforge export SOURCE OUTPUT: save a model in the diffusers layout (safetensors, fp32 or --fp16) that
+stock `StableDiffusionPipeline.from_pretrained` loads.
+
+SOURCE is a diffusers-layout model (local folder, or hub id when online), or with --architecture an
+architecture (a name in configs/models/ or a folder of configs) filled with seeded random weights.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,12 @@ from pathlib import Path
 from latentforge.commands.sampling_flags import add_sampling_arguments, given_sampling
 from latentforge.pipelines.sampling_defaults import FILE, check_defaults, read_defaults, write_defaults
 
+HELP = "save a model as a diffusers folder (safetensors, fp32 or fp16)"
+RAW = argparse.RawDescriptionHelpFormatter  # keep the docstring's paragraphs
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "export",
-        help="save a model as a diffusers folder (safetensors, fp32 or fp16)",
-        description="Load a diffusers-layout model (local folder or hub id), or build an architecture "
-        "from configs/models/<name> with random weights (--architecture), and save it in diffusers layout.",
-    )
+    parser = subparsers.add_parser("export", help=HELP, description=__doc__, formatter_class=RAW)
     parser.add_argument(
         "source", help="model folder, hub id, or architecture name/folder with --architecture"
     )

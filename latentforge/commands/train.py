@@ -1,8 +1,9 @@
-"""`latentforge train {vae,clip,unet} --config NAME_OR_YAML [key=value ...]`: run one training stage.
+"""latentforge train {vae,clip,unet} --config CONFIG [KEY=VALUE ...]: run one training stage.
 
-A config name resolves to `configs/train/<name>.yaml`; the YAML holds overrides of the stage's config
-dataclass, and `key=value` arguments (dotted for groups: `optim.max_steps=100`) override the file.
-Works as is on one process and under `accelerate launch -m latentforge train ...`.
+CONFIG is a name in configs/train/ (e.g. shapes-small-vae; the folder ships with the package) or a YAML file
+of overrides of the stage's settings; KEY=VALUE pairs override the file (dotted for groups, e.g.
+optim.max_steps=200 checkpoint.resume=latest). Works as is on one process and under
+`accelerate launch -m latentforge train ...` on several.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from latentforge.resources import config_file
 STAGES = ("vae", "clip", "unet")
 
 
+HELP = "train the VAE, the CLIP text encoder or the U-Net (accelerate launch for several processes)"
+RAW = argparse.RawDescriptionHelpFormatter  # keep the docstring's paragraphs
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "train",
-        help="train the VAE, the CLIP text encoder or the U-Net (accelerate launch for several processes)",
-        description="Train one stage. CONFIG is a name in configs/train/ (e.g. shapes-small-vae) or a YAML "
-        "file; KEY=VALUE pairs override it (e.g. optim.max_steps=200 checkpoint.resume=latest).",
-    )
+    parser = subparsers.add_parser("train", help=HELP, description=__doc__, formatter_class=RAW)
     parser.add_argument("stage", choices=STAGES, help="what to train")
     # nargs="+" so that overrides may follow --config (argparse cannot split positionals around an option)
     parser.add_argument(
