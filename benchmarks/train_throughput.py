@@ -65,7 +65,7 @@ def cached_batches(cache, components, batch_size: int):
     """Our loop's inputs: posteriors and caption embeddings gathered from the cache."""
     import torch
 
-    from latentforge.training.unet import sample_inputs
+    from latentforge.training.latent_cache import sample_inputs
 
     while True:
         for idx in torch.randperm(len(cache)).split(batch_size):

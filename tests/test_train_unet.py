@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -37,10 +38,32 @@ OVERRIDES = [
 ]
 
 
-def _cli(*args: str, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    command = [*launcher, "-m", "latentforge", "train", "unet", "--config", "smoke-unet", *args]
-    if not launcher:
-        command = [sys.executable, *command]
+# `latentforge train unet ...` that SIGKILLs itself right after the checkpoint of step argv[1] is written: a
+# real kill (no cleanup, no final save), of a run that would otherwise go on
+KILLED_AFTER_CHECKPOINT = """
+import os, signal, sys
+from latentforge.cli import main
+from latentforge.training.checkpoints import CheckpointManager
+
+kill_at, save = int(sys.argv[1]), CheckpointManager.save
+
+def save_then_die(self, step, *args, **kwargs):
+    folder = save(self, step, *args, **kwargs)
+    if step == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return folder
+
+CheckpointManager.save = save_then_die
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _cli(
+    *args: str, launcher: tuple[str, ...] = (), kill_after_checkpoint: int = 0
+) -> subprocess.CompletedProcess:
+    program = ["-c", KILLED_AFTER_CHECKPOINT, str(kill_after_checkpoint)] if kill_after_checkpoint else []
+    command = [*(launcher or [sys.executable]), *(program or ["-m", "latentforge"])]
+    command += ["train", "unet", "--config", "smoke-unet", *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
 
@@ -185,8 +208,8 @@ def test_cache_holds_both_flip_variants_and_is_keyed_on_its_inputs(straight):
 def test_killed_and_resumed_run_equals_the_straight_run(straight, tmp_path):
     _, reference = straight
     out = tmp_path / "resumed"
-    crashed = _cli(f"output_dir={out}", *OVERRIDES, "crash_after_steps=5")
-    assert crashed.returncode == 75, crashed.stderr[-3000:]
+    crashed = _cli(f"output_dir={out}", *OVERRIDES, kill_after_checkpoint=4)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
     ckpts = out / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-2", "checkpoint-4"]
     # what a kill during a save leaves: a numbered folder without its marker, and a temporary folder
@@ -273,8 +296,8 @@ def test_text_encoder_trains_with_the_unet_and_resumes_exactly(straight, tmp_pat
     assert _max_difference(frozen, _weights(straight[1], "text_encoder")) == 0
 
     out = tmp_path / "resumed"
-    crashed = _cli(f"output_dir={out}", *te, "crash_after_steps=3")
-    assert crashed.returncode == 75, crashed.stderr[-3000:]
+    crashed = _cli(f"output_dir={out}", *te, kill_after_checkpoint=2)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
     resumed = _cli(f"output_dir={out}", *te, "checkpoint.resume=latest")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "at step 2" in resumed.stdout

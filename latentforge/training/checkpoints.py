@@ -27,6 +27,9 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+
+from latentforge.training.run_dir import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +103,6 @@ def _join_tensors(node: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Any
 
 def save_objects(objects: list[Any], folder: Path) -> None:
     """state_dict() of each object: tensors to objects.safetensors, everything else to objects.json."""
-    from safetensors.torch import save_file
-
     tensors: dict[str, torch.Tensor] = {}
     tree = [_split_tensors(obj.state_dict(), str(i), tensors) for i, obj in enumerate(objects)]
     save_file(tensors, str(folder / OBJECTS_TENSORS))
@@ -114,8 +115,6 @@ def load_objects(objects: list[Any], folder: Path) -> None:
     if not objects:
         return
     if (folder / OBJECTS_JSON).is_file():
-        from safetensors.torch import load_file
-
         tree = json.loads((folder / OBJECTS_JSON).read_text())
         if len(tree) != len(objects):
             raise ValueError(f"{folder}: holds {len(tree)} training objects, this run has {len(objects)}")
@@ -151,12 +150,13 @@ def _without_legacy_pickles(folder: Path):
         yield Path(view)
 
 
-def refuse_overwriting_checkpoints(output_dir: Path, resume: str) -> None:
+def refuse_overwriting_checkpoints(output_dir: str | Path, resume: str) -> None:
     """Before anything is written: a run must not replace checkpoints it did not make. A fresh run (resume "")
     in an output_dir that holds checkpoints would replace them one by one and its pruning would mix the two
     runs; a run resumed from an explicit folder would do the same to the later checkpoints already there.
     FileExistsError naming the way out."""
-    existing = list_checkpoints(Path(output_dir) / "checkpoints")
+    root = RunDir.of(output_dir).checkpoints
+    existing = list_checkpoints(root)
     if not resume and existing:
         raise FileExistsError(
             f"{output_dir} already holds checkpoints (newest: {existing[-1][1].name}); continue that run with "
@@ -168,7 +168,7 @@ def refuse_overwriting_checkpoints(output_dir: Path, resume: str) -> None:
             raise FileExistsError(
                 f"checkpoint.resume={resume}: {output_dir} holds later checkpoints ({', '.join(later)}) that "
                 "this run would replace as it reaches their steps; move them out of "
-                f"{Path(output_dir) / 'checkpoints'} to branch from the older one, resume=latest to continue "
+                f"{root} to branch from the older one, resume=latest to continue "
                 "from the newest, or give a new output_dir"
             )
 
@@ -188,7 +188,7 @@ class CheckpointManager:
         if keep_last < 0:
             raise ValueError(f"checkpoint.keep_last must be >= 0 (0 keeps all), got {keep_last}")
         self.accelerator = accelerator
-        self.root = Path(output_dir) / "checkpoints"
+        self.root = RunDir.of(output_dir).checkpoints
         self.keep_last = keep_last
         self.objects: list[Any] = []  # EMA, LR schedulers: anything with state_dict/load_state_dict
         if accelerator.is_main_process and self.root.is_dir():

@@ -16,26 +16,23 @@ import json
 import math
 import shutil
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
+from safetensors.torch import save_file
 
 from latentforge.data.training_data import DataConfig, data_note, image_loader, load_splits
 from latentforge.models.openclip import open_clip_text_to_hf, open_clip_token_features
 from latentforge.models.tokenizer import save_tokenizer, tokenize
 from latentforge.resources import architecture_dir
 from latentforge.training.clip_model import ShortTextCLIP, architecture_tokenizer, param_groups
-from latentforge.training.run import TrainingRun
-from latentforge.training.train_config import (
-    OptimConfig,
-    TrainConfig,
-    make_accelerator,
-    make_ema,
-    make_optimizer,
-    write_model_card,
-)
+from latentforge.training.model_card import write_model_card
+from latentforge.training.optimization import OptimizerUpdate, make_ema, make_optimizer
+from latentforge.training.run import Backward, Trainer, TrainingRun, train_loop
+from latentforge.training.train_config import OptimConfig, TrainConfig
 
 
 @dataclass
@@ -73,7 +70,6 @@ class CLIPTrainConfig(TrainConfig):
             max_steps=2000,
         )
     )  # open_clip's defaults: AdamW(0.9, 0.98, eps 1e-6), wd 0.2 (not on gains/biases), cosine
-    eval_every: int = 500  # held-out retrieval accuracy every N steps (0 = only at the end)
 
 
 def clip_model_config(config: CLIPTrainConfig) -> dict[str, Any]:
@@ -107,11 +103,12 @@ def clip_model_config(config: CLIPTrainConfig) -> dict[str, Any]:
 
 
 def train(config: CLIPTrainConfig) -> Path:
-    """Train, evaluate retrieval and export; returns the exported `output_dir/model` folder."""
-    import open_clip
+    """Train, evaluate retrieval (every validation.every_steps and at the end) and export; returns the
+    exported `output_dir/model` folder."""
+    import open_clip  # third-party, imported when a CLIP is trained
 
-    accelerator = make_accelerator(config, "clip")
-    run = TrainingRun(config, accelerator, "clip")
+    run = TrainingRun(config, "clip")
+    accelerator = run.accelerator
     model_cfg = clip_model_config(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -123,7 +120,8 @@ def train(config: CLIPTrainConfig) -> Path:
     optimizer, scheduler = make_optimizer(param_groups(model, config.optim.weight_decay), config.optim)
     model, optimizer, loader = accelerator.prepare(ShortTextCLIP(model), optimizer, loader)
     raw = accelerator.unwrap_model(model).model
-    ema = make_ema(raw.parameters(), config.ema)
+    params = [p for p in raw.parameters() if p.requires_grad]
+    ema = make_ema(params, config.ema)
     run.checkpoints.register(scheduler, ema)
     loss_fn = open_clip.ClipLoss(
         local_loss=True,  # each process scores its own rows against all gathered features
@@ -132,53 +130,39 @@ def train(config: CLIPTrainConfig) -> Path:
         world_size=accelerator.num_processes,
     )
     run.resume(len(loader))
-
-    for batch in run.batches(loader):
-        ids = tokenize(tokenizer, batch["text"]).to(accelerator.device)
-        with accelerator.accumulate(model):
-            out = model(batch["pixel_values"], ids)
-            loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
-            if run.guard.check(loss):
-                accelerator.backward(loss)
-            if accelerator.sync_gradients:
-                params = [p for p in raw.parameters() if p.requires_grad]
-                if run.optimizer_step(params, optimizer, scheduler, ema):
-                    with torch.no_grad():  # CLIP clips the temperature at 100 (Radford et al. 2021, §2.5)
-                        raw.logit_scale.clamp_(0, math.log(100))
-        if accelerator.sync_gradients:
-            logs = {
-                "loss": loss.item(),
-                "logit_scale": out["logit_scale"].item(),
-                "lr": scheduler.get_last_lr()[0],
-            }
-            run.end_step(logs, [raw])
-            if config.eval_every and run.step % config.eval_every == 0 and not run.done:
-                _with_ema(
-                    ema,
-                    raw,
-                    lambda: retrieval_accuracy(accelerator, raw, tokenizer, held_out, config, run.step),
-                )
-            if run.done:
-                break
-
-    if ema is not None:
-        ema.copy_to(raw.parameters())
-    metrics = retrieval_accuracy(accelerator, raw, tokenizer, held_out, config, run.step)
+    trainer = Trainer(
+        train_step=_train_step(model, loss_fn, tokenizer, accelerator.device),
+        updates=[OptimizerUpdate(optimizer, scheduler, params, ema, after=partial(_clamp_temperature, raw))],
+        prepared=[model],
+        saved=[raw],
+        validate=partial(retrieval_accuracy, accelerator, raw, tokenizer, held_out, config),
+    )
+    metrics = train_loop(run, loader, trainer)  # ends with the EMA weights in the model
     summary = run.finish(raw.parameters())
-    out = _export(accelerator, raw, model_cfg, tokenizer, config, {**metrics, **summary}, len(train_data))
+    out = _export(
+        accelerator, raw, model_cfg, tokenizer, config, run, {**metrics, **summary}, len(train_data)
+    )
     run.close()
     return out
 
 
-def _with_ema(ema, model: torch.nn.Module, fn):
-    if ema is None:
-        return fn()
-    ema.store(model.parameters())
-    ema.copy_to(model.parameters())
-    try:
-        return fn()
-    finally:
-        ema.restore(model.parameters())
+def _train_step(model, loss_fn, tokenizer, device: torch.device):
+    """One micro-batch of image/caption pairs -> the contrastive loss through `backward`; the scalars to log."""
+
+    def step(batch, backward: Backward) -> dict[str, torch.Tensor]:
+        ids = tokenize(tokenizer, batch["text"]).to(device)
+        out = model(batch["pixel_values"], ids)
+        loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+        backward(loss)
+        return {"loss": loss.detach(), "logit_scale": out["logit_scale"].detach()}
+
+    return step
+
+
+@torch.no_grad()
+def _clamp_temperature(model) -> None:
+    """CLIP clips the temperature at 100 (Radford et al. 2021, §2.5): after each optimizer step."""
+    model.logit_scale.clamp_(0, math.log(100))
 
 
 @torch.no_grad()
@@ -230,13 +214,12 @@ def _export(
     model_cfg: dict,
     tokenizer,
     config: CLIPTrainConfig,
+    run: TrainingRun,
     metrics: dict,
     n_train: int,
 ) -> Path:
     """text_encoder/ + tokenizer/ (transformers) and open_clip/ (whole model) under output_dir/model."""
-    from safetensors.torch import save_file
-
-    model_dir = Path(config.output_dir) / "model"
+    model_dir = run.dir.model
     if accelerator.is_main_process:
         model = model.float().eval()
         text_encoder = open_clip_text_to_hf(model)
@@ -259,7 +242,11 @@ def _export(
         )
         (model_dir / "clip_metrics.json").write_text(json.dumps(metrics, indent=2))
         write_model_card(
-            model_dir, "latentforge CLIP text encoder", config, data_note(config.data, n_train), metrics
+            model_dir,
+            "latentforge CLIP text encoder",
+            run.dir.config,
+            data_note(config.data, n_train),
+            metrics,
         )
         accelerator.print(f"exported {model_dir} (text_encoder/, tokenizer/, open_clip/)")
     accelerator.wait_for_everyone()

@@ -7,7 +7,8 @@ variant when random_flip is on: the flipped image with 'left'/'right' swapped in
 embedding and one row of token ids per distinct caption (row 0 = the empty caption used for caption
 dropout; the ids feed a text encoder that trains with the U-Net), and for inpainting the uint8 pixels.
 `key` hashes everything the contents depend on: VAE and text-encoder weights, the tokenizer, resolution,
-transform, dataset fingerprint and format; any change gives a new cache.
+transform, dataset fingerprint and format; any change gives a new cache. Training reads it through
+`LatentCache.row_loader` (shuffled row numbers) and `sample_inputs` (the tensors of those rows).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from latentforge.data.training_data import DataConfig
+from latentforge.data.training_data import DataConfig, image_loader
+from latentforge.data.transforms import swap_left_right
 from latentforge.models.tokenizer import tokenize
+from latentforge.training.run_dir import RunDir
 
 FORMAT = 2
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -49,6 +52,16 @@ class LatentCache:
     def __len__(self) -> int:
         return self.mean.shape[0]
 
+    def row_loader(self, batch_size: int, seed: int) -> torch.utils.data.DataLoader:
+        """Shuffled batches {"index": (B,)} of row numbers (full batches only; order seeded by `seed`)."""
+        return torch.utils.data.DataLoader(
+            _Rows(len(self)),
+            batch_size=batch_size,
+            shuffle=True,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(seed),
+        )
+
     def to(self, device: torch.device) -> LatentCache:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return LatentCache(
@@ -60,6 +73,36 @@ class LatentCache:
             move(self.pixels),
             self.skipped,
         )
+
+
+class _Rows(torch.utils.data.Dataset):
+    """Item i -> {"index": i}: the loader shuffles cache rows; the tensors stay in the cache."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, int]:
+        return {"index": i}
+
+
+def sample_inputs(
+    cache: LatentCache, idx: torch.Tensor, scaling: float, caption_dropout: float, text_encoder=None
+):
+    """Latents (B, C, h, w) sampled from the cached posteriors (random flip variant), caption embeddings
+    (B, L, D) with `caption_dropout` of them replaced by the "" embedding, pixels (B, 3, H, W) or None.
+    The embeddings come from the cache, or from `text_encoder` (with gradients) when it trains."""
+    variants = cache.mean.shape[1]
+    variant = torch.randint(0, variants, (len(idx),)).to(idx.device)
+    mean, std = cache.mean[idx, variant].float(), cache.std[idx, variant].float()
+    latents = (mean + std * torch.randn_like(mean)) * scaling
+    rows = cache.text_index[idx, variant]
+    rows = torch.where(torch.rand(len(idx)).to(idx.device) < caption_dropout, torch.zeros_like(rows), rows)
+    pixels = None if cache.pixels is None else cache.pixels[idx, variant].float() / 127.5 - 1
+    embeds = cache.embeds[rows].float() if text_encoder is None else text_encoder(cache.input_ids[rows])[0]
+    return latents, embeds, pixels
 
 
 def _tensor_digest(digest, module: torch.nn.Module) -> None:
@@ -93,9 +136,6 @@ def cache_key(vae, text_encoder, tokenizer, dataset, data: DataConfig, with_pixe
 @torch.no_grad()
 def _encode_images(vae, dataset, data: DataConfig, device, batch_size: int, with_pixels: bool):
     """Posterior (mean, std) of every readable image (and of its mirror with random_flip), captions, pixels."""
-    from latentforge.data.training_data import image_loader
-    from latentforge.data.transforms import swap_left_right
-
     variants = 2 if data.random_flip else 1
     means, stds, pixels, captions, skipped = [], [], [], [], 0
     loader = image_loader(dataset, data, batch_size, shuffle=False, flip=False)
@@ -154,7 +194,7 @@ def load_or_build_cache(
     components,
     dataset,
     data: DataConfig,
-    output_dir: str,
+    output_dir: str | Path,
     with_pixels: bool,
     dtype: str,
 ) -> LatentCache:
@@ -165,7 +205,7 @@ def load_or_build_cache(
         raise ValueError(
             "data.center_crop=false gives a new random crop every epoch, which a latent cache cannot hold"
         )
-    root = Path(output_dir) / "cache"
+    root = RunDir.of(output_dir).cache
     key = cache_key(
         components.vae, components.text_encoder, components.tokenizer, dataset, data, with_pixels, dtype
     )

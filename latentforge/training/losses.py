@@ -13,7 +13,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-PredictionType = Literal["epsilon", "v_prediction", "sample"]
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 

@@ -1,19 +1,24 @@
-"""The step loop's shared chores: the NaN/Inf guard, resume position and data epochs, corrupt-image
-accounting, progress bar, logging, checkpoints and the end-of-run summary."""
+"""One training run: the step loop every trainer shares (`train_loop`) and its chores (`TrainingRun`): the
+NaN/Inf guard, resume position and data epochs, corrupt-image accounting, progress bar, logging, checkpoints
+and the end-of-run summary."""
 
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from latentforge.training.accelerator import make_accelerator
 from latentforge.training.checkpoints import CheckpointManager
+from latentforge.training.optimization import OptimizerUpdate, ema_weights
+from latentforge.training.run_dir import RunDir
 from latentforge.training.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -31,7 +36,7 @@ class NonFiniteGuard:
         self._window_bad = False
 
     def check(self, loss: torch.Tensor) -> bool:
-        """True when `loss` is finite on every process (call once per micro-batch, before backward)."""
+        """True when `loss` is finite on every process (call for each loss, before its backward)."""
         flag = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=loss.device)
         bad = bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
         self._window_bad |= bad
@@ -57,14 +62,18 @@ class NonFiniteGuard:
 
 class TrainingRun:
     """The step loop's chores: resume position, data epochs, corrupt-image accounting, progress bar,
-    logging and checkpoints. Position = micro-batches consumed, so resume continues mid-epoch exactly."""
+    logging and checkpoints; `dir` names the run's folders. Position = micro-batches consumed, so resume
+    continues mid-epoch exactly."""
 
-    def __init__(self, config: TrainConfig, accelerator: Accelerator, desc: str) -> None:
-        self.config, self.accelerator, self.desc = config, accelerator, desc
+    def __init__(self, config: TrainConfig, name: str) -> None:
+        """Start run `name` ("vae", "clip", "unet"): its accelerator (`make_accelerator`), checkpoints, guard."""
+        accelerator = make_accelerator(config, name)
+        self.config, self.accelerator, self.desc = config, accelerator, name
+        self.dir = RunDir.of(config.output_dir)
         self.max_steps = config.optim.max_steps
         if self.max_steps < 1:
             raise ValueError(f"optim.max_steps must be >= 1, got {self.max_steps}")
-        self.checkpoints = CheckpointManager(accelerator, config.output_dir, config.checkpoint.keep_last)
+        self.checkpoints = CheckpointManager(accelerator, self.dir.root, config.checkpoint.keep_last)
         self.guard = NonFiniteGuard(accelerator, config.max_nonfinite_steps)
         self.step = self.consumed = self.batches_per_epoch = 0
         self.extra_state: dict[str, Any] = {}  # trainer-specific JSON state, saved with each checkpoint
@@ -149,24 +158,20 @@ class TrainingRun:
             "empty_batches": r["empty_batches"] + empty,
         }
 
-    def optimizer_step(
-        self, params: list[torch.nn.Parameter], optimizer: Any, scheduler: Any, ema: Any
-    ) -> bool:
-        """At the end of an accumulation window: clip, step, schedule and update the EMA, unless a loss of the
-        window was NaN/Inf (then nothing changes); zero the gradients either way. True when applied."""
+    def apply_updates(self, updates: list[OptimizerUpdate]) -> bool:
+        """At the end of an accumulation window: apply each active update, unless a loss of the window was
+        NaN/Inf (then nothing changes); zero the gradients either way. True when applied."""
         applied = self.guard.end_window(self.step + 1)
         if applied:
-            if self.config.optim.max_grad_norm > 0:
-                self.accelerator.clip_grad_norm_(params, self.config.optim.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.step(params)
-        optimizer.zero_grad(set_to_none=True)
+            for update in updates:
+                if update.active(self.step):
+                    update.apply(self.accelerator, self.config.optim.max_grad_norm)
+        for update in updates:
+            update.optimizer.zero_grad(set_to_none=True)
         return applied
 
     def end_step(self, logs: dict[str, float], models: list[torch.nn.Module]) -> None:
-        """Bookkeeping after optimizer step `step + 1`: progress, logs, checkpoint, crash hook."""
+        """Bookkeeping after optimizer step `step + 1`: progress, logs, checkpoint."""
         self.step += 1
         assert self._bar is not None, "call resume() before the loop"
         self._bar.update(1)
@@ -184,9 +189,6 @@ class TrainingRun:
                 "seconds": round(self.seconds, 1),
             }
             self.checkpoints.save(self.step, state, models)
-        if self.config.crash_after_steps and self.step == self.config.crash_after_steps:
-            self.accelerator.wait_for_everyone()
-            os._exit(75)  # a hard stop: no cleanup, no final save, like a kill
 
     @property
     def seconds(self) -> float:
@@ -226,3 +228,62 @@ class TrainingRun:
             "seconds": round(self.seconds, 1),
             "weight_checksum_per_process": checksums,
         }
+
+
+Backward = Callable[[torch.Tensor], None]
+
+
+@dataclass
+class Trainer:
+    """What one trainer brings to `train_loop`: its step, optimizers, models and validation."""
+
+    # one micro-batch: forward, each loss through the given backward (it checks it first), scalars to log
+    train_step: Callable[[Any, Backward], dict[str, Any]]
+    updates: list[OptimizerUpdate]  # the first one's learning rate is logged as "lr"
+    prepared: list[torch.nn.Module]  # the models accelerator.prepare returned (gradient accumulation)
+    saved: list[torch.nn.Module]  # the models whose weights must be finite at a checkpoint
+    validate: Callable[[int], dict[str, Any] | None]  # metrics/images at a step (collective)
+
+    @contextmanager
+    def in_ema_weights(self) -> Iterator[None]:
+        """The EMA weights of every update that has one swapped in for the block (`ema_weights`)."""
+        with ExitStack() as stack:
+            for update in self.updates:
+                stack.enter_context(ema_weights(update.ema, update.params))
+            yield
+
+    def keep_ema_weights(self) -> None:
+        """Replace the trained weights by their EMA for good (export, checksums)."""
+        for update in self.updates:
+            if update.ema is not None:
+                update.ema.copy_to(update.params)
+
+
+def train_loop(run: TrainingRun, loader: Any, trainer: Trainer) -> dict[str, Any]:
+    """The step loop of every trainer, from the run's position (`run.resume` first) to optim.max_steps:
+    gradient accumulation, the NaN/Inf guard (each loss checked before its backward; a window with a bad one
+    applies no update), the optimizer updates, progress/logs/checkpoints (`end_step`) and `validate` every
+    validation.every_steps with the EMA weights in. Then the EMA weights replace the trained ones for good and
+    the last validation runs; returns its metrics."""
+    accelerator, every = run.accelerator, run.config.validation.every_steps
+
+    def backward(loss: torch.Tensor) -> None:
+        if run.guard.check(loss):
+            accelerator.backward(loss)
+
+    for batch in run.batches(loader):
+        with accelerator.accumulate(*trainer.prepared):
+            logs = trainer.train_step(batch, backward)
+            if accelerator.sync_gradients:
+                run.apply_updates(trainer.updates)
+        if accelerator.sync_gradients:
+            logs = {k: float(v) for k, v in logs.items()}
+            logs["lr"] = trainer.updates[0].scheduler.get_last_lr()[0]
+            run.end_step(logs, trainer.saved)
+            if every and run.step % every == 0 and not run.done:
+                with trainer.in_ema_weights():
+                    trainer.validate(run.step)
+            if run.done:
+                break
+    trainer.keep_ema_weights()
+    return trainer.validate(run.step) or {}

@@ -24,18 +24,13 @@ from latentforge.models.components import Components
 from latentforge.resources import shipped_names
 from latentforge.training import losses
 from latentforge.training.inpaint_masks import inpaint_conditioning, random_masks
-from latentforge.training.latent_cache import LatentCache, load_or_build_cache
+from latentforge.training.latent_cache import LatentCache, load_or_build_cache, sample_inputs
 from latentforge.training.lora import LoRAConfig, add_lora, save_lora
-from latentforge.training.run import TrainingRun
-from latentforge.training.train_config import (
-    OptimConfig,
-    TrainConfig,
-    make_accelerator,
-    make_ema,
-    make_optimizer,
-    write_model_card,
-)
-from latentforge.training.validation import ValidationConfig, log_validation_images
+from latentforge.training.model_card import write_model_card
+from latentforge.training.optimization import OptimizerUpdate, make_ema, make_optimizer
+from latentforge.training.run import Backward, Trainer, TrainingRun, train_loop
+from latentforge.training.train_config import OptimConfig, TrainConfig
+from latentforge.training.validation import PromptValidationConfig, log_validation_images
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +66,7 @@ class UNetTrainConfig(TrainConfig):
         default_factory=lambda: OptimConfig(learning_rate=1e-4, batch_size=32, warmup_steps=200)
     )  # SD: AdamW 1e-4 with warm-up; LoRA usually 1e-4, full fine-tunes 1e-5
     lora: LoRAConfig = field(default_factory=LoRAConfig)  # rank > 0 trains adapters only
-    validation: ValidationConfig = field(default_factory=ValidationConfig)  # images during training
+    validation: PromptValidationConfig = field(default_factory=PromptValidationConfig)  # images as it trains
 
 
 def _is_architecture(base: str) -> bool:
@@ -153,36 +148,6 @@ def _check_fit(c: Components, config: UNetTrainConfig) -> None:
         )
 
 
-class _Indices(torch.utils.data.Dataset):
-    """Item i -> {"index": i}: the loader shuffles cache rows; the tensors stay in the cache."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> dict[str, int]:
-        return {"index": i}
-
-
-def sample_inputs(
-    cache: LatentCache, idx: torch.Tensor, scaling: float, caption_dropout: float, text_encoder=None
-):
-    """Latents (B, C, h, w) sampled from the cached posteriors (random flip variant), caption embeddings
-    (B, L, D) with `caption_dropout` of them replaced by the "" embedding, pixels (B, 3, H, W) or None.
-    The embeddings come from the cache, or from `text_encoder` (with gradients) when it trains."""
-    variants = cache.mean.shape[1]
-    variant = torch.randint(0, variants, (len(idx),)).to(idx.device)
-    mean, std = cache.mean[idx, variant].float(), cache.std[idx, variant].float()
-    latents = (mean + std * torch.randn_like(mean)) * scaling
-    rows = cache.text_index[idx, variant]
-    rows = torch.where(torch.rand(len(idx)).to(idx.device) < caption_dropout, torch.zeros_like(rows), rows)
-    pixels = None if cache.pixels is None else cache.pixels[idx, variant].float() / 127.5 - 1
-    embeds = cache.embeds[rows].float() if text_encoder is None else text_encoder(cache.input_ids[rows])[0]
-    return latents, embeds, pixels
-
-
 def diffusion_loss(
     unet, components: Components, noise_scheduler, batch, config: UNetTrainConfig
 ) -> torch.Tensor:
@@ -214,8 +179,8 @@ def diffusion_loss(
 def train(config: UNetTrainConfig) -> Path:
     """Train and export; returns `output_dir/model` (or `output_dir/lora` for LoRA)."""
     check_config(config)
-    accelerator = make_accelerator(config, "unet")
-    run = TrainingRun(config, accelerator, "unet")
+    run = TrainingRun(config, "unet")
+    accelerator = run.accelerator
     components = load_components(config).to(accelerator.device)
     train_data, _ = load_splits(config.data)
     cache = load_or_build_cache(
@@ -223,91 +188,86 @@ def train(config: UNetTrainConfig) -> Path:
         components,
         train_data,
         config.data,
-        config.output_dir,
+        run.dir.root,
         components.is_inpaint,
         config.cache_dtype,
     ).to(accelerator.device)
-    unet = components.unet
-    if config.lora.rank:
-        add_lora(unet, config.lora)
-    text_encoder = components.text_encoder if config.train_text_encoder else None
-    if config.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-        if text_encoder is not None:
-            text_encoder.gradient_checkpointing_enable()
-    unet.train()
-    groups = [{"params": [p for p in unet.parameters() if p.requires_grad]}]
-    if text_encoder is not None:
-        groups.append(
-            {
-                "params": list(text_encoder.parameters()),
-                "lr": config.text_encoder_lr or config.optim.learning_rate,
-            }
-        )
+    models, groups = _trained_models(components, config)
     trainable = [p for group in groups for p in group["params"]]
     optimizer, scheduler = make_optimizer(groups, config.optim)
-    loader = torch.utils.data.DataLoader(
-        _Indices(len(cache)),
-        batch_size=config.optim.batch_size,
-        shuffle=True,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(config.seed),
-    )
-    models = [unet] if text_encoder is None else [unet, text_encoder]
+    loader = cache.row_loader(config.optim.batch_size, config.seed)
     *prepared, optimizer, loader = accelerator.prepare(*models, optimizer, loader)
-    model, text_model = prepared[0], (prepared[1] if len(prepared) > 1 else None)
     ema = make_ema(trainable, config.ema)
     run.checkpoints.register(scheduler, ema)
-    noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)  # the training noise schedule
-    scaling = components.vae.config.scaling_factor
     run.resume(len(loader))
-
-    for batch in run.batches(loader):
-        with accelerator.accumulate(*prepared):
-            inputs = sample_inputs(cache, batch["index"], scaling, config.caption_dropout, text_model)
-            loss = diffusion_loss(model, components, noise_scheduler, inputs, config)
-            if run.guard.check(loss):
-                accelerator.backward(loss)
-            if accelerator.sync_gradients:
-                run.optimizer_step(trainable, optimizer, scheduler, ema)
-        if accelerator.sync_gradients:
-            run.end_step({"loss": loss.item(), "lr": scheduler.get_last_lr()[0]}, models)
-            every = config.validation.every_steps
-            if every and run.step % every == 0 and not run.done:
-                _validate(accelerator, components, ema, trainable, config, run.step)
-            if run.done:
-                break
-
-    if ema is not None:
-        ema.copy_to(trainable)
-    _validate(accelerator, components, None, trainable, config, run.step)
+    trainer = Trainer(
+        train_step=_train_step(prepared, components, cache, config),
+        updates=[OptimizerUpdate(optimizer, scheduler, trainable, ema)],
+        prepared=prepared,
+        saved=models,
+        validate=lambda step: _validate(accelerator, components, config, run, step),
+    )
+    train_loop(run, loader, trainer)  # ends with the EMA weights in the models
     summary = {
         **run.finish(trainable),
         "cached_images": len(cache),
         "corrupt_images_skipped_in_cache": cache.skipped,
     }
-    out = _export(accelerator, components, config, summary, len(train_data))
+    out = _export(accelerator, components, config, run, summary, len(train_data))
     run.close()
     return out
 
 
+def _trained_models(components: Components, config: UNetTrainConfig) -> tuple[list, list[dict]]:
+    """The U-Net (LoRA-adapted if lora.rank), and the text encoder when it trains too, set up for training;
+    and their parameter groups (the text encoder's with its own learning rate)."""
+    unet, text_encoder = components.unet, components.text_encoder
+    if config.lora.rank:
+        add_lora(unet, config.lora)
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        if config.train_text_encoder:
+            text_encoder.gradient_checkpointing_enable()
+    unet.train()
+    groups = [{"params": [p for p in unet.parameters() if p.requires_grad]}]
+    if not config.train_text_encoder:
+        return [unet], groups
+    lr = config.text_encoder_lr or config.optim.learning_rate
+    return [unet, text_encoder], [*groups, {"params": list(text_encoder.parameters()), "lr": lr}]
+
+
+def _train_step(prepared: list, components: Components, cache: LatentCache, config: UNetTrainConfig):
+    """One micro-batch of cache rows -> the diffusion loss through `backward`; {"loss"}."""
+    model, text_model = prepared[0], (prepared[1] if len(prepared) > 1 else None)
+    noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)  # the training noise schedule
+    scaling = components.vae.config.scaling_factor
+
+    def step(batch, backward: Backward) -> dict[str, torch.Tensor]:
+        inputs = sample_inputs(cache, batch["index"], scaling, config.caption_dropout, text_model)
+        loss = diffusion_loss(model, components, noise_scheduler, inputs, config)
+        backward(loss)
+        return {"loss": loss.detach()}
+
+    return step
+
+
 def _validate(
-    accelerator, components: Components, ema, trainable, config: UNetTrainConfig, step: int
+    accelerator, components: Components, config: UNetTrainConfig, run: TrainingRun, step: int
 ) -> None:
-    if ema is not None:
-        ema.store(trainable)
-        ema.copy_to(trainable)
-    out = Path(config.output_dir) / "validation"
-    log_validation_images(accelerator, components, config.validation, config.data.resolution, out, step)
-    if ema is not None:
-        ema.restore(trainable)
+    resolution = config.data.resolution
+    log_validation_images(accelerator, components, config.validation, resolution, run.dir.validation, step)
 
 
 def _export(
-    accelerator, components: Components, config: UNetTrainConfig, metrics: dict, n_train: int
+    accelerator,
+    components: Components,
+    config: UNetTrainConfig,
+    run: TrainingRun,
+    metrics: dict,
+    n_train: int,
 ) -> Path:
     """Full diffusers folder at output_dir/model, or the LoRA weights at output_dir/lora; model card."""
-    out = Path(config.output_dir) / ("lora" if config.lora.rank else "model")
+    out = run.dir.lora if config.lora.rank else run.dir.model
     if accelerator.is_main_process:
         components.unet.eval()
         if config.lora.rank:
@@ -317,7 +277,7 @@ def _export(
         else:
             components.save_pretrained(out, overwrite=True)
             title = "latentforge text-to-image model"
-        write_model_card(out, title, config, data_note(config.data, n_train), metrics)
+        write_model_card(out, title, run.dir.config, data_note(config.data, n_train), metrics)
         accelerator.print(f"exported {out}")
     accelerator.wait_for_everyone()
     return out

@@ -8,6 +8,7 @@ offline. Exports `output_dir/model/vae/` with `scaling_factor = 1 / std(latents)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -21,17 +22,13 @@ from accelerate import Accelerator
 
 from latentforge.data.training_data import DataConfig, data_note, image_loader, load_splits
 from latentforge.image_metrics import psnr, ssim
+from latentforge.imaging import make_grid, to_pil
 from latentforge.models.component_files import component_folder, has_weights, load_vae
 from latentforge.training import losses
-from latentforge.training.run import TrainingRun
-from latentforge.training.train_config import (
-    OptimConfig,
-    TrainConfig,
-    make_accelerator,
-    make_ema,
-    make_optimizer,
-    write_model_card,
-)
+from latentforge.training.model_card import write_model_card
+from latentforge.training.optimization import OptimizerUpdate, make_ema, make_optimizer
+from latentforge.training.run import Backward, Trainer, TrainingRun, train_loop
+from latentforge.training.train_config import OptimConfig, TrainConfig
 from latentforge.training.vae_networks import AutoencoderWithPosterior, PatchDiscriminator
 
 
@@ -52,7 +49,7 @@ class VAELossConfig:
 class VAETrainConfig(TrainConfig):
     """`latentforge train vae`: what to train, on what, and how."""
 
-    output_dir: str = "runs/vae"  # checkpoints/, logs/, samples/, model/vae/ go here
+    output_dir: str = "runs/vae"  # checkpoints/, logs/, validation/, model/vae/ go here
     model: str = (
         "small"  # architecture (name or folder: random init) or a model/vae folder with weights (fine-tune)
     )
@@ -71,70 +68,70 @@ class VAETrainConfig(TrainConfig):
     train_encoder: bool = (
         True  # false: fine-tune the decoder only (model= a trained VAE); latents stay the same
     )
-    eval_every: int = 500  # held-out PSNR/SSIM + a reconstruction grid every N steps (0 = only at the end)
     scale_samples: int = 1024  # training images encoded to measure std(latents) for scaling_factor
 
 
 def train(config: VAETrainConfig) -> Path:
-    """Train, evaluate and export; returns the exported `output_dir/model` folder."""
-    accelerator = make_accelerator(config, "vae")
-    run = TrainingRun(config, accelerator, "vae")
+    """Train, evaluate (held-out PSNR/SSIM and a reconstruction grid every validation.every_steps) and export;
+    returns the exported `output_dir/model` folder."""
+    run = TrainingRun(config, "vae")
+    accelerator = run.accelerator
     vae = load_vae(config.model, seed=config.seed)
     _prepare_start(vae, config)
-    autoencoder = AutoencoderWithPosterior(vae)
-    lc = config.loss
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed + 1)
-        disc = PatchDiscriminator(vae.config.out_channels, lc.disc_channels, lc.disc_layers)
+        disc = PatchDiscriminator(vae.config.out_channels, config.loss.disc_channels, config.loss.disc_layers)
     train_data, held_out = load_splits(config.data)
     loader = image_loader(train_data, config.data, config.optim.batch_size, shuffle=True)
     trained = _trained(vae)
     opt_g, sched_g = make_optimizer(trained, config.optim)
-    d_optim = OptimConfig(
-        **{**vars(config.optim), "learning_rate": lc.disc_learning_rate or config.optim.learning_rate}
+    disc_lr = config.loss.disc_learning_rate or config.optim.learning_rate
+    opt_d, sched_d = make_optimizer(
+        disc.parameters(), dataclasses.replace(config.optim, learning_rate=disc_lr)
     )
-    opt_d, sched_d = make_optimizer(disc.parameters(), d_optim)
-    autoencoder, disc, opt_g, opt_d, loader = accelerator.prepare(autoencoder, disc, opt_g, opt_d, loader)
+    autoencoder, disc, opt_g, opt_d, loader = accelerator.prepare(
+        AutoencoderWithPosterior(vae), disc, opt_g, opt_d, loader
+    )
     ema = make_ema(trained, config.ema)
     run.checkpoints.register(sched_g, sched_d, ema)
     run.resume(len(loader))
-    raw_disc = accelerator.unwrap_model(disc)
-    last_layer = vae.decoder.conv_out.weight  # the adaptive weight balances gradients at this layer
-
-    for batch in run.batches(loader):
-        images = batch["pixel_values"]
-        disc_on = run.step >= lc.disc_start
-        with accelerator.accumulate(autoencoder, disc):
-            recon, loss_g, logs = _generator_loss(autoencoder, raw_disc, last_layer, images, lc, disc_on)
-            if run.guard.check(loss_g):
-                accelerator.backward(loss_g)
-            if disc_on:
-                loss_d = losses.hinge_d_loss(disc(images), disc(recon.detach()))
-                logs["d_loss"] = loss_d.item()
-                if run.guard.check(loss_d):
-                    accelerator.backward(loss_d)
-            if accelerator.sync_gradients:
-                if run.guard.end_window(run.step + 1):
-                    _apply(accelerator, config.optim.max_grad_norm, autoencoder, opt_g, sched_g)
-                    if disc_on:
-                        _apply(accelerator, config.optim.max_grad_norm, disc, opt_d, sched_d)
-                    if ema is not None:
-                        ema.step(trained)
-                opt_g.zero_grad(set_to_none=True)
-                opt_d.zero_grad(set_to_none=True)
-        if accelerator.sync_gradients:
-            logs.update(loss=loss_g.item(), lr=sched_g.get_last_lr()[0])
-            run.end_step(logs, [vae])
-            if config.eval_every and run.step % config.eval_every == 0 and not run.done:
-                _evaluate(accelerator, vae, ema, held_out, config, run.step)
-            if run.done:
-                break
-
-    metrics = _evaluate(accelerator, vae, ema, held_out, config, run.step)
+    trainer = Trainer(
+        train_step=_train_step(run, autoencoder, disc, vae, config.loss),
+        updates=[
+            OptimizerUpdate(opt_g, sched_g, trained, ema),
+            OptimizerUpdate(
+                opt_d, sched_d, list(disc.parameters()), active=lambda step: step >= config.loss.disc_start
+            ),
+        ],
+        prepared=[autoencoder, disc],
+        saved=[vae],
+        validate=lambda step: _validate(accelerator, vae, held_out, config, run, step),
+    )
+    metrics = train_loop(run, loader, trainer)  # ends with the EMA weights in the VAE
     summary = run.finish(vae.parameters())
-    out = _export(accelerator, vae, ema, train_data, config, {**metrics, **summary})
+    out = _export(accelerator, vae, train_data, config, run, {**metrics, **summary})
     run.close()
     return out
+
+
+def _train_step(run: TrainingRun, autoencoder, disc, vae, lc: VAELossConfig):
+    """One micro-batch: the autoencoder's loss, then (from disc_start on) the discriminator's, each through
+    `backward`; the scalars to log."""
+    raw_disc = run.accelerator.unwrap_model(disc)
+    last_layer = vae.decoder.conv_out.weight  # the adaptive weight balances gradients at this layer
+
+    def step(batch, backward: Backward) -> dict[str, float | torch.Tensor]:
+        images = batch["pixel_values"]
+        disc_on = run.step >= lc.disc_start
+        recon, loss_g, logs = _generator_loss(autoencoder, raw_disc, last_layer, images, lc, disc_on)
+        backward(loss_g)
+        if disc_on:
+            loss_d = losses.hinge_d_loss(disc(images), disc(recon.detach()))
+            logs["d_loss"] = loss_d.item()
+            backward(loss_d)
+        return {**logs, "loss": loss_g.detach()}
+
+    return step
 
 
 def _prepare_start(vae, config: VAETrainConfig) -> None:
@@ -183,29 +180,19 @@ def _generator_loss(autoencoder, raw_disc, last_layer, images, lc: VAELossConfig
     return recon, loss, logs
 
 
-def _apply(accelerator: Accelerator, max_norm: float, model, optimizer, scheduler) -> None:
-    if max_norm > 0:
-        accelerator.clip_grad_norm_(model.parameters(), max_norm)
-    optimizer.step()
-    scheduler.step()
-
-
 def _trained(vae) -> list[torch.nn.Parameter]:
     """The parameters the optimizer and the EMA follow: the decoder side alone when train_encoder=false."""
     return [p for p in vae.parameters() if p.requires_grad]
 
 
 @torch.no_grad()
-def _evaluate(
-    accelerator: Accelerator, vae, ema, held_out, config: VAETrainConfig, step: int
+def _validate(
+    accelerator: Accelerator, vae, held_out, config: VAETrainConfig, run: TrainingRun, step: int
 ) -> dict[str, float]:
-    """Held-out PSNR/SSIM of posterior-mode reconstructions (EMA weights if on); main process only."""
+    """Held-out PSNR/SSIM of posterior-mode reconstructions and a grid of the first batch (originals above
+    reconstructions) as validation/step-<step>.png; main process only."""
     metrics: dict[str, float] = {}
     if accelerator.is_main_process and len(held_out):
-        trained = _trained(vae)
-        if ema is not None:
-            ema.store(trained)
-            ema.copy_to(trained)
         vae.eval()
         psnrs, ssims, first = [], [], None
         for batch in image_loader(held_out, config.data, config.optim.batch_size, shuffle=False, flip=False):
@@ -215,28 +202,20 @@ def _evaluate(
             ssims.append(ssim((images + 1) / 2, (recon + 1) / 2))
             first = first if first is not None else torch.cat([images[:8], recon[:8]])
         vae.train()
-        if ema is not None:
-            ema.restore(trained)
         metrics = {
             "held_out_psnr": torch.cat(psnrs).mean().item(),
             "held_out_ssim": torch.cat(ssims).mean().item(),
         }
         accelerator.log(metrics, step=step)
         if first is not None:
-            _save_grid(first, Path(config.output_dir) / "samples" / f"vae-step-{step}.png", rows=2)
+            run.dir.validation.mkdir(parents=True, exist_ok=True)
+            grid = make_grid(to_pil((first + 1) / 2), columns=max(1, len(first) // 2))
+            grid.save(run.dir.validation / f"step-{step}.png")
         accelerator.print(
             f"step {step}: held-out PSNR {metrics['held_out_psnr']:.2f} dB, SSIM {metrics['held_out_ssim']:.4f}"
         )
     accelerator.wait_for_everyone()
     return metrics
-
-
-def _save_grid(images: torch.Tensor, path: Path, rows: int) -> None:
-    """images (N, 3, H, W) in [-1, 1] -> one PNG with `rows` rows (originals above reconstructions)."""
-    from torchvision.utils import save_image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image((images.float().cpu() + 1) / 2, path, nrow=max(1, images.shape[0] // rows))
 
 
 @torch.no_grad()
@@ -252,12 +231,13 @@ def measure_latent_std(vae, loader, max_samples: int, device: torch.device) -> f
     return torch.cat(values).std().item()
 
 
-def _export(accelerator: Accelerator, vae, ema, train_data, config: VAETrainConfig, metrics: dict) -> Path:
-    """Write `output_dir/model/vae/` (EMA weights if on, measured scaling_factor) and a model card."""
-    model_dir = Path(config.output_dir) / "model"
+def _export(
+    accelerator: Accelerator, vae, train_data, config: VAETrainConfig, run: TrainingRun, metrics: dict
+) -> Path:
+    """Write `output_dir/model/vae/` (the weights as trained, EMA if on; measured scaling_factor) and a
+    model card."""
+    model_dir = run.dir.model
     if accelerator.is_main_process:
-        if ema is not None:
-            ema.copy_to(_trained(vae))
         vae.eval()
         if config.train_encoder:
             loader = image_loader(train_data, config.data, config.optim.batch_size, shuffle=False, flip=False)
@@ -274,7 +254,7 @@ def _export(accelerator: Accelerator, vae, ema, train_data, config: VAETrainConf
         write_model_card(
             model_dir,
             "latentforge VAE (AutoencoderKL)",
-            config,
+            run.dir.config,
             data_note(config.data, len(train_data)),
             metrics,
         )

@@ -1,5 +1,5 @@
 """Validation images during U-Net training: fixed prompts and seeds through our TextToImagePipeline, saved
-as a grid PNG and logged to TensorBoard through accelerate's tracker."""
+as a grid PNG (`validation/step-<step>.png`) and logged to TensorBoard through accelerate's tracker."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
+from latentforge.imaging import make_grid
 from latentforge.models.components import Components
+from latentforge.pipelines import TextToImagePipeline
+from latentforge.training.train_config import ValidationConfig
 
 
 @dataclass
-class ValidationConfig:
-    """Images from fixed prompts/seeds, to watch a run (EMA weights when EMA is on)."""
+class PromptValidationConfig(ValidationConfig):
+    """Images from fixed prompts/seeds every `every_steps`, to watch a run (EMA weights when EMA is on)."""
 
-    every_steps: int = 500  # make a grid every N steps (0 = only at the end)
     prompts: list[str] = field(
         default_factory=lambda: [
             "a red circle",
@@ -35,7 +37,7 @@ class ValidationConfig:
 def log_validation_images(
     accelerator: Accelerator,
     components: Components,
-    config: ValidationConfig,
+    config: PromptValidationConfig,
     resolution: int,
     out_dir: Path,
     step: int,
@@ -43,9 +45,6 @@ def log_validation_images(
     """Generate the validation grid (main process), save `out_dir/step-<step>.png`, log it; returns the path."""
     path = None
     if accelerator.is_main_process and config.prompts and not components.is_inpaint:
-        from latentforge.imaging import make_grid
-        from latentforge.pipelines import TextToImagePipeline
-
         pipe = TextToImagePipeline.from_components(components)
         pipe.set_progress_bar_config(disable=True)
         models = (components.unet, components.text_encoder)

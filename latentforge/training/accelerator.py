@@ -1,0 +1,57 @@
+"""The Accelerator of a training run: device, mixed precision, gradient accumulation, seeded data order,
+TensorBoard trackers; and the run's config.yaml, written as it starts."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    GradientAccumulationPlugin,
+    ProjectConfiguration,
+    set_seed,
+)
+
+from latentforge.config_loader import config_to_dict, save_config
+from latentforge.training.checkpoints import refuse_overwriting_checkpoints
+from latentforge.training.run_dir import RunDir
+from latentforge.training.train_config import TrainConfig
+
+
+def make_accelerator(config: TrainConfig, project_name: str) -> Accelerator:
+    """Accelerator for `config` (CPU when no CUDA), TensorBoard under logs/, seeded per process; writes the
+    run's config.yaml."""
+    run_dir = RunDir.of(config.output_dir)
+    refuse_overwriting_checkpoints(run_dir.root, config.checkpoint.resume)  # before anything is written there
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=config.mixed_precision,
+        # Windows must not be cut at epoch ends, so that step N always means N * accumulation micro-batches.
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=config.optim.gradient_accumulation_steps, sync_with_dataloader=False
+        ),
+        # Shuffle order is a function of (seed, epoch) alone: resume replays it exactly.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+        project_config=ProjectConfiguration(project_dir=str(run_dir.root), logging_dir=str(run_dir.logs)),
+        log_with="tensorboard",
+    )
+    set_seed(config.seed, device_specific=True)
+    hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in _flat(config).items()}
+    accelerator.init_trackers(project_name, config=hparams)
+    if accelerator.is_main_process:
+        run_dir.root.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir.config)
+    return accelerator
+
+
+def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config_to_dict(config).items() if dataclasses.is_dataclass(config) else config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
