@@ -1,8 +1,9 @@
-"""`latentforge generate | img2img | inpaint`: make images from a prompt and save them with their parameters.
+"""latentforge generate | img2img | inpaint: make images from a prompt (generate), redraw an image guided by
+a prompt (img2img), or repaint the white part of a mask (inpaint), and save each as a PNG.
 
-Image i of a run gets the seed `seed + i`, so it is the same image whatever the batch size. Every PNG carries
-its generation record; `--from-png FILE` makes the same image again (options given on the command line
-override the record). Torch and diffusers are imported only when a command runs.
+Image i of a run gets the seed SEED + i, so it is the same image whatever the batch size. Every PNG carries
+its generation record (A1111's `parameters` text and a JSON record); --from-png FILE makes the same image
+again, and options given on the command line override the record.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ import random
 import sys
 from pathlib import Path
 
+from latentforge.commands.png_record import GenerationRecord, read_record, save_png
 from latentforge.commands.sampling_flags import add_sampling_arguments, given_sampling
+from latentforge.imaging import make_grid
+from latentforge.pipelines.sampling_defaults import read_defaults
 from latentforge.pipelines.schedulers import SCHEDULER_NAMES
 from latentforge.resources import DEFAULT_MODEL
 
 TASKS = {"generate": "txt2img", "img2img": "img2img", "inpaint": "inpaint"}
 DEFAULT_STRENGTH = {"txt2img": None, "img2img": 0.75, "inpaint": 1.0}
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+RAW = argparse.RawDescriptionHelpFormatter  # keep the docstring's paragraphs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,9 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "inpaint": "inpainting: repaint the white part of --mask in --image",
     }
     for command, help_text in helps.items():
-        parser = subparsers.add_parser(
-            command, help=help_text, description=help_text + ". " + __doc__.split("\n")[2]
-        )
+        parser = subparsers.add_parser(command, help=help_text, description=__doc__, formatter_class=RAW)
         _add_common_arguments(parser)
         if command != "generate":
             parser.add_argument("--image", help="input image file")
@@ -80,11 +83,8 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
-def _settings(args: argparse.Namespace):
+def _settings(args: argparse.Namespace) -> GenerationRecord:
     """The generation record for this run: command line over --from-png record over the model's defaults."""
-    from latentforge.commands.png_record import GenerationRecord, read_record
-    from latentforge.pipelines.sampling_defaults import read_defaults
-
     if args.from_png:
         record = read_record(args.from_png)
     else:
@@ -133,7 +133,7 @@ def _parse_size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def _check(record, args: argparse.Namespace) -> list[Path]:
+def _check(record: GenerationRecord, args: argparse.Namespace) -> list[Path]:
     """Cheap checks before any model loads; returns the output paths."""
     if args.prompt is None and not args.from_png:
         raise ValueError("give a PROMPT (or --from-png FILE)")
@@ -168,50 +168,27 @@ def _check(record, args: argparse.Namespace) -> list[Path]:
 def _run(args: argparse.Namespace) -> int:
     record = _settings(args)
     paths = _check(record, args)
+    # Imported here, not at the top: they import torch and diffusers, and cli.py imports this module to build
+    # its parser, so `latentforge --help` would wait for them.
+    import torch
+
+    from latentforge.models.components import resolve_device
+    from latentforge.pipelines.call_args import CallArgs
     from latentforge.pipelines.image_inputs import load_image
+    from latentforge.pipelines.pipeline import PIPELINES
 
     image = load_image(record.image, "--image") if record.image else None
     mask = load_image(record.mask, "--mask", mode="L") if record.mask else None
-
-    import torch
-
-    from latentforge.commands import png_record
-    from latentforge.imaging import make_grid
-    from latentforge.pipelines.pipeline import ImageToImagePipeline, InpaintPipeline, TextToImagePipeline
-
-    device = record.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype_name = record.dtype or "auto"
-    if dtype_name == "auto":
-        dtype_name = "float16" if torch.device(device).type == "cuda" else "float32"
-    record.device, record.dtype = device, dtype_name
-    pipeline_cls = {
-        "txt2img": TextToImagePipeline,
-        "img2img": ImageToImagePipeline,
-        "inpaint": InpaintPipeline,
-    }
-    pipe = pipeline_cls[record.task].from_pretrained(record.model, torch_dtype=getattr(torch, dtype_name))
-    pipe.to(device)
+    record.device = resolve_device(record.device)
+    if (record.dtype or "auto") == "auto":
+        record.dtype = "float16" if torch.device(record.device).type == "cuda" else "float32"
+    pipe = PIPELINES[record.task].from_pretrained(record.model, torch_dtype=getattr(torch, record.dtype))
+    pipe.to(record.device)
     if record.scheduler:
         pipe.set_scheduler(record.scheduler)
-    weights_hash = pipe.components.weights_hash()
-    if record.model_hash and record.model_hash != weights_hash:
-        print(
-            f"warning: the model's weights hash {weights_hash} differs from the image's {record.model_hash}",
-            file=sys.stderr,
-        )
-    record.model_hash = weights_hash
-    task_inputs = {
-        "img2img": {"image": image, "strength": record.strength},
-        "inpaint": {
-            "image": image,
-            "mask_image": mask,
-            "strength": record.strength,
-            "mask_blur": record.mask_blur,
-            "paste_back": record.paste_back,
-        },
-    }.get(record.task, {})
-    images = pipe(
-        record.prompt,
+    _check_weights_hash(record, pipe.components.weights_hash())
+    call = CallArgs(
+        prompt=record.prompt,
         negative_prompt=record.negative_prompt or None,
         num_inference_steps=record.steps,
         guidance_scale=record.guidance_scale,
@@ -221,13 +198,33 @@ def _run(args: argparse.Namespace) -> int:
         width=record.width,
         num_images_per_prompt=record.num_images,
         generator=[record.seed + i for i in range(record.num_images)],
-        **task_inputs,
-    ).images
+    )
+    if record.task != "txt2img":
+        call = dataclasses.replace(call, image=image, strength=record.strength)
+    if record.task == "inpaint":
+        call = dataclasses.replace(
+            call, mask_image=mask, mask_blur=record.mask_blur, paste_back=record.paste_back
+        )
+    _save(pipe.generate(call).images, paths, record)
+    return 0
+
+
+def _check_weights_hash(record: GenerationRecord, weights_hash: str) -> None:
+    """Warn when the model differs from the one that made the --from-png image; record the hash."""
+    if record.model_hash and record.model_hash != weights_hash:
+        print(
+            f"warning: the model's weights hash {weights_hash} differs from the image's {record.model_hash}",
+            file=sys.stderr,
+        )
+    record.model_hash = weights_hash
+
+
+def _save(images: list, paths: list[Path], record: GenerationRecord) -> None:
+    """Each image with its own seed in its record, then the grid of several."""
     record.width, record.height = images[0].size
     for i, (img, path) in enumerate(zip(images, paths)):
-        png_record.save_png(img, path, dataclasses.replace(record, seed=record.seed + i, num_images=1))
+        save_png(img, path, dataclasses.replace(record, seed=record.seed + i, num_images=1))
         print(f"saved {path} (seed {record.seed + i})")
     if len(images) > 1:
-        png_record.save_png(make_grid(images), paths[-1], dataclasses.replace(record, grid=True))
+        save_png(make_grid(images), paths[-1], dataclasses.replace(record, grid=True))
         print(f"saved {paths[-1]} (grid of {len(images)})")
-    return 0

@@ -1,7 +1,8 @@
-"""Text-to-image, image-to-image and inpainting pipelines over one denoising core (see `core.py`).
+"""Text-to-image, image-to-image and inpainting pipelines over one denoising core (see `denoising.py`).
 
-The classes are imported lazily, so light submodules (`schedulers`, `metadata`) can be used, e.g. by the
-CLI's argument parser, without importing torch and diffusers.
+Their call keywords are `call_args.CallArgs`. The classes are imported lazily, so light submodules
+(`schedulers`, `sampling_defaults`) can be used, e.g. by the CLI's argument parser, without importing torch
+and diffusers.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ _EXPORTS = {
     "ImageToImagePipeline": "latentforge.pipelines.pipeline",
     "InpaintPipeline": "latentforge.pipelines.pipeline",
     "PipelineOutput": "latentforge.pipelines.pipeline",
+    "CallArgs": "latentforge.pipelines.call_args",
     "encode_prompt": "latentforge.pipelines.prompts",
     "SCHEDULER_NAMES": "latentforge.pipelines.schedulers",
 }

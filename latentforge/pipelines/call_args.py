@@ -1,110 +1,221 @@
-"""Validation of a pipeline call, done in full before any model runs; each error names the argument.
+"""The keywords of a pipeline call, written once, and their validation, done in full before any model runs.
 
-`plan_call` turns the keywords of `__call__` into a `CallPlan` with normalised values (prompt lists,
-CPU generators, image and mask tensors in [0, 1], the output size).
+`CallArgs` holds every keyword with diffusers' name and default; each field's metadata says which tasks
+take it and what it means. From it follow the three pipelines' `__call__` (`call_method`): its signature
+(`call_signature`), its binding of the arguments (`CallArgs.bind`) and its "Args:" docs. `plan_call`
+checks a `CallArgs` (each error names the argument) and returns a `CallPlan`: the arguments plus what they
+imply (prompt lists, batch, output size, image and mask tensors, CPU generators).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from latentforge.pipelines import image_inputs
-from latentforge.pipelines.denoising import Generator
+from latentforge.pipelines.denoising import Generator, StepCallback
 from latentforge.pipelines.prompts import check_clip_skip
 
+TASKS = ("txt2img", "img2img", "inpaint")
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+def _keyword(
+    default: Any,
+    doc: str,
+    tasks: tuple[str, ...] = TASKS,
+    positional: bool = False,
+    task_defaults: dict[str, Any] | None = None,
+) -> Any:
+    """A CallArgs field: `doc` is its line in the docs; `positional` fields come first in `__call__`."""
+    metadata = {"doc": doc, "tasks": tasks, "positional": positional, "task_defaults": task_defaults or {}}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+# eq=False: tensors and images do not compare as values.
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class CallArgs:
+    """One pipeline call. The defaults are txt2img's and inpainting's; `bind` applies a task's own."""
+
+    prompt: str | list[str] | None = _keyword(
+        None, "the text, or a list of texts; A1111 emphasis like (word:1.3) and BREAK work", positional=True
+    )
+    image: image_inputs.ImageInput = _keyword(
+        None,
+        "input image(s): path, PIL image(s), numpy array or tensor in [0, 1]",
+        ("img2img", "inpaint"),
+        positional=True,
+    )
+    mask_image: image_inputs.ImageInput = _keyword(
+        None,
+        "mask(s) of the image's size: white = repaint, black = keep, grey = blend",
+        ("inpaint",),
+        positional=True,
+    )
+    strength: float = _keyword(
+        1.0,
+        "share of the schedule to run, in (0, 1]: int(num_inference_steps x strength) steps",
+        ("img2img", "inpaint"),
+        positional=True,
+        task_defaults={"img2img": 0.8},
+    )
+    mask_blur: float = _keyword(
+        0.0, "Gaussian blur of the mask edge, sigma in pixels", ("inpaint",), positional=True
+    )
+    paste_back: bool = _keyword(
+        True, "keep the input's exact pixels where the (blurred) mask is 0", ("inpaint",), positional=True
+    )
+    negative_prompt: str | list[str] | None = _keyword(
+        None, "what to steer away from: one text for all prompts, or one per prompt (with guidance)"
+    )
+    num_inference_steps: int = _keyword(50, "denoising steps of the whole schedule")
+    guidance_scale: float = _keyword(7.5, "classifier-free guidance scale, >= 0; <= 1 turns guidance off")
+    guidance_rescale: float = _keyword(0.0, "in [0, 1]: rescale guided noise to the conditional std")
+    num_images_per_prompt: int = _keyword(1, "images made for each prompt")
+    generator: torch.Generator | int | list[torch.Generator | int] | None = _keyword(
+        None, "torch.Generator or int seed, or one per image; None: seeded from torch's global RNG"
+    )
+    latents: torch.Tensor | None = _keyword(
+        None, "the starting noise (images, latent channels, height / VAE factor, width / VAE factor)"
+    )
+    prompt_embeds: torch.Tensor | None = _keyword(None, "text-encoder output (B, L, D), instead of prompt")
+    negative_prompt_embeds: torch.Tensor | None = _keyword(None, "the same for negative_prompt")
+    clip_skip: int | None = _keyword(None, "skip the last N text-encoder layers (diffusers' convention)")
+    height: int | None = _keyword(
+        None, "output height in pixels, a multiple of the VAE factor; None: the model's or image's"
+    )
+    width: int | None = _keyword(None, "output width in pixels, likewise")
+    eta: float = _keyword(0.0, "DDIM's eta, >= 0 (schedulers without eta ignore it)")
+    output_type: str = _keyword("pil", "pil, np (B, H, W, 3), pt (B, 3, H, W) in [0, 1], or latent")
+    return_dict: bool = _keyword(True, "a PipelineOutput; False: the tuple (images, None)")
+    callback_on_step_end: StepCallback | None = _keyword(
+        None, "f(pipe, step, timestep, {'latents': ...}) after each step; may return new latents"
+    )
+
+    @classmethod
+    def bind(cls, task: str, /, *args: Any, **kwargs: Any) -> CallArgs:
+        """The arguments of a `task` call as `__call__` takes them, with the task's defaults; TypeError as
+        Python gives it for an unknown or repeated keyword."""
+        bound = call_signature(task).bind(*args, **kwargs)
+        bound.apply_defaults()
+        return cls(**bound.arguments)
+
+
+def task_fields(task: str) -> list[dataclasses.Field]:
+    """The CallArgs fields a `task` call takes, in signature order."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    return [f for f in dataclasses.fields(CallArgs) if task in f.metadata["tasks"]]
+
+
+@functools.cache
+def call_signature(task: str) -> inspect.Signature:
+    """`__call__`'s parameters for `task`: prompt and the task's inputs positional, the rest keyword-only."""
+    kinds = {True: inspect.Parameter.POSITIONAL_OR_KEYWORD, False: inspect.Parameter.KEYWORD_ONLY}
+    return inspect.Signature(
+        [
+            inspect.Parameter(
+                f.name,
+                kinds[f.metadata["positional"]],
+                default=f.metadata["task_defaults"].get(task, f.default),
+                annotation=f.type,
+            )
+            for f in task_fields(task)
+        ]
+    )
+
+
+def call_method(cls: type, returns: type) -> Callable[..., Any]:
+    """`__call__` for a pipeline class with `task` and `generate(CallArgs)`: it binds its arguments into a
+    CallArgs (TypeError for an unknown keyword, as Python words it) and runs `generate`; its signature and
+    "Args:" docs are made from the fields `cls.task` takes."""
+    task = cls.task
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            call = CallArgs.bind(task, *args, **kwargs)
+        except TypeError as err:
+            raise TypeError(f"{__call__.__qualname__}() {err}") from None
+        return self.generate(call)
+
+    signature = call_signature(task)
+    self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    __call__.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[self_parameter, *signature.parameters.values()], return_annotation=returns
+    )
+    __call__.__qualname__ = f"{cls.__qualname__}.__call__"
+    __call__.__doc__ = (
+        f"Make images ({task}): `generate(CallArgs.bind({task!r}, ...))`.\n\nArgs:\n"
+        + "".join(f"    {f.name}: {f.metadata['doc']}\n" for f in task_fields(task))
+        + f"\nReturns:\n    {returns.__name__}(images=...), or (images, None) with return_dict=False.\n"
+    )
+    return __call__
 
 
 @dataclasses.dataclass
 class CallPlan:
-    """The checked arguments of one call; `images` (N, 3, H, W) and `masks` (M, 1, H, W) are in [0, 1]."""
+    """A checked call: `args` (numbers as float, flags as bool) and what they imply, used instead of them."""
 
-    task: str
-    prompts: list[str] | None
-    negative_prompts: list[str] | None
-    prompt_embeds: torch.Tensor | None
-    negative_prompt_embeds: torch.Tensor | None
-    batch: int
-    num_images_per_prompt: int
+    args: CallArgs
+    prompts: list[str] | None  # None when args.prompt_embeds is given
+    negative_prompts: list[str] | None  # one per prompt
+    batch: int  # prompts, or rows of prompt_embeds
     height: int
     width: int
-    num_inference_steps: int
-    strength: float
-    guidance_scale: float
-    guidance_rescale: float
-    clip_skip: int | None
-    eta: float
-    generator: Generator
-    latents: torch.Tensor | None
-    images: torch.Tensor | None
-    masks: torch.Tensor | None
-    mask_blur: float
-    paste_back: bool
-    output_type: str
-    return_dict: bool
-    callback: Callable | None
+    generator: Generator  # CPU generators: one, or one per image
+    images: torch.Tensor | None  # (N, 3, height, width) in [0, 1]
+    masks: torch.Tensor | None  # (M, 1, height, width) in [0, 1]
 
     @property
     def total(self) -> int:
         """Images made by the call: prompts x images per prompt."""
-        return self.batch * self.num_images_per_prompt
+        return self.batch * self.args.num_images_per_prompt
 
 
-def plan_call(pipe: Any, task: str, args: dict[str, Any]) -> CallPlan:
-    """Check every argument of a `task` ("txt2img", "img2img", "inpaint") call and normalise them."""
+def plan_call(pipe: Any, task: str, args: CallArgs) -> CallPlan:
+    """Check every argument of a `task` ("txt2img", "img2img", "inpaint") call and derive the plan."""
     _check_unet(pipe.unet, task)
-    prompts, negatives, batch = _check_prompts(
-        args["prompt"], args["negative_prompt"], args["prompt_embeds"], args["negative_prompt_embeds"]
-    )
-    _check_numbers(args, task)
-    check_clip_skip(args["clip_skip"], pipe.text_encoder)
-    if args["output_type"] not in OUTPUT_TYPES:
-        raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}; got {args['output_type']!r}")
-    if args["callback_on_step_end"] is not None and not callable(args["callback_on_step_end"]):
+    _check_task_keywords(args, task)
+    prompts, negatives, batch = _check_prompts(args)
+    _check_numbers(args)
+    check_clip_skip(args.clip_skip, pipe.text_encoder)
+    if args.output_type not in OUTPUT_TYPES:
+        raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}; got {args.output_type!r}")
+    if args.callback_on_step_end is not None and not callable(args.callback_on_step_end):
         raise ValueError(
             "callback_on_step_end must be callable (pipe, step, timestep, tensors) -> dict or None"
         )
+    for name, value in (("paste_back", args.paste_back), ("return_dict", args.return_dict)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
     images, masks, height, width = _check_images(pipe, task, args, batch)
-    total = batch * args["num_images_per_prompt"]
+    total = batch * args.num_images_per_prompt
     factor = pipe.vae_scale_factor
     latent_shape = (total, pipe.vae.config.latent_channels, height // factor, width // factor)
-    latents = args["latents"]
-    if latents is not None and tuple(latents.shape) != latent_shape:
+    if args.latents is not None and tuple(args.latents.shape) != latent_shape:
         raise ValueError(
             f"latents: expected shape {latent_shape} (images x channels x height/{factor} x width/{factor}), "
-            f"got {tuple(latents.shape)}"
+            f"got {tuple(args.latents.shape)}"
         )
-    return CallPlan(
-        task=task,
-        prompts=prompts,
-        negative_prompts=negatives,
-        prompt_embeds=args["prompt_embeds"],
-        negative_prompt_embeds=args["negative_prompt_embeds"],
-        batch=batch,
-        num_images_per_prompt=args["num_images_per_prompt"],
-        height=height,
-        width=width,
-        num_inference_steps=args["num_inference_steps"],
-        strength=float(args["strength"]),
-        guidance_scale=float(args["guidance_scale"]),
-        guidance_rescale=float(args["guidance_rescale"]),
-        clip_skip=args["clip_skip"],
-        eta=float(args["eta"]),
-        generator=normalize_generator(args["generator"], total),
-        latents=latents,
-        images=images,
-        masks=masks,
-        mask_blur=float(args["mask_blur"]),
-        paste_back=bool(args["paste_back"]),
-        output_type=args["output_type"],
-        return_dict=bool(args["return_dict"]),
-        callback=args["callback_on_step_end"],
+    generator = normalize_generator(args.generator, total)
+    checked = dataclasses.replace(
+        args,
+        strength=float(args.strength),
+        guidance_scale=float(args.guidance_scale),
+        guidance_rescale=float(args.guidance_rescale),
+        eta=float(args.eta),
+        mask_blur=float(args.mask_blur),
+        paste_back=bool(args.paste_back),
+        return_dict=bool(args.return_dict),
     )
+    return CallPlan(checked, prompts, negatives, batch, height, width, generator, images, masks)
 
 
 def _check_unet(unet, task: str) -> None:
@@ -120,7 +231,20 @@ def _check_unet(unet, task: str) -> None:
         )
 
 
-def _check_prompts(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds):
+def _check_task_keywords(args: CallArgs, task: str) -> None:
+    """A keyword another task takes must keep its default (only `generate(CallArgs(...))` can set it)."""
+    for field in dataclasses.fields(CallArgs):
+        value = getattr(args, field.name)
+        unchanged = value is field.default or (type(value) in (bool, int, float) and value == field.default)
+        tasks = field.metadata["tasks"]
+        if task not in tasks and not unchanged:
+            raise ValueError(
+                f"{field.name}: a {task} call takes no {field.name} (it is for {' and '.join(tasks)})"
+            )
+
+
+def _check_prompts(args: CallArgs) -> tuple[list[str] | None, list[str] | None, int]:
+    prompt, negative_prompt, prompt_embeds = args.prompt, args.negative_prompt, args.prompt_embeds
     if (prompt is None) == (prompt_embeds is None):
         raise ValueError(
             "give exactly one of prompt and prompt_embeds; got "
@@ -137,7 +261,7 @@ def _check_prompts(prompt, negative_prompt, prompt_embeds, negative_prompt_embed
         if not isinstance(prompt_embeds, torch.Tensor) or prompt_embeds.ndim != 3:
             raise ValueError("prompt_embeds must be a tensor (batch, tokens, dim)")
         prompts, batch = None, prompt_embeds.shape[0]
-    if negative_prompt is not None and negative_prompt_embeds is not None:
+    if negative_prompt is not None and args.negative_prompt_embeds is not None:
         raise ValueError("give at most one of negative_prompt and negative_prompt_embeds, not both")
     negatives = [negative_prompt] * batch if isinstance(negative_prompt, str) else negative_prompt
     if negatives is not None and (
@@ -151,8 +275,9 @@ def _check_prompts(prompt, negative_prompt, prompt_embeds, negative_prompt_embed
             f"negative_prompt: the list has {len(negatives)} entries but there are {batch} prompts; "
             "give one string for all, or one per prompt"
         )
-    if negative_prompt_embeds is not None and (
-        not isinstance(negative_prompt_embeds, torch.Tensor) or negative_prompt_embeds.shape[0] != batch
+    negative_embeds = args.negative_prompt_embeds
+    if negative_embeds is not None and (
+        not isinstance(negative_embeds, torch.Tensor) or negative_embeds.shape[0] != batch
     ):
         raise ValueError(f"negative_prompt_embeds must be a tensor with {batch} rows, one per prompt")
     return prompts, negatives, batch
@@ -166,24 +291,24 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_numbers(args: dict[str, Any], task: str) -> None:
-    steps = args["num_inference_steps"]
+def _check_numbers(args: CallArgs) -> None:
+    steps = args.num_inference_steps
     if not _is_int(steps) or steps < 1:
         raise ValueError(f"num_inference_steps must be an int >= 1, got {steps!r}")
-    if not _is_number(args["guidance_scale"]) or args["guidance_scale"] < 0:
+    if not _is_number(args.guidance_scale) or args.guidance_scale < 0:
         raise ValueError(
-            f"guidance_scale must be a number >= 0 (<= 1 turns guidance off), got {args['guidance_scale']!r}"
+            f"guidance_scale must be a number >= 0 (<= 1 turns guidance off), got {args.guidance_scale!r}"
         )
-    if not _is_number(args["guidance_rescale"]) or not 0 <= args["guidance_rescale"] <= 1:
-        raise ValueError(f"guidance_rescale must be in [0, 1], got {args['guidance_rescale']!r}")
-    count = args["num_images_per_prompt"]
+    if not _is_number(args.guidance_rescale) or not 0 <= args.guidance_rescale <= 1:
+        raise ValueError(f"guidance_rescale must be in [0, 1], got {args.guidance_rescale!r}")
+    count = args.num_images_per_prompt
     if not _is_int(count) or count < 1:
         raise ValueError(f"num_images_per_prompt must be an int >= 1, got {count!r}")
-    if not _is_number(args["eta"]) or args["eta"] < 0:
-        raise ValueError(f"eta must be a number >= 0, got {args['eta']!r}")
-    if not _is_number(args["mask_blur"]) or args["mask_blur"] < 0:
-        raise ValueError(f"mask_blur must be a number of pixels >= 0, got {args['mask_blur']!r}")
-    strength = args["strength"]
+    if not _is_number(args.eta) or args.eta < 0:
+        raise ValueError(f"eta must be a number >= 0, got {args.eta!r}")
+    if not _is_number(args.mask_blur) or args.mask_blur < 0:
+        raise ValueError(f"mask_blur must be a number of pixels >= 0, got {args.mask_blur!r}")
+    strength = args.strength
     if not _is_number(strength) or not 0 < strength <= 1:
         raise ValueError(f"strength must be in (0, 1], got {strength!r}")
     if int(steps * strength) < 1:
@@ -193,9 +318,9 @@ def _check_numbers(args: dict[str, Any], task: str) -> None:
         )
 
 
-def _check_images(pipe, task: str, args: dict[str, Any], batch: int):
+def _check_images(pipe, task: str, args: CallArgs, batch: int):
     factor = pipe.vae_scale_factor
-    height, width = args["height"], args["width"]
+    height, width = args.height, args.width
     for name, value in (("height", height), ("width", width)):
         if value is not None and not _is_int(value):
             raise ValueError(f"{name} must be an int (pixels), got {value!r}")
@@ -204,33 +329,36 @@ def _check_images(pipe, task: str, args: dict[str, Any], batch: int):
         height, width = height or size, width or size
         image_inputs.check_size(height, width, factor, "height/width")
         return None, None, height, width
-    if args["image"] is None:
+    if args.image is None:
         raise ValueError(f"image is required for {task}: a path, PIL image, numpy array or tensor")
-    images = image_inputs.to_tensor(args["image"], "image", 3)
+    images = image_inputs.to_tensor(args.image, "image", 3)
     if images.shape[0] not in (1, batch):
         raise ValueError(
             f"image: got {images.shape[0]} images for {batch} prompts; give one image or one per prompt"
         )
-    masks = None
-    if task == "inpaint":
-        if args["mask_image"] is None:
-            raise ValueError("mask_image is required for inpainting (white = repaint, black = keep)")
-        masks = image_inputs.to_tensor(args["mask_image"], "mask_image", 1)
-        if masks.shape[-2:] != images.shape[-2:]:
-            raise ValueError(
-                f"mask_image is {masks.shape[-1]}x{masks.shape[-2]} but image is {images.shape[-1]}x"
-                f"{images.shape[-2]}; give a mask of the image's size"
-            )
-        if masks.shape[0] not in (1, images.shape[0]):
-            raise ValueError(
-                f"mask_image: got {masks.shape[0]} masks for {images.shape[0]} images; give 1 or one each"
-            )
+    masks = _check_masks(args.mask_image, images) if task == "inpaint" else None
     source = "height/width" if height or width else f"the image size {images.shape[-1]}x{images.shape[-2]}"
     height, width = height or images.shape[-2], width or images.shape[-1]
     image_inputs.check_size(height, width, factor, source)
     images = image_inputs.resize(images, height, width)
     masks = image_inputs.resize(masks, height, width) if masks is not None else None
     return images, masks, height, width
+
+
+def _check_masks(mask_image: image_inputs.ImageInput, images: torch.Tensor) -> torch.Tensor:
+    if mask_image is None:
+        raise ValueError("mask_image is required for inpainting (white = repaint, black = keep)")
+    masks = image_inputs.to_tensor(mask_image, "mask_image", 1)
+    if masks.shape[-2:] != images.shape[-2:]:
+        raise ValueError(
+            f"mask_image is {masks.shape[-1]}x{masks.shape[-2]} but image is {images.shape[-1]}x"
+            f"{images.shape[-2]}; give a mask of the image's size"
+        )
+    if masks.shape[0] not in (1, images.shape[0]):
+        raise ValueError(
+            f"mask_image: got {masks.shape[0]} masks for {images.shape[0]} images; give 1 or one each"
+        )
+    return masks
 
 
 def normalize_generator(generator, total: int) -> Generator:

@@ -1,15 +1,16 @@
 """TextToImagePipeline, ImageToImagePipeline and InpaintPipeline: thin task front-ends over one base.
 
-The base validates a call (`checks.plan_call`), encodes the prompts, prepares the first latents and the
-inpainting condition, runs the shared loop (`denoising.denoise`) and decodes. Per-call values live in local
-variables and a private copy of the scheduler, so one pipeline object can serve several threads.
+Each class's `__call__` binds its arguments into a `call_args.CallArgs` (its signature and docs are made
+from that one list) and runs `generate`, which validates the call (`call_args.plan_call`), encodes the
+prompts, prepares the first latents and the inpainting condition, runs the shared loop (`denoising.denoise`)
+and decodes. Per-call values live in local variables and a private copy of the scheduler, so one pipeline
+object can serve several threads.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import os
 from typing import Any, ClassVar
 
@@ -22,7 +23,7 @@ from diffusers.utils import BaseOutput
 from latentforge.imaging import to_pil
 from latentforge.models.components import Components
 from latentforge.pipelines import denoising, image_inputs
-from latentforge.pipelines.call_args import CallPlan, plan_call
+from latentforge.pipelines.call_args import CallArgs, CallPlan, call_method, plan_call
 from latentforge.pipelines.memory_switches import MemorySwitches
 from latentforge.pipelines.prompts import encode_prompt
 from latentforge.pipelines.schedulers import make_scheduler
@@ -118,107 +119,97 @@ class _Pipeline(MemorySwitches):
             )
 
     # ---- generation ------------------------------------------------------------------------------
-    def _generate(
-        self,
-        prompt: str | list[str] | None = None,
-        *,
-        image: image_inputs.ImageInput = None,
-        mask_image: image_inputs.ImageInput = None,
-        strength: float = 1.0,
-        mask_blur: float = 0.0,
-        paste_back: bool = True,
-        negative_prompt: str | list[str] | None = None,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 7.5,
-        guidance_rescale: float = 0.0,
-        num_images_per_prompt: int = 1,
-        generator: torch.Generator | int | list[torch.Generator | int] | None = None,
-        latents: torch.Tensor | None = None,
-        prompt_embeds: torch.Tensor | None = None,
-        negative_prompt_embeds: torch.Tensor | None = None,
-        clip_skip: int | None = None,
-        height: int | None = None,
-        width: int | None = None,
-        eta: float = 0.0,
-        output_type: str = "pil",
-        return_dict: bool = True,
-        callback_on_step_end: denoising.StepCallback | None = None,
-    ) -> PipelineOutput | tuple:
-        plan = plan_call(self, self.task, dict(locals()))
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A class that sets `task` gets its `__call__` made from `CallArgs` (signature, binding, docs)."""
+        super().__init_subclass__(**kwargs)
+        if "task" in cls.__dict__:
+            cls.__call__ = call_method(cls, PipelineOutput)
+
+    def generate(self, args: CallArgs) -> PipelineOutput | tuple:
+        """Run one call: check `args` in full (`call_args.plan_call`), then generate."""
+        plan = plan_call(self, self.task, args)
         try:
             with torch.no_grad():
                 images = self._run(plan)
         finally:
             self._after_call()
-        return PipelineOutput(images=images) if plan.return_dict else (images, None)
+        return PipelineOutput(images=images) if plan.args.return_dict else (images, None)
 
     def _run(self, plan: CallPlan):
-        device, dtype, vae = self.device, self.unet.dtype, self.vae
-        guided = plan.guidance_scale > 1
-        cond, uncond = encode_prompt(
-            self.tokenizer,
-            self.text_encoder,
-            plan.prompts,
-            plan.negative_prompts,
-            _to(plan.prompt_embeds, device, self.text_encoder.dtype),
-            _to(plan.negative_prompt_embeds, device, self.text_encoder.dtype),
-            do_classifier_free_guidance=guided,
-            clip_skip=plan.clip_skip,
-            device=device,
-        )
-        embeddings = torch.cat([uncond, cond]) if guided else cond
-        per_prompt = plan.num_images_per_prompt
-        embeddings = embeddings.repeat_interleave(per_prompt, dim=0).to(dtype)  # [uncond x n; cond x n]
+        args, device = plan.args, self.device
+        embeddings = self._embeddings(plan)
         scheduler = copy.deepcopy(self.scheduler)  # schedulers keep per-call state (step index, history)
-        timesteps = denoising.set_timesteps(scheduler, plan.num_inference_steps, plan.strength, device)
-        factor, generator, total = self.vae_scale_factor, plan.generator, plan.total
-        shape = (total, vae.config.latent_channels, plan.height // factor, plan.width // factor)
-
-        image_latents = None
-        if plan.images is not None and (
-            plan.masks is None or not self.components.is_inpaint or plan.strength < 1
-        ):
-            image_latents = denoising.encode_images(
-                vae, plan.images * 2 - 1, total // len(plan.images), generator, device
-            )
-        # As diffusers: img2img always starts from the noised image, inpainting at strength 1 from pure noise.
-        start_from_image = plan.images is not None and (plan.masks is None or plan.strength < 1)
-        latents, noise = denoising.prepare_latents(
-            scheduler,
-            shape,
-            generator,
-            device,
-            dtype,
-            latents=plan.latents,
-            image_latents=image_latents if start_from_image else None,
-            timestep=timesteps[:1].repeat(total),
-        )
-        inpaint = masks = None
-        if plan.masks is not None:
-            masks = image_inputs.blur_mask(plan.masks, plan.mask_blur)
-            inpaint = self._inpaint_condition(plan, masks, image_latents, noise, shape)
+        timesteps = denoising.set_timesteps(scheduler, args.num_inference_steps, args.strength, device)
+        latents, inpaint, masks = self._start(plan, scheduler, timesteps)
         job = denoising.DenoiseJob(
             unet=self.unet,
             scheduler=scheduler,
             timesteps=timesteps,
             latents=latents,
             embeddings=embeddings,
-            guidance_scale=plan.guidance_scale,
-            guidance_rescale=plan.guidance_rescale,
-            generator=generator,
-            eta=plan.eta,
+            guidance_scale=args.guidance_scale,
+            guidance_rescale=args.guidance_rescale,
+            generator=plan.generator,
+            eta=args.eta,
             inpaint=inpaint,
-            callback=plan.callback,
+            callback=args.callback_on_step_end,
             pipeline=self,
             progress=self._progress,
         )
         latents = denoising.denoise(job)
-        if plan.output_type == "latent":
+        if args.output_type == "latent":
             return latents
-        pixels = (denoising.decode_latents(vae, latents).float() * 0.5 + 0.5).clamp(0, 1)
-        if masks is not None and plan.paste_back:
-            pixels = image_inputs.paste_back(pixels, _expand(plan.images, total), _expand(masks, total))
-        return _convert(pixels, plan.output_type)
+        pixels = (denoising.decode_latents(self.vae, latents).float() * 0.5 + 0.5).clamp(0, 1)
+        if masks is not None and args.paste_back:
+            pixels = image_inputs.paste_back(
+                pixels, _expand(plan.images, plan.total), _expand(masks, plan.total)
+            )
+        return _convert(pixels, args.output_type)
+
+    def _embeddings(self, plan: CallPlan) -> torch.Tensor:
+        """The U-Net's text condition: [negative x n; prompt x n] with guidance, else [prompt x n]."""
+        args, device, text_dtype = plan.args, self.device, self.text_encoder.dtype
+        guided = args.guidance_scale > 1
+        cond, uncond = encode_prompt(
+            self.tokenizer,
+            self.text_encoder,
+            plan.prompts,
+            plan.negative_prompts,
+            _to(args.prompt_embeds, device, text_dtype),
+            _to(args.negative_prompt_embeds, device, text_dtype),
+            do_classifier_free_guidance=guided,
+            clip_skip=args.clip_skip,
+            device=device,
+        )
+        embeddings = torch.cat([uncond, cond]) if guided else cond
+        return embeddings.repeat_interleave(args.num_images_per_prompt, dim=0).to(self.unet.dtype)
+
+    def _start(self, plan: CallPlan, scheduler, timesteps: torch.Tensor):
+        """(first latents, inpainting condition or None, blurred masks or None) of the call."""
+        device, generator, total = self.device, plan.generator, plan.total
+        factor, strength = self.vae_scale_factor, plan.args.strength
+        shape = (total, self.vae.config.latent_channels, plan.height // factor, plan.width // factor)
+        image_latents = None
+        if plan.images is not None and (plan.masks is None or not self.components.is_inpaint or strength < 1):
+            image_latents = denoising.encode_images(
+                self.vae, plan.images * 2 - 1, total // len(plan.images), generator, device
+            )
+        # As diffusers: img2img always starts from the noised image, inpainting at strength 1 from pure noise.
+        start_from_image = plan.images is not None and (plan.masks is None or strength < 1)
+        latents, noise = denoising.prepare_latents(
+            scheduler,
+            shape,
+            generator,
+            device,
+            self.unet.dtype,
+            latents=plan.args.latents,
+            image_latents=image_latents if start_from_image else None,
+            timestep=timesteps[:1].repeat(total),
+        )
+        if plan.masks is None:
+            return latents, None, None
+        masks = image_inputs.blur_mask(plan.masks, plan.args.mask_blur)
+        return latents, self._inpaint_condition(plan, masks, image_latents, noise, shape), masks
 
     def _inpaint_condition(
         self, plan: CallPlan, masks, image_latents, noise, shape
@@ -258,43 +249,16 @@ def _convert(pixels: torch.Tensor, output_type: str):
     return to_pil(pixels)
 
 
-def _call_signature(task_call) -> inspect.Signature:
-    """`task_call`'s own parameters followed by the common keywords of `_Pipeline._generate`."""
-    own = list(inspect.signature(task_call).parameters.values())
-    own = [p for p in own if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    names = {p.name for p in own}
-    common = [
-        p
-        for p in inspect.signature(_Pipeline._generate).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-        and p.name not in names
-        and p.name not in ("image", "mask_image", "strength", "mask_blur", "paste_back")
-    ]
-    return inspect.Signature(own + common, return_annotation=PipelineOutput)
-
-
 class TextToImagePipeline(_Pipeline):
     """Text-to-image: `pipe(prompt, ...)`; default size `unet.sample_size * vae_scale_factor`."""
 
     task = "txt2img"
-
-    def __call__(self, prompt: str | list[str] | None = None, **kwargs: Any) -> PipelineOutput:
-        return self._generate(prompt, **kwargs)
 
 
 class ImageToImagePipeline(_Pipeline):
     """Image-to-image (SDEdit): `pipe(prompt, image, strength=0.8, ...)` runs int(steps x strength) steps."""
 
     task = "img2img"
-
-    def __call__(
-        self,
-        prompt: str | list[str] | None = None,
-        image: image_inputs.ImageInput = None,
-        strength: float = 0.8,
-        **kwargs: Any,
-    ) -> PipelineOutput:
-        return self._generate(prompt, image=image, strength=strength, **kwargs)
 
 
 class InpaintPipeline(_Pipeline):
@@ -306,26 +270,7 @@ class InpaintPipeline(_Pipeline):
 
     task = "inpaint"
 
-    def __call__(
-        self,
-        prompt: str | list[str] | None = None,
-        image: image_inputs.ImageInput = None,
-        mask_image: image_inputs.ImageInput = None,
-        strength: float = 1.0,
-        mask_blur: float = 0.0,
-        paste_back: bool = True,
-        **kwargs: Any,
-    ) -> PipelineOutput:
-        return self._generate(
-            prompt,
-            image=image,
-            mask_image=mask_image,
-            strength=strength,
-            mask_blur=mask_blur,
-            paste_back=paste_back,
-            **kwargs,
-        )
 
-
-for _cls in (TextToImagePipeline, ImageToImagePipeline, InpaintPipeline):
-    _cls.__call__.__signature__ = _call_signature(_cls.__call__)
+PIPELINES: dict[str, type[_Pipeline]] = {
+    cls.task: cls for cls in (TextToImagePipeline, ImageToImagePipeline, InpaintPipeline)
+}

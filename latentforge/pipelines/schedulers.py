@@ -66,14 +66,3 @@ def make_scheduler(name: str, base_config: Any) -> Any:
     spec = check_scheduler_name(name)
     scheduler_cls = getattr(diffusers, spec.class_name)
     return scheduler_cls.from_config(base_config, **spec.overrides)
-
-
-def scheduler_name_of(scheduler: Any) -> str | None:
-    """Our name for a scheduler object whose class and variant settings match an entry, else None."""
-    config = scheduler.config
-    for name, spec in SCHEDULERS.items():
-        if type(scheduler).__name__ == spec.class_name and all(
-            config.get(key) == value for key, value in spec.overrides.items()
-        ):
-            return name
-    return None
