@@ -1,7 +1,7 @@
 """TextToImagePipeline, ImageToImagePipeline and InpaintPipeline: thin task front-ends over one base.
 
 Each class's `__call__` binds its arguments into a `call_args.CallArgs` (its signature and docs are made
-from that one list) and runs `generate`, which validates the call (`call_args.plan_call`), encodes the
+from that one list) and runs `generate`, which validates the call (`call_plan.plan_call`), encodes the
 prompts, prepares the first latents and the inpainting condition, runs the shared loop (`denoising.denoise`)
 and decodes. Per-call values live in local variables and a private copy of the scheduler, so one pipeline
 object can serve several threads.
@@ -23,7 +23,8 @@ from diffusers.utils import BaseOutput
 from latentforge.imaging import to_pil
 from latentforge.models.components import Components
 from latentforge.pipelines import denoising, image_inputs
-from latentforge.pipelines.call_args import CallArgs, CallPlan, call_method, plan_call
+from latentforge.pipelines.call_args import CallArgs, call_method
+from latentforge.pipelines.call_plan import CallPlan, plan_call
 from latentforge.pipelines.memory_switches import MemorySwitches
 from latentforge.pipelines.prompts import encode_prompt
 from latentforge.pipelines.schedulers import make_scheduler
@@ -126,7 +127,7 @@ class _Pipeline(MemorySwitches):
             cls.__call__ = call_method(cls, PipelineOutput)
 
     def generate(self, args: CallArgs) -> PipelineOutput | tuple:
-        """Run one call: check `args` in full (`call_args.plan_call`), then generate."""
+        """Run one call: check `args` in full (`call_plan.plan_call`), then generate."""
         plan = plan_call(self, self.task, args)
         try:
             with torch.no_grad():
