@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from latentforge import __version__
@@ -28,9 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+
+    def one_line(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"latentforge {args.command}: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = one_line  # a warning is for the user: no source path and code line
     try:
         return int(args.run(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         # Bad input: one clear line, no traceback.
         print(f"latentforge {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line and the shell's exit code, not a traceback from inside torch
+        print(f"latentforge {args.command}: interrupted", file=sys.stderr)
+        return 130

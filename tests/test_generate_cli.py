@@ -230,3 +230,27 @@ def test_a1111_parameters_round_trip():
     )
     assert {f: getattr(parsed, f) for f in fields} == {f: getattr(record, f) for f in fields}
     assert json.loads(record.to_json())["scheduler"] == "dpmpp-2m-karras"
+
+
+def test_a_sampler_that_does_not_fit_the_model_is_named_in_one_warning_line(model, tmp_path, capsys):
+    zero_snr = tmp_path / "zero-snr"
+    shutil.copytree(model, zero_snr)
+    config = json.loads((zero_snr / "scheduler" / "scheduler_config.json").read_text())
+    config.update(rescale_betas_zero_snr=True, prediction_type="v_prediction")
+    (zero_snr / "scheduler" / "scheduler_config.json").write_text(json.dumps(config))
+    argv = ["generate", "a red circle", "--model", str(zero_snr), "--steps", "2", "--seed", "0"]
+    assert cli.main([*argv, "--scheduler", "dpmpp-2m-karras", "-o", str(tmp_path / "k.png")]) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warning == [
+        line for line in warning if line.startswith("latentforge generate: warning: scheduler")
+    ]
+    assert len(warning) == 1 and "Karras sigmas do not suit" in warning[0]
+
+
+def test_ctrl_c_ends_with_one_line_and_exit_code_130(monkeypatch, tmp_path, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate, "_run", interrupted)
+    assert cli.main(["generate", "a red circle", "-o", str(tmp_path / "x.png")]) == 130
+    assert capsys.readouterr().err == "latentforge generate: interrupted\n"

@@ -129,6 +129,22 @@ def test_unknown_scheduler_lists_the_names(pipes):
         pipes["txt2img"].set_scheduler("k_euler")
 
 
+def test_karras_sigmas_on_a_zero_terminal_snr_model_warn():
+    import warnings
+
+    from diffusers import DDPMScheduler
+
+    from latentforge.pipelines.schedulers import make_scheduler
+
+    zero_snr = DDPMScheduler(rescale_betas_zero_snr=True, prediction_type="v_prediction").config
+    with pytest.warns(UserWarning, match=r"'dpmpp-2m-karras': Karras sigmas do not suit .* \(dpmpp-2m\)"):
+        make_scheduler("dpmpp-2m-karras", zero_snr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning where the sampler fits the schedule
+        make_scheduler("dpmpp-2m", zero_snr)
+        make_scheduler("dpmpp-2m-karras", DDPMScheduler().config)
+
+
 def test_image_file_missing_or_not_an_image(pipes, tmp_path):
     with pytest.raises(FileNotFoundError, match="image: file .*nope.png does not exist"):
         pipes["img2img"](PROMPT, tmp_path / "nope.png")
