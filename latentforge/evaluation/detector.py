@@ -9,6 +9,12 @@ object's shape comes from two rotation-invariant measurements of its pixel mask:
 - disc fill = area / (pi * R^2), R = largest distance from the centroid to the mask's pixel corners:
   circle 1.0, square 2/pi = 0.64, triangle 0.36-0.41 (equilateral 3*sqrt(3)/(4*pi)).
 
+The shapes world draws triangles point up. Rounded by a VAE or a blur, a small triangle's tips shrink, its
+disc fill rises to a square's, and a person still sees a triangle: it is wide at the bottom and narrow at
+the top, which no square, circle or star is. So a mask read as a square whose row width at 80% of its height
+is more than TRIANGLE_MIN_TAPER times the width at 20% is a triangle (objects_kept of the shipped VAE on 256
+held-out scenes: 0.566 -> 0.625; blur sigma 1: 0.898 -> 0.957; JPEG 90: 0.984 -> 0.996; clean renders 1.0).
+
 Antialiased edges blend two colours into a third (red on blue gives purple): such thin rings have no
 3x3 interior, which is how they are told apart from objects.
 """
@@ -29,6 +35,7 @@ from latentforge.data.shapes import COLORS
 STAR_MAX_SOLIDITY = 0.78
 CIRCLE_MIN_DISC_FILL = 0.75
 SQUARE_MIN_DISC_FILL = 0.50
+TRIANGLE_MIN_TAPER = 2.0  # upright triangle: bottom/top row width 4 ideally; square, circle 1
 WORK_SIZE = 64  # smaller images are upsampled to at least this many pixels per side
 MIN_AREA_FRACTION = 0.004  # smallest object, as a fraction of the image area (16 px at 64x64)
 
@@ -93,7 +100,17 @@ def classify_shape(mask: np.ndarray) -> str:
     disc_fill = area / (math.pi * radius_sq)
     if disc_fill >= CIRCLE_MIN_DISC_FILL:
         return "circle"
-    return "square" if disc_fill >= SQUARE_MIN_DISC_FILL else "triangle"
+    if disc_fill < SQUARE_MIN_DISC_FILL or taper(mask) > TRIANGLE_MIN_TAPER:
+        return "triangle"
+    return "square"
+
+
+def taper(mask: np.ndarray) -> float:
+    """Width of the mask's row at 80% of its height over the width at 20% (point-up triangle ~4, square 1)."""
+    rows = np.nonzero(mask.any(axis=1))[0]
+    height = rows[-1] - rows[0] + 1
+    top, bottom = (int(mask[rows[0] + int(f * height)].sum()) for f in (0.2, 0.8))
+    return bottom / max(top, 1)
 
 
 def detect_objects(

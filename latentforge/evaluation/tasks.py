@@ -26,8 +26,9 @@ from latentforge.pipelines.sampling_defaults import SamplingSettings, read_defau
 
 def with_model_defaults(config: EvalConfig) -> EvalConfig:
     """`config` with unset sampling settings taken from the model's generation_defaults.json (or FALLBACK)."""
-    given = {f.name: getattr(config, f.name) for f in dataclasses.fields(SamplingSettings)}
-    return dataclasses.replace(config, **dataclasses.asdict(read_defaults(config.model).updated(**given)))
+    names = [f.name for f in dataclasses.fields(SamplingSettings) if hasattr(config, f.name)]
+    settings = read_defaults(config.model).updated(**{name: getattr(config, name) for name in names})
+    return dataclasses.replace(config, **{name: getattr(settings, name) for name in names})
 
 
 def run_evaluation(task: str, config: EvalConfig, settings: dict[str, Any]) -> Report:
