@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -48,7 +49,10 @@ class Components:
     def from_pretrained(
         cls, path_or_id: str | os.PathLike, torch_dtype: torch.dtype | None = None
     ) -> Components:
-        """Load a diffusers Stable-Diffusion-1.x/2.x folder (local path, or hub id when online)."""
+        """Load a diffusers Stable-Diffusion-1.x/2.x folder (local path, or hub id when online); a file path is read
+        as a single-file checkpoint with `from_single_file`'s defaults."""
+        if Path(path_or_id).is_file():
+            return cls.from_single_file(path_or_id, torch_dtype=torch_dtype)
         root = _resolve_model_path(path_or_id)
         folder_checks.check_model_folder(root)
         for extra in IGNORED_FOLDERS:
@@ -78,12 +82,28 @@ class Components:
             text_encoder = CLIPTextModel(CLIPTextConfig(**_strip_private(configs["text_encoder"])))
         for module in (vae, unet, text_encoder):
             module.eval()  # as from_pretrained returns them; training code calls .train() itself
-        tokenizer = build_clip_tokenizer(
-            pad_token=tokenizer_config.get("pad_token", PAD_TOKENS["sd1"]),
-            model_max_length=tokenizer_config.get("model_max_length", 77),
-        )
+        tokenizer = _architecture_tokenizer(tokenizer_config)
         scheduler = load_scheduler(root / "scheduler")
         return cls(vae, text_encoder, tokenizer, unet, scheduler, name=root.name)
+
+    @classmethod
+    def from_single_file(
+        cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None, **options: Any
+    ) -> Components:
+        """Read a single-file SD 1.x/2.x checkpoint in the original (LDM) layout (see `models.single_file`).
+
+        The architecture is the shipped one (configs/models/) that fits the file's keys and shapes. `options`:
+        `architecture` (a name or folder) where the keys cannot tell (e.g. SD 2.x 768-v against 512-base);
+        `prediction_type` ("epsilon" / "v_prediction") overrides its scheduler's; `use_ema=True` reads the
+        EMA copy; `allow_pickle=True` allows .ckpt/.pt files.
+        """
+        from latentforge.models.single_file import load_single_file
+
+        modules, arch, scheduler_config = load_single_file(path, torch_dtype, **options)
+        tokenizer = _architecture_tokenizer(_read_json(arch / "tokenizer" / "tokenizer_config.json"))
+        scheduler = scheduler_from_config(scheduler_config, f"{path} / {arch.name}")
+        name = Path(path).stem
+        return cls(modules["vae"], modules["text_encoder"], tokenizer, modules["unet"], scheduler, name=name)
 
     # ---- saving --------------------------------------------------------------------------------
     def save_pretrained(self, path: str | os.PathLike, fp16: bool = False, overwrite: bool = False) -> None:
@@ -91,10 +111,14 @@ class Components:
 
         Safetensors only; `fp16=True` stores floating weights as float16. Written to a temporary folder
         beside `path` and renamed into place, so a crash never leaves a half-written model at `path`.
+        A `path` ending in `.safetensors` gets one single-file checkpoint instead (`save_single_file`).
         """
         from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
 
         path = Path(path)
+        if path.suffix.lower() == ".safetensors":
+            self.save_single_file(path, fp16=fp16, overwrite=overwrite)
+            return
         if path.exists() and not overwrite and (not path.is_dir() or any(path.iterdir())):
             raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +149,13 @@ class Components:
             tmp.rename(path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def save_single_file(self, path: str | os.PathLike, fp16: bool = False, overwrite: bool = False) -> Path:
+        """Write one `.safetensors` checkpoint in the original (LDM) layout that A1111, ComfyUI and diffusers'
+        `from_single_file` read (see `models.single_file_export`)."""
+        from latentforge.models.single_file_export import save_single_file
+
+        return save_single_file(self, path, fp16=fp16, overwrite=overwrite)
 
     # ---- utilities -----------------------------------------------------------------------------
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Components:
@@ -172,14 +203,20 @@ def resolve_device(device: str | None = "auto") -> str:
 
 def load_scheduler(folder: Path) -> SchedulerMixin:
     """The scheduler whose class and settings `folder/scheduler_config.json` names."""
+    return scheduler_from_config(
+        _read_json(folder / "scheduler_config.json"), folder / "scheduler_config.json"
+    )
+
+
+def scheduler_from_config(config: dict, source: str | os.PathLike) -> SchedulerMixin:
+    """The scheduler whose class (`_class_name`) and settings `config` (read from `source`) names."""
     import diffusers
 
-    config = _read_json(folder / "scheduler_config.json")
     class_name = config.get("_class_name")
     scheduler_cls = getattr(diffusers, str(class_name), None)
     if not (isinstance(scheduler_cls, type) and issubclass(scheduler_cls, SchedulerMixin)):
         raise ValueError(
-            f"scheduler: {folder / 'scheduler_config.json'} names _class_name={class_name!r}, "
+            f"scheduler: {source} names _class_name={class_name!r}, "
             "which is not a diffusers scheduler class (e.g. 'DDIMScheduler')"
         )
     return scheduler_cls.from_config(config)
@@ -226,6 +263,13 @@ def _read_json(path: Path) -> dict:
         raise ValueError(
             f"{path.parent.name}: {path} is not valid JSON ({err}); restore or re-export it"
         ) from err
+
+
+def _architecture_tokenizer(tokenizer_config: dict) -> CLIPTokenizer:
+    return build_clip_tokenizer(
+        pad_token=tokenizer_config.get("pad_token", PAD_TOKENS["sd1"]),
+        model_max_length=tokenizer_config.get("model_max_length", 77),
+    )
 
 
 def _strip_private(config: dict) -> dict:

@@ -57,8 +57,17 @@ class _Pipeline(MemorySwitches):
 
     @classmethod
     def from_pretrained(cls, path_or_id: str | os.PathLike, torch_dtype: torch.dtype | None = None):
-        """Load a diffusers-layout Stable Diffusion 1.x/2.x model folder (or hub id when online)."""
+        """Load a diffusers-layout Stable Diffusion 1.x/2.x model folder (or hub id when online), or a
+        single-file checkpoint given by its path (`from_single_file` with its defaults)."""
         return cls(Components.from_pretrained(path_or_id, torch_dtype=torch_dtype))
+
+    @classmethod
+    def from_single_file(
+        cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None, **options: Any
+    ):
+        """Read a single-file SD 1.x/2.x checkpoint (original LDM layout); `options` (architecture,
+        prediction_type, use_ema, allow_pickle) as `Components.from_single_file`."""
+        return cls(Components.from_single_file(path, torch_dtype=torch_dtype, **options))
 
     @classmethod
     def from_pipe(cls, other: _Pipeline):
