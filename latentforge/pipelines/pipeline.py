@@ -23,6 +23,7 @@ from diffusers.utils import BaseOutput
 from latentforge.imaging import to_pil
 from latentforge.models.components import Components
 from latentforge.pipelines import denoising, image_inputs
+from latentforge.pipelines.adapters import AdapterMethods
 from latentforge.pipelines.call_args import CallArgs, call_method
 from latentforge.pipelines.call_plan import CallPlan, plan_call
 from latentforge.pipelines.memory_switches import MemorySwitches
@@ -38,8 +39,9 @@ class PipelineOutput(BaseOutput):
     nsfw_content_detected: list[bool] | None = None  # no safety checker; kept for diffusers compatibility
 
 
-class _Pipeline(MemorySwitches):
-    """Shared loading, saving, scheduler choice and the generation core of the three pipelines."""
+class _Pipeline(AdapterMethods, MemorySwitches):
+    """Shared loading, saving, scheduler choice, adapters (LoRA, textual inversion) and the generation core of
+    the three pipelines."""
 
     task: ClassVar[str] = ""
 
@@ -117,7 +119,7 @@ class _Pipeline(MemorySwitches):
         clip_skip: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(prompt_embeds, negative_prompt_embeds) (B, L, D), ready for the `prompt_embeds` keywords."""
-        with torch.no_grad():
+        with torch.no_grad(), self.adapter_lock.generating():
             return encode_prompt(
                 self.tokenizer,
                 self.text_encoder,
@@ -136,10 +138,11 @@ class _Pipeline(MemorySwitches):
             cls.__call__ = call_method(cls, PipelineOutput)
 
     def generate(self, args: CallArgs) -> PipelineOutput | tuple:
-        """Run one call: check `args` in full (`call_plan.plan_call`), then generate."""
+        """Run one call: check `args` in full (`call_plan.plan_call`), then generate with the adapters set when
+        it starts (changes wait for it)."""
         plan = plan_call(self, self.task, args)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), self.adapter_lock.generating():
                 images = self._run(plan)
         finally:
             self._after_call()

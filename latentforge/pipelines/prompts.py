@@ -113,6 +113,7 @@ def tokenize_chunks(tokenizer, prompt: str) -> list[tuple[list[int], list[float]
     ids_per_text = (
         iter(tokenizer(texts, add_special_tokens=False, verbose=False).input_ids) if texts else iter(())
     )
+    vectors = multi_vector_tokens(tokenizer)
     body = tokenizer.model_max_length - 2
     chunks: list[tuple[list[int], list[float]]] = []
     ids: list[int] = []
@@ -122,7 +123,7 @@ def tokenize_chunks(tokenizer, prompt: str) -> list[tuple[list[int], list[float]
             chunks.append((ids, weights))
             ids, weights = [], []
             continue
-        for token in next(ids_per_text):
+        for token in (t for first in next(ids_per_text) for t in vectors.get(first, (first,))):
             if len(ids) == body:
                 chunks.append((ids, weights))
                 ids, weights = [], []
@@ -131,6 +132,20 @@ def tokenize_chunks(tokenizer, prompt: str) -> list[tuple[list[int], list[float]
     if ids or not chunks:
         chunks.append((ids, weights))
     return [_frame(tokenizer, chunk_ids, chunk_weights) for chunk_ids, chunk_weights in chunks]
+
+
+def multi_vector_tokens(tokenizer) -> dict[int, list[int]]:
+    """Textual-inversion tokens with several vectors: id of `<tok>` -> ids of `<tok> <tok>_1 ... <tok>_n`, which
+    it stands for in a prompt (what diffusers' `maybe_convert_prompt` does to the prompt text)."""
+    added = tokenizer.added_tokens_encoder
+    expansions = {}
+    for token, token_id in added.items():
+        parts = [token_id]
+        while f"{token}_{len(parts)}" in added:
+            parts.append(added[f"{token}_{len(parts)}"])
+        if len(parts) > 1:
+            expansions[token_id] = parts
+    return expansions
 
 
 def _frame(tokenizer, ids: list[int], weights: list[float]) -> tuple[list[int], list[float]]:
