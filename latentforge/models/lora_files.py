@@ -128,6 +128,26 @@ def _misfit(key: str, value: torch.Tensor, model: torch.nn.Module) -> str | None
     return None
 
 
+def to_kohya(layers: dict[str, torch.Tensor], alphas: dict[str, float]) -> dict[str, torch.Tensor]:
+    """kohya/A1111 tensors of peft LoRA layers keyed `unet.<module>.lora_A.weight` / `text_encoder.<module>...`:
+    diffusers' `convert_state_dict_to_kohya`, with SD 1.x/2.x's `lora_te_` prefix (diffusers writes SDXL's
+    `lora_te1_`), the text encoder's `text_model.` path, and each part's alpha (`alphas["unet"]`, ...)."""
+    from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
+
+    renamed = {}
+    for key, value in layers.items():
+        if key.startswith("text_encoder.") and not key.startswith("text_encoder.text_model."):
+            key = "text_encoder.text_model." + key.removeprefix("text_encoder.")
+        renamed[key] = value.detach().float().cpu().contiguous()
+    kohya = {}
+    for key, value in convert_state_dict_to_kohya(renamed).items():
+        key = key.replace("lora_te1_", "lora_te_", 1)
+        if key.endswith(".alpha"):
+            value = torch.tensor(float(alphas["unet" if key.startswith("lora_unet_") else "text_encoder"]))
+        kohya[key] = value
+    return kohya
+
+
 def lora_short_hash(path: str | os.PathLike) -> str:
     """A1111's LoRA hash: SHA-256 of a safetensors file's bytes after its header, first 12 hex digits (what
     its infotext shows as `Lora hashes`)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from latentforge.models.modelspec import modelspec
 from latentforge.models.single_file import CLIP_PREFIX, OPEN_CLIP_PREFIX, SCHEDULER_KEY, text_encoder_prefix
 
 UNET_RESNET_NAMES = (
@@ -155,26 +156,6 @@ def text_encoder_to_ldm(state: dict, config: dict) -> dict:
     return out
 
 
-def modelspec(components) -> dict[str, str]:
-    """Stability's model-spec keys that say what the keys cannot: prediction type and native resolution."""
-    prediction = components.scheduler.config.get("prediction_type", "epsilon")
-    pixels = components.unet.config.sample_size * components.vae_scale_factor
-    v2 = text_encoder_prefix(components.text_encoder.config.to_dict()) == OPEN_CLIP_PREFIX
-    arch = (
-        ("stable-diffusion-v2-768-v" if prediction == "v_prediction" else "stable-diffusion-v2-512")
-        if v2
-        else "stable-diffusion-v1"
-    )
-    return {
-        "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": arch,
-        "modelspec.implementation": "https://github.com/Stability-AI/generative-models",
-        "modelspec.title": components.name or "latentforge model",
-        "modelspec.prediction_type": "v" if prediction == "v_prediction" else "epsilon",
-        "modelspec.resolution": f"{pixels}x{pixels}",
-    }
-
-
 def save_single_file(
     components, path: str | os.PathLike, fp16: bool = False, overwrite: bool = False
 ) -> Path:
@@ -201,7 +182,11 @@ def save_single_file(
     state = {
         k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in state.items()
     }
-    metadata = {**modelspec(components), SCHEDULER_KEY: json.dumps(dict(components.scheduler.config))}
+    v2 = text_encoder_prefix(components.text_encoder.config.to_dict()) == OPEN_CLIP_PREFIX
+    prediction = components.scheduler.config.get("prediction_type", "epsilon")
+    pixels = components.unet.config.sample_size * components.vae_scale_factor
+    spec = modelspec(v2, prediction, pixels, components.name or "latentforge model")
+    metadata = {**spec, SCHEDULER_KEY: json.dumps(dict(components.scheduler.config))}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:

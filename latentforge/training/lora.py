@@ -1,10 +1,14 @@
 """LoRA (Hu et al. 2021) on the U-Net's attention projections via peft, saved in the diffusers LoRA format
-that `pipe.load_lora_weights(folder)` reads."""
+that `pipe.load_lora_weights(folder)` reads and in kohya's format that A1111 and ComfyUI read."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from safetensors.torch import save_file
+
+KOHYA_FILE = "lora_kohya.safetensors"  # beside diffusers' file: the same LoRA for A1111 and ComfyUI
 
 
 @dataclass
@@ -35,12 +39,65 @@ def add_lora(unet, config: LoRAConfig) -> None:
     )
 
 
-def save_lora(unet, folder: Path) -> Path:
-    """Write `folder/pytorch_lora_weights.safetensors` (diffusers format) from a peft-adapted U-Net."""
+def save_lora(
+    unet, folder: Path, text_encoder=None, prediction_type: str = "epsilon", title: str = "latentforge LoRA"
+) -> Path:
+    """Write the adapters of a peft-adapted U-Net (and text encoder, when it has one) twice:
+
+    - `folder/pytorch_lora_weights.safetensors`, diffusers' format with each part's adapter metadata (rank,
+      alpha, target modules), without which loaders assume alpha = rank: the wrong scale;
+    - `folder/lora_kohya.safetensors`, kohya/A1111 keys with `.alpha` tensors and kohya's header metadata
+      (`ss_network_dim`, `ss_network_alpha`, `ss_base_model_version`, `modelspec.*`), for A1111 and ComfyUI.
+
+    Returns the diffusers file.
+    """
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers, safe_serialization=True)
+    from latentforge.models.lora_files import to_kohya
+
+    parts = {"unet": unet}
+    if text_encoder is not None and "default" in getattr(text_encoder, "peft_config", {}):
+        parts["text_encoder"] = text_encoder
+    layers = {name: get_peft_model_state_dict(model) for name, model in parts.items()}
+    configs = {name: model.peft_config["default"] for name, model in parts.items()}
+    text_layers = layers.get("text_encoder")
+    StableDiffusionPipeline.save_lora_weights(
+        folder,
+        unet_lora_layers=convert_state_dict_to_diffusers(layers["unet"]),
+        text_encoder_lora_layers=(
+            {f"text_model.{k}": v for k, v in text_layers.items()} if text_layers else None
+        ),
+        unet_lora_adapter_metadata=configs["unet"].to_dict(),
+        text_encoder_lora_adapter_metadata=configs["text_encoder"].to_dict() if text_layers else None,
+        safe_serialization=True,
+    )
+    peft_layers = {f"{name}.{k}": v for name, part in layers.items() for k, v in part.items()}
+    alphas = {name: config.lora_alpha for name, config in configs.items()}
+    metadata = kohya_metadata(
+        configs["unet"], unet, prediction_type, title, trains_text_encoder=len(parts) > 1
+    )
+    save_file(to_kohya(peft_layers, alphas), folder / KOHYA_FILE, metadata=metadata)
     return folder / "pytorch_lora_weights.safetensors"
+
+
+def kohya_metadata(
+    config, unet, prediction_type: str, title: str, trains_text_encoder: bool
+) -> dict[str, str]:
+    """kohya sd-scripts' header keys of a LoRA, so A1111, ComfyUI and model sites show rank, alpha and base."""
+    from latentforge.models.modelspec import modelspec
+
+    v2 = unet.config.cross_attention_dim == 1024  # SD 2.x's OpenCLIP-H width, as kohya and A1111 tell them
+    v_prediction = prediction_type == "v_prediction"
+    pixels = unet.config.sample_size * 8
+    return {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(config.r),
+        "ss_network_alpha": str(float(config.lora_alpha)),
+        "ss_base_model_version": f"sd_{'v2' if v2 else 'v1'}{'_v' if v_prediction else ''}",
+        "ss_v2": str(v2),
+        "ss_network_train_unet_only": str(not trains_text_encoder),
+        "ss_training_comment": "trained with latentforge",
+        **modelspec(v2, prediction_type, pixels, title, adapter="lora"),
+    }
