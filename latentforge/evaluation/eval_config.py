@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TASKS = ("compositional", "emoji", "vae", "fid", "clip-score")
+TASKS = ("compositional", "inpainting", "emoji", "vae", "fid", "clip-score")
 
 
 @dataclass
@@ -16,7 +16,9 @@ class EvalConfig:
     output_dir: str = "eval"  # reports are written here as <task>.json, <task>.md, <task>.png
     overwrite: bool = False  # replace an existing report of the same task in output_dir
     seed: int = 0  # fixes the prompt set and the image seeds (image i uses seed + i)
-    num_prompts: int = 50  # compositional: per category (and as many held-out); emoji/clip-score: in all
+    num_prompts: int = (
+        50  # compositional: per category (and as many held-out); emoji/clip-score/inpainting: in all
+    )
     images_per_prompt: int = 1  # compositional only (GenEval uses 4)
     num_images: int = 256  # fid: generated and reference images; vae: held-out images
     image_size: int = 64  # px of reference / held-out images (the shapes world is drawn at 64)

@@ -16,11 +16,13 @@ from latentforge.evaluation.distribution import evaluate_clip_score, evaluate_fi
 from latentforge.evaluation.emoji_fidelity import evaluate_emoji
 from latentforge.evaluation.eval_config import EvalConfig
 from latentforge.evaluation.features import ClipEncoder, PixelFeatures, feature_extractor
+from latentforge.evaluation.inpainting import evaluate_inpainting, make_inpaint_cases
 from latentforge.evaluation.reconstruction import evaluate_vae, heldout_shapes_images
 from latentforge.evaluation.report import Report
 from latentforge.evaluation.sampling import load_pipeline
 from latentforge.models.component_files import load_vae
 from latentforge.models.components import resolve_device
+from latentforge.pipelines.pipeline import InpaintPipeline
 from latentforge.pipelines.sampling_defaults import SamplingSettings, read_defaults
 
 
@@ -56,6 +58,16 @@ def _compositional(config: EvalConfig, settings: dict, device: str) -> Report:
         pipe, prompts, config.images_per_prompt, config.seed, **_sampling(config)
     )
     return compositional_report(result, images, settings)
+
+
+def _inpainting(config: EvalConfig, settings: dict, device: str) -> Report:
+    pipe = InpaintPipeline.from_pipe(_pipeline(config, device))
+    model = read_defaults(config.model)  # A1111's 0.75 and 4 where the model names no inpainting defaults
+    call = {k: v for k, v in _sampling(config).items() if k != "batch_size"}
+    call |= {"strength": getattr(model, "strength", 0.75), "mask_blur": getattr(model, "mask_blur", 4.0)}
+    settings = {**settings, "strength": call["strength"], "mask_blur": call["mask_blur"]}
+    cases = make_inpaint_cases(config.num_prompts, config.seed)
+    return evaluate_inpainting(pipe, cases, config.seed, config.batch_size, settings, **call)
 
 
 def _emoji(config: EvalConfig, settings: dict, device: str) -> Report:
@@ -105,6 +117,7 @@ def _clip_score(config: EvalConfig, settings: dict, device: str) -> Report:
 
 TASK_RUNNERS: dict[str, Callable[[EvalConfig, dict, str], Report]] = {
     "compositional": _compositional,
+    "inpainting": _inpainting,
     "emoji": _emoji,
     "vae": _vae,
     "fid": _fid,
