@@ -1,5 +1,6 @@
 """The `latentforge` command. Each sub-command lives in `latentforge/commands/` and imports its heavy
-dependencies only when it runs, so `latentforge --help` and the first image stay quick."""
+dependencies only when it runs, after its arguments and config files are checked, so `latentforge --help`,
+the first image and every mistake stay quick."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from latentforge import __version__
 from latentforge.commands import evaluate, export, generate, train
 
 # Each module has `register(subparsers)`, which adds its parsers with `set_defaults(run=...)`.
-COMMAND_MODULES = (export, train, generate, evaluate)
+COMMAND_MODULES = (generate, train, evaluate, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,8 +28,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parsed arguments; KEY=VALUE items after an option join the command's overrides (argparse alone
+    cannot take positionals on both sides of an option)."""
+    args, extra = parser.parse_known_args(argv)
+    if hasattr(args, "overrides"):  # the command checks them, naming any that is not KEY=VALUE
+        args.overrides = [*args.overrides, *(item for item in extra if not item.startswith("-"))]
+        extra = [item for item in extra if item.startswith("-")]
+    if extra:
+        hint = " (quote a prompt of several words)" if args.command in generate.TASKS else ""
+        parser.error(f"{args.command}: unrecognized arguments: {' '.join(extra)}{hint}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(build_parser(), argv)
 
     def one_line(message, category, filename, lineno, file=None, line=None) -> None:
         print(f"latentforge {args.command}: warning: {message}", file=sys.stderr)
@@ -36,10 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = one_line  # a warning is for the user: no source path and code line
     try:
         return int(args.run(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as err:
         # Bad input: one clear line, no traceback.
         print(f"latentforge {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: one line and the shell's exit code, not a traceback from inside torch
-        print(f"latentforge {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # Ctrl-C: one line and the shell's exit code, not a traceback from torch
+        # a training run says where it saved its checkpoint, and a SIGTERM gives 143
+        detail = f": {err}" if str(err) else ""
+        print(f"latentforge {args.command}: interrupted{detail}", file=sys.stderr)
+        return int(getattr(err, "exit_code", 130))

@@ -15,7 +15,7 @@ from pipeline_helpers import (
 )
 
 from latentforge import cli
-from latentforge.commands import generate
+from latentforge.commands import generate, shared_flags
 from latentforge.commands.png_record import (
     GenerationRecord,
     a1111_parameters,
@@ -60,20 +60,23 @@ def test_generate_saves_each_image_with_its_seed_and_a_grid(model, tmp_path, cap
         "euler-a",
         "a (red:1.2) circle",
     )
-    assert record.model == str(model.resolve()) and len(record.model_hash) == 12
+    assert record.model == "tiny" and len(record.model_hash) == 12  # the folder's name, not its path
     text = PIL.Image.open(second).text["parameters"]
     assert text.startswith(
         "a (red:1.2) circle\nSteps: 2, Sampler: Euler a, CFG scale: 7.5, Seed: 41, Size: 32x32"
     )
+    assert "saved " + str(first) in capsys.readouterr().out  # one line per file
 
     # Image i depends on its seed only: --seed 41 alone makes image 1 again; --from-png does too.
     assert cli.main(["generate", "a (red:1.2) circle", "-o", str(tmp_path / "alone.png"), "--model", str(model),
                      "--steps", "2", "--seed", "41", "--scheduler", "euler-a"]) == 0  # fmt: skip
-    assert cli.main(["generate", "--from-png", str(second), "-o", str(tmp_path / "again.png")]) == 0
+    again = ["generate", "--from-png", str(second), "-o", str(tmp_path / "again.png")]
+    assert cli.main(again) == 2  # the record names the model "tiny": no such folder here
+    assert "was made with the model 'tiny'" in capsys.readouterr().err
+    assert cli.main([*again, "--model", str(model)]) == 0
     np.testing.assert_array_equal(_pixels(tmp_path / "alone.png"), _pixels(second))
     np.testing.assert_array_equal(_pixels(tmp_path / "again.png"), _pixels(second))
     assert not np.array_equal(_pixels(first), _pixels(second))
-    assert "saved" in capsys.readouterr().out
 
 
 def test_existing_output_needs_overwrite(model, tmp_path, capsys):
@@ -106,8 +109,9 @@ def test_inpaint_from_png_regenerates_the_image(model, tmp_path):
     assert cli.main([*args, "--steps", "3", "--strength", "0.7", "--mask-blur", "1", "--seed", "5"]) == 0
     record = read_record(out)
     assert (record.task, record.strength, record.mask_blur) == ("inpaint", 0.7, 1.0)
-    assert record.image == str(image.resolve())
-    assert cli.main(["inpaint", "--from-png", str(out), "-o", str(tmp_path / "again.png")]) == 0
+    assert record.image == "in.png"  # a name: found again beside the PNG
+    again = ["inpaint", "--from-png", str(out), "-o", str(tmp_path / "again.png"), "--model", str(model)]
+    assert cli.main(again) == 0
     np.testing.assert_array_equal(_pixels(tmp_path / "again.png"), _pixels(out))
     keep = blur_mask(to_tensor(box_mask(), "mask", 1), 1.0)[0, 0].numpy() == 0
     assert keep.sum() > 500
@@ -131,10 +135,9 @@ def test_img2img_from_png_with_an_override(model, tmp_path):
         "4",
     ]
     assert cli.main([*args, "--seed", "9"]) == 0
-    assert read_record(out).strength == 0.75  # the img2img default
-    assert (
-        cli.main(["img2img", "--from-png", str(out), "-o", str(tmp_path / "b.png"), "--strength", "0.5"]) == 0
-    )
+    assert read_record(out).strength == 0.75  # the fallback default (the model has no generation_defaults)
+    again = ["img2img", "--from-png", str(out), "-o", str(tmp_path / "b.png"), "--model", str(model)]
+    assert cli.main([*again, "--strength", "0.5"]) == 0
     assert read_record(tmp_path / "b.png").strength == 0.5
     assert not np.array_equal(_pixels(tmp_path / "b.png"), _pixels(out))
 
@@ -148,8 +151,11 @@ def test_img2img_from_png_with_an_override(model, tmp_path):
         (["img2img", "a cat"], "--image is required"),
         (["inpaint", "a cat", "--image", "IMAGE"], "--mask is required"),
         (["img2img", "a cat", "--image", "missing.png"], "--image: file .*missing.png does not exist"),
-        (["generate", "a cat", "--steps", "0"], "num_inference_steps must be an int >= 1"),
-        (["img2img", "a cat", "--image", "IMAGE", "--strength", "1.5"], r"strength must be in \(0, 1\]"),
+        (["generate", "a cat", "--steps", "0"], "steps must be an integer >= 1, got 0"),
+        (
+            ["img2img", "a cat", "--image", "IMAGE", "--strength", "1.5"],
+            r"strength must be a number in \(0.0, 1.0\]",
+        ),
     ],
 )
 def test_bad_arguments_give_one_line_errors(model, tmp_path, capsys, argv, message):
@@ -176,7 +182,8 @@ def test_a_models_generation_defaults_apply_unless_given(model, tmp_path, capsys
     record = read_record(tmp_path / "b.png")
     assert (record.steps, record.guidance_scale, record.guidance_rescale) == (2, 4.0, 0.0)
     # a PNG's record is kept whole: the model's defaults do not replace what made the image
-    assert cli.main(["generate", "--from-png", str(tmp_path / "b.png"), "-o", str(tmp_path / "c.png")]) == 0
+    from_png = ["generate", "--from-png", str(tmp_path / "b.png"), "--model", str(tuned)]
+    assert cli.main([*from_png, "-o", str(tmp_path / "c.png")]) == 0
     np.testing.assert_array_equal(_pixels(tmp_path / "c.png"), _pixels(tmp_path / "b.png"))
     # without the file: the fallbacks, which are GenerationRecord's defaults
     assert cli.main(["generate", "a cat", "--model", str(model), "-o", str(tmp_path / "d.png")]) == 0
@@ -197,7 +204,7 @@ def test_a_models_generation_defaults_apply_unless_given(model, tmp_path, capsys
 
 
 def test_missing_default_model_says_to_pass_model(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(generate, "DEFAULT_MODEL", tmp_path / "default-model")
+    monkeypatch.setattr(shared_flags, "DEFAULT_MODEL", tmp_path / "default-model")
     assert cli.main(["generate", "a cat", "-o", str(tmp_path / "x.png")]) == 2
     assert "pass --model" in capsys.readouterr().err
 

@@ -1,4 +1,6 @@
 """The `latentforge` sub-commands, one module each (`generate` also holds img2img and inpaint, `evaluate`
-is `eval`), with `sampling_flags` (the sampling flags they share) and `png_record` (the generation record
-every PNG carries). Each module's `register(subparsers)` adds its parser; torch is imported only when a
-command runs."""
+is `eval`), with what they share: `shared_flags` (--model, KEY=VALUE overrides, deprecation lines),
+`sampling_flags` (the sampling flags), `png_record` (the generation record every PNG carries) and
+`library_output` (quiet library progress bars). `generate` checks its settings (`generation_settings`) and
+output names (`output_paths`) before `generation_run` imports torch. Each module's `register(subparsers)`
+adds its parser; torch is imported only when a command runs, after its arguments are checked."""

@@ -1,59 +1,92 @@
-"""latentforge export SOURCE OUTPUT: save a model in the diffusers layout (safetensors, fp32 or --fp16) that
-stock `StableDiffusionPipeline.from_pretrained` loads.
+"""latentforge export SOURCE OUTPUT: save a model in the diffusers layout (safetensors) that stock
+`StableDiffusionPipeline.from_pretrained` loads.
 
 SOURCE is a diffusers-layout model (local folder, or hub id when online), or with --architecture an
-architecture (a name in configs/models/ or a folder of configs) filled with seeded random weights.
+architecture (a name in configs/models/ or a folder of configs) filled with seeded random weights. The
+weights keep SOURCE's precision (float16 stays float16) unless --dtype asks for another.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
+import struct
 from pathlib import Path
 
 from latentforge.commands.sampling_flags import add_sampling_arguments, given_sampling
+from latentforge.commands.shared_flags import deprecated
 from latentforge.pipelines.sampling_defaults import FILE, check_defaults, read_defaults, write_defaults
 
-HELP = "save a model as a diffusers folder (safetensors, fp32 or fp16)"
+HELP = "save a model as a diffusers folder (safetensors, fp32 or fp16)."
 RAW = argparse.RawDescriptionHelpFormatter  # keep the docstring's paragraphs
+DTYPES = ("auto", "float32", "float16")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("export", help=HELP, description=__doc__, formatter_class=RAW)
     parser.add_argument(
-        "source", help="model folder, hub id, or architecture name/folder with --architecture"
+        "source", help="model folder, hub id, or architecture name/folder with --architecture."
     )
-    parser.add_argument("output", help="folder to write (must not exist unless --overwrite)")
+    parser.add_argument("output", nargs="?", help="folder to write (must not exist unless --overwrite).")
+    parser.add_argument("-o", "--output", dest="output_option", metavar="OUTPUT", help="the same as OUTPUT.")
     parser.add_argument(
-        "--architecture", action="store_true", help="SOURCE is an architecture: random weights"
+        "--architecture", action="store_true", help="SOURCE is an architecture: random weights."
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed for random weights with --architecture")
-    parser.add_argument("--fp16", action="store_true", help="store weights in float16 (half the size)")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    parser.add_argument("--seed", type=int, default=0, help="seed for random weights with --architecture.")
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="auto",
+        help="precision of the saved weights (default auto: SOURCE's; float32 for an architecture).",
+    )
+    parser.add_argument("--fp16", action="store_true", help="deprecated: use --dtype float16.")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists.")
     recommended = parser.add_argument_group(
         "recommended sampling settings",
         "stored in OUTPUT/generation_defaults.json (over SOURCE's); `generate` and `eval` use them when a "
-        "setting is not given",
+        "setting is not given.",
     )
-    add_sampling_arguments(recommended)
+    add_sampling_arguments(recommended, default=None, image_task="both")
     parser.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from latentforge.models.components import Components  # here: it imports torch, --help must not wait
-
+    output = args.output_option or args.output
+    if not output or (args.output and args.output_option and args.output != args.output_option):
+        raise ValueError("export: give the OUTPUT folder once (as OUTPUT or -o OUTPUT)")
+    if args.fp16:
+        deprecated("--fp16", "--dtype float16")
     given = check_defaults(given_sampling(args), "export")  # before anything is loaded or written
     has_own = not args.architecture and (Path(args.source) / FILE).is_file()
     defaults = read_defaults(args.source).updated(**given) if has_own or given else None
+    fp16 = args.fp16 or args.dtype == "float16" or (args.dtype == "auto" and _stored_in_fp16(args.source))
+    # imported here, not at the top: it imports torch, and --help and the checks above must not wait for it
+    from latentforge.commands.library_output import quiet_library_progress_bars
+    from latentforge.models.components import Components
+
+    quiet_library_progress_bars()
     if args.architecture:
         components = Components.from_architecture(args.source, seed=args.seed)
     else:
         components = Components.from_pretrained(args.source)
-    components.save_pretrained(args.output, fp16=args.fp16, overwrite=args.overwrite)
+    components.save_pretrained(output, fp16=fp16, overwrite=args.overwrite)
     card = Path(args.source) / "README.md"
     if not args.architecture and card.is_file():  # the model card (training data, results, config) goes along
-        shutil.copyfile(card, Path(args.output) / "README.md")
+        shutil.copyfile(card, Path(output) / "README.md")
     if defaults is not None:
-        write_defaults(args.output, defaults)
-    print(f"saved {args.output}")
+        write_defaults(output, defaults)
+    print(f"saved {output} ({'float16' if fp16 else 'float32'} weights)")
     return 0
+
+
+def _stored_in_fp16(source: str) -> bool:
+    """True when a local model's U-Net weights are float16 (read from the safetensors header, no torch)."""
+    files = sorted((Path(source) / "unet").glob("*.safetensors"))
+    if not files:
+        return False
+    with open(files[0], "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+    dtypes = {v["dtype"] for k, v in header.items() if k != "__metadata__"}
+    return dtypes == {"F16"}

@@ -18,8 +18,12 @@ from typing import Any
 import PIL.Image
 from PIL.PngImagePlugin import PngInfo
 
+from latentforge import __version__
 from latentforge.pipelines.sampling_defaults import FALLBACK
 from latentforge.pipelines.schedulers import SCHEDULERS
+from latentforge.resources import DEFAULT_MODEL
+
+DEFAULT_MODEL_NAME = "default"  # --model default, and the built-in model's name in a record
 
 PARAMETERS_KEY = "parameters"
 RECORD_KEY = "latentforge"
@@ -47,10 +51,11 @@ class GenerationRecord:
     strength: float | None = None
     mask_blur: float = 0.0
     paste_back: bool = True
-    image: str | None = None  # absolute path of the input image (img2img, inpaint)
+    image: str | None = None  # the input image (img2img, inpaint): its file name, or its path when asked
     mask: str | None = None
-    model: str = ""  # folder or hub id
+    model: str = ""  # "default" (the built-in model), a hub id, a folder's name, or its path when asked
     model_hash: str = ""  # Components.weights_hash()
+    model_scheduler: str | None = None  # the sampler the model's own scheduler is (when `scheduler` is None)
     device: str | None = None
     dtype: str | None = None
     grid: bool = False  # the image is a grid of `num_images` images
@@ -65,11 +70,21 @@ class GenerationRecord:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def sampler_name(class_name: str, config: dict[str, Any]) -> str | None:
+    """Our name of the sampler a scheduler is (its class and the settings that make the variant), or None."""
+    for name, spec in SCHEDULERS.items():
+        if spec.class_name == class_name and all(config.get(k, v) == v for k, v in spec.overrides.items()):
+            return name
+    return None
+
+
 def a1111_parameters(record: GenerationRecord) -> str:
-    """A1111's infotext for `record` (Sampler and Clip skip in A1111's conventions)."""
+    """A1111's infotext for `record`: every field A1111 writes for the task (Sampler and Clip skip in A1111's
+    conventions; Sampler is the model's own when no other was asked for)."""
+    sampler = record.scheduler or record.model_scheduler
     fields = {
         "Steps": record.steps,
-        "Sampler": SCHEDULERS[record.scheduler].a1111_name if record.scheduler in SCHEDULERS else None,
+        "Sampler": SCHEDULERS[sampler].a1111_name if sampler in SCHEDULERS else sampler,
         "CFG scale": record.guidance_scale,
         "Seed": record.seed,
         "Size": f"{record.width}x{record.height}" if record.width and record.height else None,
@@ -79,10 +94,25 @@ def a1111_parameters(record: GenerationRecord) -> str:
         "Clip skip": record.clip_skip + 1 if record.clip_skip else None,  # A1111 counts "no skip" as 1
         "CFG rescale": record.guidance_rescale or None,
         "Mask blur": record.mask_blur if record.task == "inpaint" else None,
+        "Version": f"latentforge {__version__}",
     }
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in fields.items() if value is not None)
     negative = f"\nNegative prompt: {record.negative_prompt}" if record.negative_prompt else ""
     return f"{record.prompt}{negative}\n{line}"
+
+
+def shareable(record: GenerationRecord, keep_paths: bool = False) -> GenerationRecord:
+    """`record` as a PNG carries it: the model as `default`, a hub id or its folder's name, and the input
+    files by name, so that a shared image does not show the user's folders (paths kept with `keep_paths`)."""
+    if keep_paths:
+        return record
+    model = record.model
+    if model == str(DEFAULT_MODEL):
+        model = DEFAULT_MODEL_NAME
+    elif Path(model).exists():
+        model = Path(model).name
+    image, mask = (Path(p).name if p else p for p in (record.image, record.mask))
+    return dataclasses.replace(record, model=model, image=image, mask=mask)
 
 
 def _quote(value: Any) -> str:

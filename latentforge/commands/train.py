@@ -1,56 +1,91 @@
 """latentforge train {vae,clip,unet} --config CONFIG [KEY=VALUE ...]: run one training stage.
 
-CONFIG is a name in configs/train/ (e.g. shapes-small-vae; the folder ships with the package) or a YAML file
-of overrides of the stage's settings; KEY=VALUE pairs override the file (dotted for groups, e.g.
-optim.max_steps=200 checkpoint.resume=latest). Works as is on one process and under
+CONFIG is a name in configs/train/ (the folder ships with the package) or a YAML file of overrides of the
+stage's settings; KEY=VALUE pairs override the file (dotted for groups, e.g. optim.max_steps=200
+checkpoint.resume=latest). The run's folder is output_dir=DIR (or -o DIR): checkpoints, logs, validation
+images and the exported model go there. Ctrl-C or SIGTERM saves a checkpoint and stops; run the same command
+with checkpoint.resume=latest to continue. Works as is on one process and under
 `accelerate launch -m latentforge train ...` on several.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
+from latentforge.commands.shared_flags import add_overrides_argument, check_overrides
 from latentforge.config_loader import load_config
-from latentforge.resources import config_file
+from latentforge.resources import config_file, shipped_names
 
 STAGES = ("vae", "clip", "unet")
+# keys that name a model or architecture to start from, checked (and named) before anything loads
+MODEL_KEYS = {"vae": ("model",), "clip": ("architecture",), "unet": ("base", "vae_from", "text_encoder_from")}
 
-
-HELP = "train the VAE, the CLIP text encoder or the U-Net (accelerate launch for several processes)"
+HELP = "train the VAE, the CLIP text encoder or the U-Net (accelerate launch for several processes)."
 RAW = argparse.RawDescriptionHelpFormatter  # keep the docstring's paragraphs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("train", help=HELP, description=__doc__, formatter_class=RAW)
-    parser.add_argument("stage", choices=STAGES, help="what to train")
-    # nargs="+" so that overrides may follow --config (argparse cannot split positionals around an option)
-    parser.add_argument(
-        "--config",
-        nargs="+",
-        default=None,
-        metavar="CONFIG [KEY=VALUE",
-        help="config name in configs/train/ or a YAML path, then any KEY=VALUE overrides",
+    names = ", ".join(shipped_names("train"))
+    parser = subparsers.add_parser(
+        "train",
+        help=HELP,
+        description=__doc__,
+        formatter_class=RAW,
+        usage="latentforge train {vae,clip,unet} --config CONFIG [KEY=VALUE ...] [-o DIR]",
+        epilog=f"shipped configs (configs/train/): {names}.",
     )
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("stage", choices=STAGES, help="what to train.")
+    add_overrides_argument(parser, "fields of the stage's config, dotted for groups", "optim.max_steps=200")
+    parser.add_argument("--config", help="a config name (listed below) or a YAML path; required.")
+    parser.add_argument("-o", "--output", help="the run's folder: the same as output_dir=DIR.")
     parser.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if not args.config:  # a default run is 20+ minutes of work: never start one by accident
+        raise ValueError(
+            f"train {args.stage}: --config is required: one of {shipped_names('train')} or a YAML file "
+            "(an empty one gives the stage's built-in defaults)"
+        )
+    path = config_file("train", args.config)
+    overrides = [*args.overrides, *([f"output_dir={args.output}"] if args.output else [])]
+    check_overrides(overrides)
     # Explicit stage -> module table (no import strings), imported here: each trainer pulls in torch and
-    # accelerate, which `latentforge --help` must not wait for.
+    # accelerate, which `latentforge --help` and the checks above must not wait for.
     if args.stage == "vae":
         from latentforge.training import vae as stage
     elif args.stage == "clip":
         from latentforge.training import clip as stage
     else:
         from latentforge.training import unet as stage
-    name, *more = args.config or [None]
-    overrides = [*args.overrides, *more]
-    bad = [item for item in overrides if "=" not in item]
-    if bad:
-        raise ValueError(f"overrides must look like key=value (e.g. optim.max_steps=100), got {bad}")
-    path = config_file("train", name) if name else None
+    from latentforge.commands.library_output import quiet_library_progress_bars
+
+    quiet_library_progress_bars()
     config = load_config(stage.CONFIG_CLASS, path, overrides)
+    check_model_keys(args.stage, config)
+    if os.environ.get("RANK", "0") == "0":  # once under accelerate launch
+        print(
+            f"train {args.stage}: --config {args.config} -> {config.output_dir}: {config.optim.max_steps} steps at "
+            f"batch {config.optim.batch_size}, a checkpoint every {config.checkpoint.every_steps or '(never)'} steps "
+            "and at Ctrl-C"
+        )
     output = stage.train(config)
     print(f"done: {output}")
     return 0
+
+
+def check_model_keys(stage: str, config: object) -> None:
+    """FileNotFoundError naming the key (base=, model=, ...) whose model folder or architecture is missing."""
+    architectures = shipped_names("models")
+    for key in MODEL_KEYS[stage]:
+        value = str(getattr(config, key))
+        hub_id = value.count("/") == 1 and not value.startswith((".", "/"))
+        if not value or Path(value).exists() or value in architectures or hub_id:
+            continue
+        if key.endswith("_from"):
+            fix = "a trained model folder, or nothing (the base's own)"
+        else:
+            fix = f"a model folder, a hub id (org/name) or an architecture name (one of {architectures})"
+        raise FileNotFoundError(f"{key}={value}: no such folder; set {key}= to {fix}")

@@ -1,5 +1,6 @@
 """A model's recommended sampling settings, kept with the model: `generation_defaults.json` at the root of its
-folder (written by `latentforge export --steps/--guidance/--guidance-rescale`; diffusers ignores the file).
+folder (written by `latentforge export --steps/--guidance/--guidance-rescale/--strength/--mask-blur`;
+diffusers ignores the file).
 
 `SamplingSettings` is the one vocabulary of these settings: `latentforge generate`, `latentforge eval` and
 `latentforge export` read and write it, and `pipeline_kwargs()` turns it into the pipeline's keywords, so
@@ -17,11 +18,16 @@ FILE = "generation_defaults.json"
 
 @dataclasses.dataclass(frozen=True)
 class SamplingSettings:
-    """Denoising steps, classifier-free guidance scale and guidance rescale (the keys of the file)."""
+    """Denoising steps, guidance scale and rescale, and the img2img/inpainting strength and mask blur (the keys
+    of the file)."""
 
     steps: int = 25  # num_inference_steps
     guidance_scale: float = 7.5  # >= 0; <= 1 turns guidance off
     guidance_rescale: float = 0.0  # in [0, 1]
+    # img2img and inpainting: share of the schedule to run, in (0, 1] (A1111's "denoising strength" 0.75;
+    # inpainting at 1.0 fills the hole with the noise's colours and leaves a seam)
+    strength: float = 0.75
+    mask_blur: float = 4.0  # inpainting: Gaussian blur of the mask edge, sigma in pixels (A1111's default 4)
 
     def updated(self, **given: Any) -> SamplingSettings:
         """These settings with every value of `given` that is not None (checked)."""
@@ -29,7 +35,8 @@ class SamplingSettings:
         return dataclasses.replace(self, **given)
 
     def pipeline_kwargs(self) -> dict[str, Any]:
-        """The settings as pipeline call keywords (num_inference_steps, guidance_scale, guidance_rescale)."""
+        """The text-to-image settings as pipeline call keywords (num_inference_steps, guidance_scale,
+        guidance_rescale); `strength` and `mask_blur` are the image tasks' own."""
         return {
             "num_inference_steps": self.steps,
             "guidance_scale": self.guidance_scale,
@@ -39,6 +46,13 @@ class SamplingSettings:
 
 FALLBACK = SamplingSettings()
 _NAMES = tuple(f.name for f in dataclasses.fields(SamplingSettings))
+IMAGE_TASK_NAMES = ("strength", "mask_blur")  # what only img2img and inpainting read
+_RANGES = (  # name, lowest, highest
+    ("guidance_scale", 0.0, float("inf")),
+    ("guidance_rescale", 0.0, 1.0),
+    ("strength", 0.0, 1.0),  # lowest excluded
+    ("mask_blur", 0.0, float("inf")),
+)
 
 
 def check_defaults(values: dict[str, Any], source: str) -> dict[str, Any]:
@@ -49,11 +63,19 @@ def check_defaults(values: dict[str, Any], source: str) -> dict[str, Any]:
     steps = values.get("steps", 1)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"{source}: steps must be an integer >= 1, got {steps!r}")
-    for name, low, high in (("guidance_scale", 0.0, float("inf")), ("guidance_rescale", 0.0, 1.0)):
-        value = values.get(name, low)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-            raise ValueError(f"{source}: {name} must be a number in [{low}, {high}], got {value!r}")
+    for name, low, high in _RANGES:
+        value = values.get(name, high)
+        open_low = name == "strength"  # strength 0 would run no step at all
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not is_number or value > high or value < low or (open_low and value == low):
+            interval = f"{'(' if open_low else '['}{low}, {high}]"
+            raise ValueError(f"{source}: {name} must be a number in {interval}, got {value!r}")
     return values
+
+
+def model_settings(model: str | Path, **given: Any) -> SamplingSettings:
+    """The settings of `model` (its file, else FALLBACK) with every value of `given` that is not None."""
+    return read_defaults(model).updated(**given)
 
 
 def read_defaults(model: str | Path) -> SamplingSettings:
@@ -71,8 +93,13 @@ def read_defaults(model: str | Path) -> SamplingSettings:
 
 
 def write_defaults(folder: str | Path, settings: SamplingSettings) -> Path:
-    """Write `settings` as the folder's generation_defaults.json."""
+    """Write `settings` as the folder's generation_defaults.json: the text-to-image settings always, the
+    image-task ones (strength, mask_blur) where they differ from FALLBACK."""
     path = Path(folder) / FILE
-    values = check_defaults(dataclasses.asdict(settings), str(path))
+    values = {
+        k: v
+        for k, v in check_defaults(dataclasses.asdict(settings), str(path)).items()
+        if k not in IMAGE_TASK_NAMES or v != getattr(FALLBACK, k)
+    }
     path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
     return path

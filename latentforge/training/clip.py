@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from safetensors.torch import save_file
+from tqdm.auto import tqdm
 
 from latentforge.data.training_data import DataConfig, data_note, image_loader, load_splits
 from latentforge.models.openclip import open_clip_text_to_hf, open_clip_token_features
@@ -200,7 +201,7 @@ def retrieval_accuracy(
             "chance_top1": same.float().mean().item(),
         }
         accelerator.log({k: v for k, v in metrics.items() if k != "held_out_pairs"}, step=step)
-        accelerator.print(
+        tqdm.write(  # above the progress bar, not glued onto it
             f"step {step}: held-out retrieval top-1 image->text {metrics['image_to_text_top1']:.3f}, "
             f"text->image {metrics['text_to_image_top1']:.3f} (chance {metrics['chance_top1']:.3f})"
         )

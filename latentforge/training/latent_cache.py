@@ -222,7 +222,8 @@ def load_or_build_cache(
         (tmp / "meta.json").write_text(json.dumps(meta))  # written last: marks the cache complete
         os.replace(tmp, folder)
         accelerator.print(
-            f"cached {meta['images']} images and {meta['captions']} distinct captions in {folder}"
+            f"encoded the {meta['images']} training images to latents and their {meta['captions']} different "
+            f"captions to text embeddings, once for the run (kept in {folder})"
         )
     accelerator.wait_for_everyone()
     t = load_file(folder / "cache.safetensors")

@@ -4,60 +4,23 @@ and the end-of-run summary."""
 
 from __future__ import annotations
 
-import logging
+import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from latentforge.training.accelerator import make_accelerator
 from latentforge.training.checkpoints import CheckpointManager
 from latentforge.training.optimization import OptimizerUpdate, ema_weights
 from latentforge.training.run_dir import RunDir
+from latentforge.training.stopping import Interrupted, NonFiniteGuard, sigterm_as_interrupt
 from latentforge.training.train_config import TrainConfig
-
-logger = logging.getLogger(__name__)
-
-
-class NonFiniteGuard:
-    """Skips optimizer steps whose loss is NaN/Inf on any process, counts them, and stops the run after
-    `limit` in a row (a diverged run, not a stray batch). All processes take the same decision."""
-
-    def __init__(self, accelerator: Accelerator, limit: int) -> None:
-        if limit < 1:
-            raise ValueError(f"max_nonfinite_steps must be >= 1, got {limit}")
-        self.accelerator, self.limit = accelerator, limit
-        self.total = self.in_a_row = 0
-        self._window_bad = False
-
-    def check(self, loss: torch.Tensor) -> bool:
-        """True when `loss` is finite on every process (call for each loss, before its backward)."""
-        flag = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=loss.device)
-        bad = bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
-        self._window_bad |= bad
-        return not bad
-
-    def end_window(self, step: int) -> bool:
-        """Call at each optimizer step: True to apply it, False to skip it; raises after `limit` in a row."""
-        bad, self._window_bad = self._window_bad, False
-        if not bad:
-            self.in_a_row = 0
-            return True
-        self.total += 1
-        self.in_a_row += 1
-        logger.warning("step %d: non-finite loss, update skipped (%d in a row)", step, self.in_a_row)
-        if self.in_a_row >= self.limit:
-            raise RuntimeError(
-                f"training diverged: {self.in_a_row} optimizer steps in a row had a NaN/Inf loss (up to step "
-                f"{step}); lower optim.learning_rate, use mixed_precision=no or bf16, or resume from an earlier "
-                f"checkpoint (max_nonfinite_steps={self.limit})"
-            )
-        return False
 
 
 class TrainingRun:
@@ -76,6 +39,8 @@ class TrainingRun:
         self.checkpoints = CheckpointManager(accelerator, self.dir.root, config.checkpoint.keep_last)
         self.guard = NonFiniteGuard(accelerator, config.max_nonfinite_steps)
         self.step = self.consumed = self.batches_per_epoch = 0
+        self._step_consumed = 0  # micro-batches consumed when the last optimizer step ended
+        self._saved_step = -1  # step of the last checkpoint written or resumed from
         self.extra_state: dict[str, Any] = {}  # trainer-specific JSON state, saved with each checkpoint
         self._seen = self._corrupt = 0  # this process, since start or resume
         self._restored = {"seen": 0, "corrupt": 0, "empty_batches": 0}
@@ -97,10 +62,16 @@ class TrainingRun:
                     f"run has {batches_per_epoch}; resume needs the same data, batch size and processes"
                 )
             self.step, self.consumed = state["step"], state["consumed_batches"]
+            self._step_consumed, self._saved_step = self.consumed, self.step
             self.guard.total = state["nonfinite_steps"]
             self._restored = state["images"]
             self.extra_state = state.get("extra", {})
             self._seconds_before = float(state.get("seconds", 0.0))
+        if self.done and self.accelerator.is_main_process:
+            print(
+                f"nothing to train: the checkpoint is at step {self.step} and optim.max_steps={self.max_steps}; "
+                "exporting it again (raise optim.max_steps to train on)"
+            )
         self._bar = tqdm(
             total=self.max_steps,
             initial=self.step,
@@ -178,17 +149,43 @@ class TrainingRun:
         self._bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
         if self.step % self.config.log_every == 0 or self.step == self.max_steps:
             self.accelerator.log(logs, step=self.step)
+        self._step_consumed = self.consumed
         every = self.config.checkpoint.every_steps
         if (every and self.step % every == 0) or self.step == self.max_steps:
-            state = {
-                "consumed_batches": self.consumed,
-                "batches_per_epoch": self.batches_per_epoch,
-                "nonfinite_steps": self.guard.total,
-                "images": self.image_counts(),
-                "extra": self.extra_state,
-                "seconds": round(self.seconds, 1),
-            }
-            self.checkpoints.save(self.step, state, models)
+            self.save_checkpoint(models)
+
+    def save_checkpoint(self, models: list[torch.nn.Module]) -> Path:
+        """Checkpoint the run at the last completed optimizer step (collective: call on all ranks)."""
+        state = {
+            "consumed_batches": self._step_consumed,
+            "batches_per_epoch": self.batches_per_epoch,
+            "nonfinite_steps": self.guard.total,
+            "images": self.image_counts(),
+            "extra": self.extra_state,
+            "seconds": round(self.seconds, 1),
+        }
+        path = self.checkpoints.save(self.step, state, models)
+        self._saved_step = self.step
+        return path
+
+    def interrupted(self, err: KeyboardInterrupt, models: list[torch.nn.Module]) -> Interrupted:
+        """After Ctrl-C/SIGTERM: a checkpoint of the last completed step (one process; a second Ctrl-C is
+        ignored while it is written), and the line that says where the run stopped and how to continue."""
+        if self._bar is not None:
+            self._bar.close()
+        code = getattr(err, "exit_code", 130)
+        stopped = f"training stopped at step {self.step} of {self.max_steps}"
+        if self.step > self._saved_step and self.step > 0 and self.accelerator.num_processes == 1:
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                where = f"saved {self.save_checkpoint(models)}"
+            finally:
+                signal.signal(signal.SIGINT, previous)
+        elif self._saved_step >= 0:
+            where = f"its last checkpoint is step {self._saved_step} in {self.dir.root}"
+        else:
+            return Interrupted(f"{stopped}, before its first checkpoint", code)
+        return Interrupted(f"{stopped}; {where}; continue with checkpoint.resume=latest", code)
 
     @property
     def seconds(self) -> float:
@@ -264,13 +261,25 @@ def train_loop(run: TrainingRun, loader: Any, trainer: Trainer) -> dict[str, Any
     gradient accumulation, the NaN/Inf guard (each loss checked before its backward; a window with a bad one
     applies no update), the optimizer updates, progress/logs/checkpoints (`end_step`) and `validate` every
     validation.every_steps with the EMA weights in. Then the EMA weights replace the trained ones for good and
-    the last validation runs; returns its metrics."""
-    accelerator, every = run.accelerator, run.config.validation.every_steps
+    the last validation runs; returns its metrics. Ctrl-C or SIGTERM saves a checkpoint and raises
+    `Interrupted` (`TrainingRun.interrupted`)."""
 
     def backward(loss: torch.Tensor) -> None:
         if run.guard.check(loss):
-            accelerator.backward(loss)
+            run.accelerator.backward(loss)
 
+    with sigterm_as_interrupt():
+        try:
+            _steps(run, loader, trainer, backward)
+        except KeyboardInterrupt as err:
+            raise run.interrupted(err, trainer.saved) from None
+    trainer.keep_ema_weights()
+    return trainer.validate(run.step) or {}
+
+
+def _steps(run: TrainingRun, loader: Any, trainer: Trainer, backward: Backward) -> None:
+    """Optimizer steps from the run's position to optim.max_steps, validating every validation.every_steps."""
+    accelerator, every = run.accelerator, run.config.validation.every_steps
     for batch in run.batches(loader):
         with accelerator.accumulate(*trainer.prepared):
             logs = trainer.train_step(batch, backward)
@@ -285,5 +294,3 @@ def train_loop(run: TrainingRun, loader: Any, trainer: Trainer) -> dict[str, Any
                     trainer.validate(run.step)
             if run.done:
                 break
-    trainer.keep_ema_weights()
-    return trainer.validate(run.step) or {}

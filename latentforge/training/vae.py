@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 from accelerate import Accelerator
+from tqdm.auto import tqdm
 
 from latentforge.data.training_data import DataConfig, data_note, image_loader, load_splits
 from latentforge.image_metrics import psnr, ssim
@@ -211,7 +212,7 @@ def _validate(
             run.dir.validation.mkdir(parents=True, exist_ok=True)
             grid = make_grid(to_pil((first + 1) / 2), columns=max(1, len(first) // 2))
             grid.save(run.dir.validation / f"step-{step}.png")
-        accelerator.print(
+        tqdm.write(  # above the progress bar, not glued onto it
             f"step {step}: held-out PSNR {metrics['held_out_psnr']:.2f} dB, SSIM {metrics['held_out_ssim']:.4f}"
         )
     accelerator.wait_for_everyone()

@@ -1,0 +1,131 @@
+"""The settings of one `generate`/`img2img`/`inpaint` run, from the command line over a --from-png record over
+the model's defaults, checked in full before torch is imported: every mistake answers at once."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+from pathlib import Path
+
+from latentforge.commands.png_record import DEFAULT_MODEL_NAME, GenerationRecord, read_record
+from latentforge.commands.sampling_flags import given_sampling
+from latentforge.commands.shared_flags import check_model, model_location
+from latentforge.pipelines.sampling_defaults import check_defaults, model_settings
+
+
+def settings_from_args(args: argparse.Namespace) -> GenerationRecord:
+    """The run's record, with the model and input files as locations to load (not yet as shared)."""
+    record = read_record(args.from_png) if args.from_png else GenerationRecord(task=args.task)
+    model = args.model or (_recorded_model(record, args.from_png) if args.from_png else None)
+    given = {
+        "prompt": args.prompt,
+        "negative_prompt": args.negative,
+        "seed": args.seed,
+        "scheduler": args.scheduler,
+        "num_images": args.num_images,
+        "clip_skip": args.clip_skip,
+        "device": args.device,
+        "dtype": args.dtype,
+        "model": model_location(model),
+        "image": getattr(args, "image", None),
+        "mask": getattr(args, "mask", None),
+        "paste_back": getattr(args, "paste_back", None),
+        **_size(args),
+    }
+    if not args.from_png:  # a PNG's record is kept whole: the model's defaults do not replace what made it
+        given = {**dataclasses.asdict(model_settings(given["model"])), **given}
+    given.update(given_sampling(args))
+    record = dataclasses.replace(record, **{k: v for k, v in given.items() if v is not None}, grid=False)
+    if args.seed is None and not args.from_png:
+        record.seed = random.randrange(2**32)
+    if record.task == "txt2img":
+        record.strength = None
+    for name in ("image", "mask"):
+        if getattr(record, name):
+            setattr(record, name, _input_file(getattr(record, name), name, args.from_png))
+    return record
+
+
+def _recorded_model(record: GenerationRecord, png: str) -> str:
+    """The model a PNG's record names: `default`, a path or hub id; a bare folder name needs --model."""
+    name = record.model
+    if name in ("", DEFAULT_MODEL_NAME) or Path(name).exists() or name.count("/") == 1:
+        return name
+    raise FileNotFoundError(
+        f"--from-png: {png} was made with the model {name!r} (weights hash {record.model_hash or 'unknown'}), "
+        "which is not a folder here; pass --model with that model's folder"
+    )
+
+
+def _input_file(recorded: str, name: str, png: str | None) -> str:
+    """The input image or mask: as given, else (from a PNG's record) beside the PNG."""
+    path = Path(recorded)
+    if not path.exists() and png and (Path(png).parent / path.name).exists():
+        path = Path(png).parent / path.name
+    if not path.is_file():
+        where = f" (nor beside {png}; pass --{name})" if png else ""
+        raise FileNotFoundError(f"--{name}: file {recorded} does not exist{where}")
+    return str(path.resolve())
+
+
+def _size(args: argparse.Namespace) -> dict[str, int | None]:
+    """width and height from --size WxH (or N for NxN), then --width/-W and --height/-H."""
+    width = height = None
+    if args.size:
+        try:
+            values = [int(v) for v in args.size.lower().split("x")]
+        except ValueError:
+            values = []
+        if len(values) not in (1, 2):
+            raise ValueError(
+                f"--size must be WIDTHxHEIGHT or one number for a square, e.g. 512x512 or 512; got {args.size!r}"
+            )
+        width, height = values[0], values[-1]
+    return {"width": args.width or width, "height": args.height or height}
+
+
+def check_settings(record: GenerationRecord, args: argparse.Namespace) -> None:
+    """Every cheap check, before any model loads."""
+    if not record.prompt and not args.from_png and args.prompt is None:
+        raise ValueError("give a PROMPT (or --from-png FILE)")
+    if record.num_images < 1 or (args.batch_size is not None and args.batch_size < 1):
+        raise ValueError(
+            f"--num-images and --batch-size must be >= 1, got {record.num_images} and {args.batch_size}"
+        )
+    if record.task != "txt2img" and not record.image:
+        raise ValueError(f"{args.command}: --image is required (the image to redraw)")
+    if record.task == "inpaint" and not record.mask:
+        raise ValueError("inpaint: --mask is required (white = repaint, black = keep)")
+    if record.clip_skip is not None and record.clip_skip < 0:
+        raise ValueError(f"--clip-skip must be >= 0, got {record.clip_skip}")
+    sampling = ("steps", "guidance_scale", "guidance_rescale", "mask_blur", "strength")
+    values = {k: getattr(record, k) for k in sampling if getattr(record, k) is not None}
+    check_defaults(values, "out of range")
+    check_model(record.model)
+    _check_size(record)
+
+
+def _check_size(record: GenerationRecord) -> None:
+    """Width and height: positive multiples of the VAE's downscale factor (read from a local model's config)."""
+    factor = vae_factor(record.model)
+    for name in ("width", "height"):
+        value = getattr(record, name)
+        if value is not None and (value < 1 or (factor and value % factor)):
+            raise ValueError(
+                f"--size/--{name}: width and height must be positive multiples of {factor or 1} (the VAE's "
+                f"downscale factor), got {record.width}x{record.height}"
+            )
+
+
+def vae_factor(model: str) -> int | None:
+    """2 ** (VAE blocks - 1) from `model/vae/config.json`, as diffusers computes it; None without the file."""
+    path = Path(model) / "vae" / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        blocks = json.loads(path.read_text())["block_out_channels"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        return None  # the model loader says what is wrong with the file
+    return 2 ** (len(blocks) - 1)

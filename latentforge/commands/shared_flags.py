@@ -1,0 +1,67 @@
+"""The flags every command spells the same way: --model (with `default`), KEY=VALUE config overrides after
+the positional arguments, and the one-line deprecation notice of a renamed flag."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+from latentforge.commands.png_record import DEFAULT_MODEL_NAME
+from latentforge.resources import DEFAULT_MODEL
+
+
+def add_model_argument(
+    parser: argparse.ArgumentParser, what: str = "diffusers model folder or hub id"
+) -> None:
+    """--model, whose default is the built-in default model (also named by `--model default`)."""
+    parser.add_argument(
+        "--model",
+        help=f"{what}, or `{DEFAULT_MODEL_NAME}` (default: the built-in default model).",
+    )
+
+
+def model_location(value: str | None) -> str:
+    """The folder or hub id to load: the built-in default model for None, "" and "default"."""
+    return str(DEFAULT_MODEL) if value in (None, "", DEFAULT_MODEL_NAME) else str(value)
+
+
+def check_model(model: str, hub_ids: bool = True) -> None:
+    """FileNotFoundError when `model` is neither an existing path nor (with `hub_ids`) a hub id like org/name,
+    or when it is the built-in default model and that is not installed."""
+    if model == str(DEFAULT_MODEL) and not DEFAULT_MODEL.is_dir():
+        raise FileNotFoundError(
+            f"the built-in default model is not installed ({DEFAULT_MODEL.name} is missing from the package); "
+            "pass --model with a diffusers model folder or hub id"
+        )
+    hub_id = hub_ids and model.count("/") == 1 and not model.startswith((".", "/"))
+    if not Path(model).exists() and not hub_id:
+        also = " (and it is not a hub id like org/name)" if hub_ids else ""
+        raise FileNotFoundError(f"--model: folder {model} does not exist{also}")
+
+
+def add_overrides_argument(parser: argparse.ArgumentParser, fields: str, example: str) -> None:
+    """Positional KEY=VALUE overrides (`fields` names what they set); cli.main adds those that follow options."""
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"settings over the config file: {fields} (e.g. {example}).",
+    )
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """ValueError naming the items that are not KEY=VALUE."""
+    bad = [item for item in overrides if "=" not in item or item.startswith("=")]
+    if bad:
+        raise ValueError(f"overrides must look like KEY=VALUE (e.g. optim.max_steps=100), got {bad}")
+
+
+class DeprecatedFlag(UserWarning):
+    """A flag that still works under its old spelling (a UserWarning: shown to every user, once)."""
+
+
+def deprecated(old: str, new: str) -> None:
+    """One warning line: `old` still works and will go; `new` is the spelling to use."""
+    warnings.warn(f"{old} is deprecated and will be removed; use {new}", DeprecatedFlag, stacklevel=2)
