@@ -36,3 +36,21 @@ def test_lora_weights_load_in_diffusers_and_change_the_output(tmp_path):
     assert np.abs(after - before).max() > 1e-3, "the trained LoRA did not change the output"
     pipe.unload_lora_weights()
     np.testing.assert_allclose(_image(pipe), before, atol=1e-6)  # unloading gives the base model back
+
+
+def test_the_kohya_file_of_a_v_prediction_run_says_so(tmp_path):
+    from safetensors import safe_open
+
+    base = tmp_path / "base"
+    Components.from_architecture("tiny", seed=0).save_pretrained(base)
+    overrides = ["prediction_type=v_prediction", "optim.max_steps=1"]
+    config = load_config(
+        unet_trainer.UNetTrainConfig,
+        config_file("train", "smoke-lora"),
+        [f"output_dir={tmp_path / 'run'}", f"base={base}", *overrides],
+    )
+    lora_dir = unet_trainer.train(config)
+    with safe_open(lora_dir / "lora_kohya.safetensors", "pt") as file:
+        header = file.metadata()
+    assert header["ss_base_model_version"].endswith("_v"), header["ss_base_model_version"]
+    assert header["modelspec.prediction_type"] == "v"

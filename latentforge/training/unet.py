@@ -272,8 +272,9 @@ def _export(
         components.unet.eval()
         if config.lora.rank:
             out.mkdir(parents=True, exist_ok=True)
-            save_lora(components.unet, out)
             title = f"latentforge LoRA (rank {config.lora.rank}) for {config.base}"
+            prediction_type = components.scheduler.config.get("prediction_type", "epsilon")
+            save_lora(components.unet, out, prediction_type=prediction_type, title=title)
         else:
             components.save_pretrained(out, overwrite=True)
             title = "latentforge text-to-image model"
