@@ -3,7 +3,6 @@ its `Report` (JSON + Markdown + image grid)."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -24,13 +23,6 @@ from latentforge.models.component_files import load_vae
 from latentforge.models.components import resolve_device
 from latentforge.pipelines.pipeline import InpaintPipeline
 from latentforge.pipelines.sampling_defaults import SamplingSettings, read_defaults
-
-
-def with_model_defaults(config: EvalConfig) -> EvalConfig:
-    """`config` with unset sampling settings taken from the model's generation_defaults.json (or FALLBACK)."""
-    names = [f.name for f in dataclasses.fields(SamplingSettings) if hasattr(config, f.name)]
-    settings = read_defaults(config.model).updated(**{name: getattr(config, name) for name in names})
-    return dataclasses.replace(config, **{name: getattr(settings, name) for name in names})
 
 
 def run_evaluation(task: str, config: EvalConfig, settings: dict[str, Any]) -> Report:
