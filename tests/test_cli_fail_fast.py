@@ -52,16 +52,57 @@ CASES = [
     (["eval", "vae", "--config", "nope", "-o", "OUT/e"], r"not one of the shipped eval configs \['full'"),
     (["eval", "compositional", "scheduler=euler-b", "-o", "OUT/e"], r"unknown name 'euler-b'; choose one of"),
     (["eval", "fid", "--guidance-rescale", "1.5", "-o", "OUT/e"], r"guidance_rescale must be a number in"),
-    (["export", "tiny", "--architecture"], r"give the OUTPUT folder once"),
+    (["export", "tiny", "--architecture"], r"give the OUTPUT folder or \.safetensors file once"),
+    # community files (issue 18): pickles, LoRA names and files, embeddings, single-file options
+    (
+        ["generate", "a cat", "--model", "CKPT", "-o", "OUT/x.png"],
+        r"--model: .*model.ckpt is a pickle \(\.ckpt\).*pass --allow-pickle",
+    ),
+    (
+        ["eval", "compositional", "--model", "CKPT", "-o", "OUT/e"],
+        r"--model: .*is a pickle .*pass --allow-pickle",
+    ),
+    (["export", "CKPT", "OUT/m.safetensors"], r"SOURCE: .*is a pickle .*pass --allow-pickle"),
+    (["export", "tiny", "IMAGE", "--architecture"], r"image.png exists; pass --overwrite"),
+    (
+        ["export", "tiny", "OUT/m.safetensors", "--architecture", "--steps", "4"],
+        r"is a single file: leave them out",
+    ),
+    (["generate", "a cat", "--lora", "CKPT:0.5"], r"--lora: .*model.ckpt is a pickle"),
+    (
+        ["generate", "a cat", "--lora", "x.safetensors:heavy"],
+        r"the weight 'heavy' is not a number; write FILE:0.8",
+    ),
+    (
+        ["generate", "a <lora:nope:0.5> cat", "--lora-dir", "OUT"],
+        r"<lora:nope>: no nope.safetensors in .*it has: model",
+    ),
+    (["generate", "a <lora:nope> cat"], r"<lora:nope> in the prompt: pass --lora-dir"),
+    (
+        ["generate", "a cat", "--embedding", "OUT/none.safetensors"],
+        r"--embedding: file .*none.safetensors does not exist",
+    ),
+    (
+        ["generate", "a cat", "--use-ema"],
+        r"--use-ema: only for a single-file checkpoint, and --model .* is a folder",
+    ),
+    (
+        ["generate", "a cat", "--model", "CKPT", "--allow-pickle", "--model-architecture", "sd99"],
+        r"--model-architecture: architecture 'sd99' not found",
+    ),
+    (["eval", "fid", "--clip-skip", "-1", "-o", "OUT/e"], r"--clip-skip must be >= 0, got -1"),
+    (
+        ["eval", "fid", "dtype=half", "-o", "OUT/e"],
+        r"--dtype must be one of auto, float32, float16, bfloat16",
+    ),
 ]
 
 
 def test_mistakes_fail_with_exit_code_2_before_torch_is_imported(tmp_path):
     PIL.Image.new("RGB", (64, 64), "green").save(tmp_path / "image.png")
-    argvs = [
-        [a.replace("OUT", str(tmp_path)).replace("IMAGE", str(tmp_path / "image.png")) for a in argv]
-        for argv, _ in CASES
-    ]
+    (tmp_path / "model.ckpt").write_bytes(b"never opened")
+    names = {"OUT": tmp_path, "IMAGE": tmp_path / "image.png", "CKPT": tmp_path / "model.ckpt"}
+    argvs = [[_fill(a, names) for a in argv] for argv, _ in CASES]
     run = subprocess.run(
         [sys.executable, "-c", SCRIPT, json.dumps(argvs)], capture_output=True, text=True, timeout=120
     )
@@ -75,7 +116,16 @@ def test_mistakes_fail_with_exit_code_2_before_torch_is_imported(tmp_path):
             "latentforge: error:"
         )
     assert report["heavy"] == []  # no mistake waited for torch
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.png"]  # and nothing was written
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "image.png",
+        "model.ckpt",
+    ]  # and nothing was written
+
+
+def _fill(arg: str, names: dict) -> str:
+    for name, path in names.items():
+        arg = arg.replace(name, str(path))
+    return arg
 
 
 @pytest.mark.parametrize(

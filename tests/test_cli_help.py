@@ -57,7 +57,7 @@ def test_train_help_has_a_clean_usage_line_the_config_names_and_output_dir(capsy
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--negative-prompt", "blurry"], {"negative": "blurry"}),
+        (["--negative-prompt", "blurry"], {"negative_prompt": "blurry"}),
         (["--cfg-scale", "6"], {"guidance_scale": 6.0}),
         (["-W", "96", "-H", "64"], {"width": 96, "height": 64}),
         (["--size", "64"], {"size": "64"}),

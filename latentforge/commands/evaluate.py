@@ -11,11 +11,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from latentforge.commands.model_files import add_single_file_arguments, check_single_file
 from latentforge.commands.sampling_flags import NAMES as SAMPLING_NAMES
 from latentforge.commands.sampling_flags import add_sampling_arguments, add_scheduler_argument
 from latentforge.commands.shared_flags import (
+    add_conditioning_arguments,
+    add_dtype_argument,
     add_model_argument,
     add_overrides_argument,
+    check_clip_skip,
+    check_dtype,
     check_model,
     check_overrides,
     deprecated,
@@ -39,7 +44,18 @@ _FLAGS = {
     "--features": ("features", str, "fid feature space: auto, inception, clip, pixels."),
     "--device": ("device", str, "auto, cpu, cuda, ..."),
 }
-_DESTS = ["model", *(dest for dest, _, _ in _FLAGS.values()), *SAMPLING_NAMES, "scheduler", "output_dir"]
+_FILE_DESTS = ["model_architecture", "prediction_type", "use_ema", "allow_pickle"]  # as EvalConfig names them
+_DESTS = [
+    "model",
+    *_FILE_DESTS,
+    "dtype",
+    *(dest for dest, _, _ in _FLAGS.values()),
+    *SAMPLING_NAMES,
+    "negative_prompt",
+    "clip_skip",
+    "scheduler",
+    "output_dir",
+]
 
 HELP = "evaluate a model: compositional, emoji, vae, fid, clip-score."
 RAW = argparse.RawDescriptionHelpFormatter  # keep the docstring's paragraphs
@@ -49,11 +65,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("eval", help=HELP, description=__doc__, formatter_class=RAW)
     parser.add_argument("task", choices=TASKS, help="what to measure.")
     add_overrides_argument(parser, "fields of EvalConfig", "image_size=32")
-    add_model_argument(parser, "diffusers model folder or hub id (for vae also a VAE folder)")
+    add_model_argument(parser, "diffusers model folder or single-file checkpoint (for vae also a VAE folder)")
+    add_dtype_argument(parser)
     for flag, (dest, kind, help_text) in _FLAGS.items():
         parser.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
     add_sampling_arguments(parser)
+    add_conditioning_arguments(parser)
     add_scheduler_argument(parser)
+    add_single_file_arguments(parser)
     parser.add_argument(
         "-o", "--output", "--output-dir", dest="output_dir", help="report folder (default: eval)."
     )
@@ -86,6 +105,9 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
     config = dataclasses.replace(config, **flags, overwrite=bool(args.overwrite or config.overwrite))
     config = dataclasses.replace(config, model=model_location(config.model))
     check_model(config.model, hub_ids=False)
+    check_single_file(config.model, {d.removeprefix("model_"): getattr(config, d) for d in _FILE_DESTS})
+    check_dtype(config.dtype)
+    check_clip_skip(config.clip_skip)
     if config.scheduler:
         check_scheduler_name(config.scheduler)
     sampling = model_settings(config.model, **{n: getattr(config, n) for n in SAMPLING_NAMES})

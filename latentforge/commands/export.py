@@ -1,9 +1,12 @@
 """latentforge export SOURCE OUTPUT: save a model in the diffusers layout (safetensors) that stock
-`StableDiffusionPipeline.from_pretrained` loads.
+`StableDiffusionPipeline.from_pretrained` loads, or, for an OUTPUT ending in .safetensors, as one single-file
+checkpoint in the original (LDM) layout that A1111, ComfyUI and diffusers' `from_single_file` read.
 
-SOURCE is a diffusers-layout model (local folder, or hub id when online), or with --architecture an
-architecture (a name in configs/models/ or a folder of configs) filled with seeded random weights. The
-weights keep SOURCE's precision (float16 stays float16) unless --dtype asks for another.
+SOURCE is a diffusers-layout model (local folder, or hub id when online), a single-file checkpoint
+(.safetensors, or .ckpt with --allow-pickle), or with --architecture an architecture (a name in
+configs/models/ or a folder of configs) filled with seeded random weights. The weights keep SOURCE's
+precision (float16 stays float16) unless --dtype asks for another. A folder OUTPUT also gets SOURCE's model
+card and generation defaults; a single file holds the weights (and the scheduler's settings) only.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import shutil
 import struct
 from pathlib import Path
 
+from latentforge.commands.model_files import SAFETENSORS, add_single_file_arguments, check_single_file
+from latentforge.commands.model_files import single_file_options as file_options
 from latentforge.commands.sampling_flags import add_sampling_arguments, given_sampling
 from latentforge.commands.shared_flags import deprecated
 from latentforge.pipelines.sampling_defaults import FILE, check_defaults, read_defaults, write_defaults
 
-HELP = "save a model as a diffusers folder (safetensors, fp32 or fp16)."
+HELP = "save a model as a diffusers folder or a single-file checkpoint (safetensors, fp32 or fp16)."
 RAW = argparse.RawDescriptionHelpFormatter  # keep the docstring's paragraphs
 DTYPES = ("auto", "float32", "float16")
 
@@ -26,9 +31,15 @@ DTYPES = ("auto", "float32", "float16")
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("export", help=HELP, description=__doc__, formatter_class=RAW)
     parser.add_argument(
-        "source", help="model folder, hub id, or architecture name/folder with --architecture."
+        "source",
+        help="model folder, hub id, single-file checkpoint, or architecture name/folder with --architecture.",
     )
-    parser.add_argument("output", nargs="?", help="folder to write (must not exist unless --overwrite).")
+    parser.add_argument(
+        "output",
+        nargs="?",
+        help="folder, or FILE.safetensors for one single-file checkpoint, to write (must not exist unless "
+        "--overwrite).",
+    )
     parser.add_argument("-o", "--output", dest="output_option", metavar="OUTPUT", help="the same as OUTPUT.")
     parser.add_argument(
         "--architecture", action="store_true", help="SOURCE is an architecture: random weights."
@@ -48,45 +59,82 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "setting is not given.",
     )
     add_sampling_arguments(recommended, default=None, image_task="both")
+    add_single_file_arguments(parser, model_flag="SOURCE")
     parser.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    output = args.output_option or args.output
-    if not output or (args.output and args.output_option and args.output != args.output_option):
-        raise ValueError("export: give the OUTPUT folder once (as OUTPUT or -o OUTPUT)")
+    output = _output(args)
     if args.fp16:
         deprecated("--fp16", "--dtype float16")
     given = check_defaults(given_sampling(args), "export")  # before anything is loaded or written
+    single_file = output.lower().endswith(SAFETENSORS)
+    if single_file and given:
+        raise ValueError(
+            "export: recommended sampling settings are stored in a folder's generation_defaults.json; "
+            f"{output} is a single file: leave them out or export to a folder"
+        )
+    options = _source_options(args)
     has_own = not args.architecture and (Path(args.source) / FILE).is_file()
     defaults = read_defaults(args.source).updated(**given) if has_own or given else None
     fp16 = args.fp16 or args.dtype == "float16" or (args.dtype == "auto" and _stored_in_fp16(args.source))
     # imported here, not at the top: it imports torch, and --help and the checks above must not wait for it
     from latentforge.commands.library_output import quiet_library_progress_bars
+    from latentforge.evaluation.sampling import load_model
     from latentforge.models.components import Components
 
     quiet_library_progress_bars()
     if args.architecture:
         components = Components.from_architecture(args.source, seed=args.seed)
     else:
-        components = Components.from_pretrained(args.source)
-    components.save_pretrained(output, fp16=fp16, overwrite=args.overwrite)
+        components = load_model(Components, args.source, **options)
+    components.save_pretrained(output, fp16=fp16, overwrite=args.overwrite)  # a .safetensors path: one file
     card = Path(args.source) / "README.md"
-    if not args.architecture and card.is_file():  # the model card (training data, results, config) goes along
+    if not single_file and not args.architecture and card.is_file():  # the model card goes along
         shutil.copyfile(card, Path(output) / "README.md")
-    if defaults is not None:
+    if defaults is not None and not single_file:
         write_defaults(output, defaults)
     print(f"saved {output} ({'float16' if fp16 else 'float32'} weights)")
     return 0
 
 
+def _output(args: argparse.Namespace) -> str:
+    """OUTPUT (or -o), given once; FileExistsError when it exists and --overwrite is not given."""
+    output = args.output_option or args.output
+    if not output or (args.output and args.output_option and args.output != args.output_option):
+        raise ValueError("export: give the OUTPUT folder or .safetensors file once (as OUTPUT or -o OUTPUT)")
+    if Path(output).exists() and not args.overwrite:
+        raise FileExistsError(f"export: {output} exists; pass --overwrite to replace it")
+    return output
+
+
+def _source_options(args: argparse.Namespace) -> dict:
+    """`from_single_file`'s options for a single-file SOURCE, checked (no options for an architecture)."""
+    options = file_options(args)
+    if args.architecture:
+        if any(options.values()):
+            raise ValueError(
+                "export: the single-file options are for a checkpoint SOURCE, not --architecture"
+            )
+        return {}
+    check_single_file(args.source, options, flag="SOURCE")
+    return options if Path(args.source).is_file() else {}
+
+
 def _stored_in_fp16(source: str) -> bool:
-    """True when a local model's U-Net weights are float16 (read from the safetensors header, no torch)."""
-    files = sorted((Path(source) / "unet").glob("*.safetensors"))
+    """True when a local model's U-Net weights are float16 (read from the safetensors header, no torch): the
+    files of unet/, or the U-Net's tensors (model.diffusion_model.*) of a single-file checkpoint."""
+    if Path(source).is_file():
+        files, prefix = (
+            ([Path(source)] if source.lower().endswith(SAFETENSORS) else []),
+            "model.diffusion_model.",
+        )
+    else:
+        files, prefix = sorted((Path(source) / "unet").glob("*.safetensors")), ""
     if not files:
         return False
     with open(files[0], "rb") as f:
         (length,) = struct.unpack("<Q", f.read(8))
         header = json.loads(f.read(length))
-    dtypes = {v["dtype"] for k, v in header.items() if k != "__metadata__"}
+    dtypes = {v["dtype"] for k, v in header.items() if k != "__metadata__" and k.startswith(prefix)}
     return dtypes == {"F16"}

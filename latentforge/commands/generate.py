@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import argparse
 
-from latentforge.commands.generation_settings import check_settings, settings_from_args
+from latentforge.commands.adapter_files import add_adapter_arguments
+from latentforge.commands.generation_settings import check_settings, load_plan, settings_from_args
+from latentforge.commands.model_files import add_single_file_arguments
 from latentforge.commands.output_paths import output_paths
 from latentforge.commands.sampling_flags import add_sampling_arguments, add_scheduler_argument
-from latentforge.commands.shared_flags import add_model_argument
+from latentforge.commands.shared_flags import (
+    add_conditioning_arguments,
+    add_dtype_argument,
+    add_model_argument,
+)
 
 TASKS = {"generate": "txt2img", "img2img": "img2img", "inpaint": "inpaint"}
-DTYPES = ("auto", "float32", "float16", "bfloat16")
 RAW = argparse.RawDescriptionHelpFormatter  # keep the docstring's paragraphs
 HELPS = {
     "generate": "text-to-image: make images from a prompt.",
@@ -64,7 +69,6 @@ def _add_common_arguments(parser: argparse.ArgumentParser, task: str) -> None:
         "-o", "--output", help="a .png file or a folder (default: numbered files in the folder outputs)."
     )
     add_model_argument(parser)
-    parser.add_argument("--negative", "--negative-prompt", dest="negative", help="negative prompt.")
     add_sampling_arguments(parser, image_task="" if task == "txt2img" else task)
     add_scheduler_argument(parser)
     parser.add_argument("--seed", type=int, help="seed of the first image (default: random).")
@@ -75,13 +79,10 @@ def _add_common_arguments(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument("-H", "--height", type=int, help="image height in pixels (over --size).")
     parser.add_argument("--num-images", type=int, help="images to make (default 1).")
     parser.add_argument("--batch-size", type=int, help="images per forward pass (default: all at once).")
-    parser.add_argument(
-        "--clip-skip", type=int, help="skip the last N text-encoder layers (diffusers' convention)."
-    )
+    add_conditioning_arguments(parser)
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: cuda when available).")
-    parser.add_argument(
-        "--dtype", choices=DTYPES, help="weights precision (default: float16 on CUDA, else float32)."
-    )
+    add_dtype_argument(parser)
+    add_adapter_arguments(parser)
     parser.add_argument("--from-png", help="regenerate the image whose parameters this PNG carries.")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files.")
     parser.add_argument(
@@ -89,15 +90,17 @@ def _add_common_arguments(parser: argparse.ArgumentParser, task: str) -> None:
         action="store_true",
         help="write the model's and input files' folders into the PNG record (default: names only).",
     )
+    add_single_file_arguments(parser)
 
 
 def _run(args: argparse.Namespace) -> int:
     record = settings_from_args(args)
     check_settings(record, args)
+    plan = load_plan(record, args)
     paths = output_paths(args.output, [record.seed + i for i in range(record.num_images)], args.overwrite)
     # Imported here, not at the top: it imports torch and diffusers, and cli.py imports this module to build
     # its parser, so `latentforge --help` and every argument error would wait for them.
     from latentforge.commands.generation_run import generate_images
 
-    generate_images(record, paths, args.batch_size or record.num_images, args.record_paths)
+    generate_images(record, paths, args.batch_size or record.num_images, args.record_paths, plan)
     return 0

@@ -4,35 +4,46 @@ save each PNG with its record as soon as it is done (the settings were checked b
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from latentforge.commands.adapter_files import LoraUse
+from latentforge.commands.generation_settings import LoadPlan
 from latentforge.commands.library_output import quiet_library_progress_bars
 from latentforge.commands.png_record import GenerationRecord, sampler_name, save_png, shareable
+from latentforge.evaluation.sampling import load_model, resolve_dtype
 from latentforge.imaging import make_grid
 from latentforge.models.components import resolve_device
+from latentforge.models.lora_files import lora_short_hash
 from latentforge.pipelines.call_args import CallArgs
 from latentforge.pipelines.image_inputs import load_image
 from latentforge.pipelines.pipeline import PIPELINES
+from latentforge.pipelines.prompt_loras import extract_lora_tags
 
 
-def generate_images(record: GenerationRecord, paths: list[Path], batch_size: int, keep_paths: bool) -> None:
+def generate_images(
+    record: GenerationRecord, paths: list[Path], batch_size: int, keep_paths: bool, plan: LoadPlan
+) -> None:
     """Make `record.num_images` images, `batch_size` per forward pass, and save them to `paths` (the grid last)."""
     quiet_library_progress_bars()
     image = load_image(record.image, "--image") if record.image else None
     mask = load_image(record.mask, "--mask", mode="L") if record.mask else None
     record.device = resolve_device(record.device)
-    if (record.dtype or "auto") == "auto":
-        record.dtype = "float16" if torch.device(record.device).type == "cuda" else "float32"
-    pipe = PIPELINES[record.task].from_pretrained(record.model, torch_dtype=getattr(torch, record.dtype))
+    record.dtype = resolve_dtype(record.dtype, record.device)
+    pipe = load_model(PIPELINES[record.task], record.model, getattr(torch, record.dtype), **plan.file_options)
+    record.model_hash = _checked_hash(
+        "the model's weights", pipe.components.weights_hash(), record.model_hash
+    )
+    _add_loras(pipe, plan.loras, record, plan.allow_pickle)
+    _add_embeddings(pipe, record, plan.allow_pickle)
     pipe.to(record.device)
     if record.scheduler:
         pipe.set_scheduler(record.scheduler)
     record.model_scheduler = sampler_name(type(pipe.scheduler).__name__, dict(pipe.scheduler.config))
-    _check_weights_hash(record, pipe.components.weights_hash())
     call = _call_args(record, image, mask)
     images = []
     for start in range(0, record.num_images, batch_size):
@@ -49,7 +60,7 @@ def generate_images(record: GenerationRecord, paths: list[Path], batch_size: int
 def _call_args(record: GenerationRecord, image: Any, mask: Any) -> CallArgs:
     """The pipeline call of `record`, without the number of images and their seeds."""
     call = CallArgs(
-        prompt=record.prompt,
+        prompt=extract_lora_tags(record.prompt)[0],  # A1111's <lora:...> tags are not for the text encoder
         negative_prompt=record.negative_prompt or None,
         num_inference_steps=record.steps,
         guidance_scale=record.guidance_scale,
@@ -67,14 +78,50 @@ def _call_args(record: GenerationRecord, image: Any, mask: Any) -> CallArgs:
     return call
 
 
-def _check_weights_hash(record: GenerationRecord, weights_hash: str) -> None:
-    """Warn when the model differs from the one that made the --from-png image; record the hash."""
-    if record.model_hash and record.model_hash != weights_hash:
-        warnings.warn(
-            f"the model's weights hash {weights_hash} differs from the image's {record.model_hash}",
-            stacklevel=2,
+def _add_loras(pipe: Any, loras: list[LoraUse], record: GenerationRecord, allow_pickle: bool) -> None:
+    """Load every LoRA (adapter name = its name), then activate them all with their weights in one call."""
+    hashes = {}
+    for use in loras:
+        pipe.load_lora_weights(use.path, adapter_name=_adapter_name(use.name), allow_pickle=allow_pickle)
+        hashes[use.name] = _checked_hash(
+            f"the LoRA {use.name}'s", lora_short_hash(use.path), record.lora_hashes.get(use.name)
         )
-    record.model_hash = weights_hash
+    if loras:
+        pipe.set_adapters(
+            [_adapter_name(use.name) for use in loras], adapter_weights=[use.weight for use in loras]
+        )
+    record.lora_hashes = hashes
+
+
+def _adapter_name(name: str) -> str:
+    return name.replace(".", "_")  # peft keeps adapters in a ModuleDict, whose keys cannot hold dots
+
+
+def _add_embeddings(pipe: Any, record: GenerationRecord, allow_pickle: bool) -> None:
+    """Load every --embedding under its file's stem (A1111's token)."""
+    hashes = {}
+    for file in record.embeddings:
+        token = pipe.load_textual_inversion(file, token=Path(file).stem, allow_pickle=allow_pickle)
+        hashes[token] = _checked_hash(
+            f"the embedding {token}'s", _sha256_prefix(file), record.embedding_hashes.get(token)
+        )
+    record.embedding_hashes = hashes
+
+
+def _sha256_prefix(path: str) -> str:
+    """A1111's hash of an embedding: SHA-256 of the whole file, first 12 hex digits."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def _checked_hash(what: str, actual: str, recorded: str | None) -> str:
+    """`actual`, after a warning when the --from-png image recorded another hash for the same file."""
+    if recorded and recorded != actual:
+        warnings.warn(f"{what} hash {actual} differs from the image's {recorded}", stacklevel=2)
+    return actual
 
 
 def _save(

@@ -9,9 +9,17 @@ import json
 import random
 from pathlib import Path
 
+from latentforge.commands.adapter_files import (
+    LoraUse,
+    check_embeddings,
+    locate_file,
+    lora_uses,
+    parse_lora_flag,
+)
+from latentforge.commands.model_files import check_single_file, single_file_options
 from latentforge.commands.png_record import DEFAULT_MODEL_NAME, GenerationRecord, read_record
 from latentforge.commands.sampling_flags import given_sampling
-from latentforge.commands.shared_flags import check_model, model_location
+from latentforge.commands.shared_flags import check_clip_skip, check_model, model_location
 from latentforge.pipelines.sampling_defaults import check_defaults, model_settings
 
 
@@ -21,7 +29,7 @@ def settings_from_args(args: argparse.Namespace) -> GenerationRecord:
     model = args.model or (_recorded_model(record, args.from_png) if args.from_png else None)
     given = {
         "prompt": args.prompt,
-        "negative_prompt": args.negative,
+        "negative_prompt": args.negative_prompt,
         "seed": args.seed,
         "scheduler": args.scheduler,
         "num_images": args.num_images,
@@ -32,6 +40,8 @@ def settings_from_args(args: argparse.Namespace) -> GenerationRecord:
         "image": getattr(args, "image", None),
         "mask": getattr(args, "mask", None),
         "paste_back": getattr(args, "paste_back", None),
+        "loras": [parse_lora_flag(text) for text in args.lora] if args.lora else None,
+        "embeddings": args.embedding,
         **_size(args),
     }
     if not args.from_png:  # a PNG's record is kept whole: the model's defaults do not replace what made it
@@ -44,7 +54,11 @@ def settings_from_args(args: argparse.Namespace) -> GenerationRecord:
         record.strength = None
     for name in ("image", "mask"):
         if getattr(record, name):
-            setattr(record, name, _input_file(getattr(record, name), name, args.from_png))
+            setattr(record, name, locate_file(getattr(record, name), f"--{name}", args.from_png))
+    record.loras = [
+        {**e, "file": locate_file(e["file"], "--lora", args.from_png, args.lora_dir)} for e in record.loras
+    ]
+    record.embeddings = [locate_file(file, "--embedding", args.from_png) for file in record.embeddings]
     return record
 
 
@@ -57,17 +71,6 @@ def _recorded_model(record: GenerationRecord, png: str) -> str:
         f"--from-png: {png} was made with the model {name!r} (weights hash {record.model_hash or 'unknown'}), "
         "which is not a folder here; pass --model with that model's folder"
     )
-
-
-def _input_file(recorded: str, name: str, png: str | None) -> str:
-    """The input image or mask: as given, else (from a PNG's record) beside the PNG."""
-    path = Path(recorded)
-    if not path.exists() and png and (Path(png).parent / path.name).exists():
-        path = Path(png).parent / path.name
-    if not path.is_file():
-        where = f" (nor beside {png}; pass --{name})" if png else ""
-        raise FileNotFoundError(f"--{name}: file {recorded} does not exist{where}")
-    return str(path.resolve())
 
 
 def _size(args: argparse.Namespace) -> dict[str, int | None]:
@@ -98,13 +101,30 @@ def check_settings(record: GenerationRecord, args: argparse.Namespace) -> None:
         raise ValueError(f"{args.command}: --image is required (the image to redraw)")
     if record.task == "inpaint" and not record.mask:
         raise ValueError("inpaint: --mask is required (white = repaint, black = keep)")
-    if record.clip_skip is not None and record.clip_skip < 0:
-        raise ValueError(f"--clip-skip must be >= 0, got {record.clip_skip}")
+    check_clip_skip(record.clip_skip)
     sampling = ("steps", "guidance_scale", "guidance_rescale", "mask_blur", "strength")
     values = {k: getattr(record, k) for k in sampling if getattr(record, k) is not None}
     check_defaults(values, "out of range")
     check_model(record.model)
     _check_size(record)
+
+
+@dataclasses.dataclass
+class LoadPlan:
+    """How to load the model of a run: `from_single_file`'s options (for a file), the LoRAs and embeddings."""
+
+    file_options: dict
+    loras: list[LoraUse]
+    allow_pickle: bool = False
+
+
+def load_plan(record: GenerationRecord, args: argparse.Namespace) -> LoadPlan:
+    """The run's plan, every file found and checked (a pickle needs --allow-pickle) before any model loads."""
+    options = single_file_options(args)
+    check_single_file(record.model, options)
+    check_embeddings(record.embeddings, options["allow_pickle"])
+    loras = lora_uses(record.loras, record.prompt, args.lora_dir, options["allow_pickle"])
+    return LoadPlan(options, loras, options["allow_pickle"])
 
 
 def _check_size(record: GenerationRecord) -> None:

@@ -56,6 +56,14 @@ class GenerationRecord:
     model: str = ""  # "default" (the built-in model), a hub id, a folder's name, or its path when asked
     model_hash: str = ""  # Components.weights_hash()
     model_scheduler: str | None = None  # the sampler the model's own scheduler is (when `scheduler` is None)
+    # --lora FILE:WEIGHT as {"file", "weight"} (the file by name, its path when asked); <lora:NAME:WEIGHT> tags
+    # stay in the prompt, as A1111 keeps them
+    loras: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    lora_hashes: dict[str, str] = dataclasses.field(default_factory=dict)  # every LoRA's name -> A1111's hash
+    embeddings: list[str] = dataclasses.field(
+        default_factory=list
+    )  # --embedding files (by name unless asked)
+    embedding_hashes: dict[str, str] = dataclasses.field(default_factory=dict)  # token -> A1111's TI hash
     device: str | None = None
     dtype: str | None = None
     grid: bool = False  # the image is a grid of `num_images` images
@@ -94,11 +102,25 @@ def a1111_parameters(record: GenerationRecord) -> str:
         "Clip skip": record.clip_skip + 1 if record.clip_skip else None,  # A1111 counts "no skip" as 1
         "CFG rescale": record.guidance_rescale or None,
         "Mask blur": record.mask_blur if record.task == "inpaint" else None,
+        "Lora hashes": _hash_list(record.lora_hashes),
+        "TI hashes": _hash_list(record.embedding_hashes),
         "Version": f"latentforge {__version__}",
     }
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in fields.items() if value is not None)
     negative = f"\nNegative prompt: {record.negative_prompt}" if record.negative_prompt else ""
-    return f"{record.prompt}{negative}\n{line}"
+    # A1111 knows LoRAs only as prompt tags: the --lora files join the prompt as <lora:NAME:WEIGHT>
+    tags = "".join(f" <lora:{Path(e['file']).stem}:{e['weight']:g}>" for e in record.loras)
+    return f"{record.prompt}{tags}{negative}\n{line}"
+
+
+def _hash_list(hashes: dict[str, str]) -> str | None:
+    """A1111's `name: hash, name: hash` (None when empty: the field is left out)."""
+    return ", ".join(f"{name}: {value}" for name, value in hashes.items()) or None
+
+
+def _parse_hash_list(text: str) -> dict[str, str]:
+    pairs = (item.rpartition(":") for item in text.split(","))
+    return {name.strip(): value.strip() for name, sep, value in pairs if sep and name.strip()}
 
 
 def shareable(record: GenerationRecord, keep_paths: bool = False) -> GenerationRecord:
@@ -112,7 +134,11 @@ def shareable(record: GenerationRecord, keep_paths: bool = False) -> GenerationR
     elif Path(model).exists():
         model = Path(model).name
     image, mask = (Path(p).name if p else p for p in (record.image, record.mask))
-    return dataclasses.replace(record, model=model, image=image, mask=mask)
+    loras = [{**entry, "file": Path(entry["file"]).name} for entry in record.loras]
+    embeddings = [Path(file).name for file in record.embeddings]
+    return dataclasses.replace(
+        record, model=model, image=image, mask=mask, loras=loras, embeddings=embeddings
+    )
 
 
 def _quote(value: Any) -> str:
@@ -193,6 +219,8 @@ def _apply_a1111_params(record: GenerationRecord, params: dict[str, str]) -> Non
     if "Denoising strength" in params:
         record.strength = float(params["Denoising strength"])
         record.task = "img2img"
+    record.lora_hashes = _parse_hash_list(params.get("Lora hashes", ""))
+    record.embedding_hashes = _parse_hash_list(params.get("TI hashes", ""))
 
 
 def _unquote(value: str) -> str:

@@ -1,5 +1,6 @@
-"""The flags every command spells the same way: --model (with `default`), KEY=VALUE config overrides after
-the positional arguments, and the one-line deprecation notice of a renamed flag."""
+"""The flags every command spells the same way: --model (with `default`), --negative, --clip-skip and --dtype
+(generate and eval), KEY=VALUE config overrides after the positional arguments, and the one-line deprecation
+notice of a renamed flag."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import argparse
 import warnings
 from pathlib import Path
 
+from latentforge.commands.model_files import PICKLES, SAFETENSORS
 from latentforge.commands.png_record import DEFAULT_MODEL_NAME
 from latentforge.resources import DEFAULT_MODEL
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")  # --dtype of generate and eval
 
 
 def add_model_argument(
@@ -37,7 +41,35 @@ def check_model(model: str, hub_ids: bool = True) -> None:
     hub_id = hub_ids and model.count("/") == 1 and not model.startswith((".", "/"))
     if not Path(model).exists() and not hub_id:
         also = " (and it is not a hub id like org/name)" if hub_ids else ""
-        raise FileNotFoundError(f"--model: folder {model} does not exist{also}")
+        what = "file" if Path(model).suffix.lower() in (SAFETENSORS, *PICKLES) else "folder"
+        raise FileNotFoundError(f"--model: {what} {model} does not exist{also}")
+
+
+def add_conditioning_arguments(parser: argparse.ArgumentParser) -> None:
+    """--negative (--negative-prompt) and --clip-skip, as `generate` and `eval` take them."""
+    parser.add_argument("--negative", "--negative-prompt", dest="negative_prompt", help="negative prompt.")
+    parser.add_argument(
+        "--clip-skip", type=int, help="skip the last N text-encoder layers (diffusers' convention)."
+    )
+
+
+def check_clip_skip(value: int | None) -> None:
+    """ValueError for a negative --clip-skip."""
+    if value is not None and value < 0:
+        raise ValueError(f"--clip-skip must be >= 0, got {value}")
+
+
+def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
+    """--dtype, the precision the model's weights are loaded in."""
+    parser.add_argument(
+        "--dtype", choices=DTYPES, help="weights precision (default auto: float16 on CUDA, else float32)."
+    )
+
+
+def check_dtype(value: str) -> None:
+    """ValueError for a precision that is not one of DTYPES (a config file's `dtype:`)."""
+    if value not in DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {value!r}")
 
 
 def add_overrides_argument(parser: argparse.ArgumentParser, fields: str, example: str) -> None:

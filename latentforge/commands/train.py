@@ -14,6 +14,7 @@ import argparse
 import os
 from pathlib import Path
 
+from latentforge.commands.model_files import PICKLES
 from latentforge.commands.shared_flags import add_overrides_argument, check_overrides
 from latentforge.config_loader import load_config
 from latentforge.resources import config_file, shipped_names
@@ -77,10 +78,17 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def check_model_keys(stage: str, config: object) -> None:
-    """FileNotFoundError naming the key (base=, model=, ...) whose model folder or architecture is missing."""
+    """FileNotFoundError naming the key (base=, model=, ...) whose model folder or architecture is missing;
+    ValueError for a pickled checkpoint (training reads .safetensors: `export` converts it once)."""
     architectures = shipped_names("models")
     for key in MODEL_KEYS[stage]:
         value = str(getattr(config, key))
+        if Path(value).is_file() and Path(value).suffix.lower() in PICKLES:
+            raise ValueError(
+                f"{key}={value} is a pickle; training reads .safetensors only: convert it once with "
+                f"`latentforge export {value} {Path(value).with_suffix('.safetensors').name} --allow-pickle` "
+                f"(if you trust its source) and set {key}= to that file"
+            )
         hub_id = value.count("/") == 1 and not value.startswith((".", "/"))
         if not value or Path(value).exists() or value in architectures or hub_id:
             continue

@@ -12,7 +12,16 @@ TASKS = ("compositional", "inpainting", "emoji", "vae", "fid", "clip-score")
 class EvalConfig:
     """What to evaluate, how to sample, and where to write the report."""
 
-    model: str = ""  # diffusers-layout model folder; for `vae` also a bare VAE folder
+    model: str = (
+        ""  # diffusers-layout model folder or single-file checkpoint; for `vae` also a bare VAE folder
+    )
+    dtype: str = "auto"  # weights precision: auto (float16 on CUDA, else float32), float32, float16, bfloat16
+    # A single-file `model`: its architecture (configs/models/ name or folder) and prediction type where its keys
+    # cannot tell, its EMA copy, and whether a .ckpt/.pt pickle may be opened (torch.load(weights_only=True))
+    model_architecture: str = ""
+    prediction_type: str = ""  # "" = the file's metadata, else the architecture's; epsilon or v_prediction
+    use_ema: bool = False
+    allow_pickle: bool = False
     output_dir: str = "eval"  # reports are written here as <task>.json, <task>.md, <task>.png
     overwrite: bool = False  # replace an existing report of the same task in output_dir
     seed: int = 0  # fixes the prompt set and the image seeds (image i uses seed + i)
@@ -27,6 +36,8 @@ class EvalConfig:
     steps: int | None = None  # denoising steps
     guidance_scale: float | None = None  # classifier-free guidance scale
     guidance_rescale: float | None = None  # in [0, 1]; 0.7 suits zero-terminal-SNR models (Lin et al.)
+    negative_prompt: str = ""  # for every image ("" = the unconditional branch sees the empty prompt)
+    clip_skip: int | None = None  # skip the last N text-encoder layers (diffusers' convention)
     scheduler: str = ""  # sampler name from latentforge.pipelines.schedulers; "" = the model's own
     batch_size: int = 16  # images per pipeline call
     device: str = "auto"  # "auto" = cuda when available, else cpu

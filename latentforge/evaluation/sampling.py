@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,12 +22,37 @@ from latentforge.pipelines.sampling_defaults import FALLBACK
 from latentforge.pipelines.schedulers import make_scheduler
 
 
-def load_pipeline(model: Any, device: str = "auto", scheduler: str | None = None) -> Any:
-    """A text-to-image pipeline: `model` is a pipeline object (returned as is, moved to `device`) or a
-    diffusers-layout model folder, loaded as `latentforge.pipelines.TextToImagePipeline`."""
+def resolve_dtype(name: str | None, device: str) -> str:
+    """The precision `name` means on `device`: "auto" (or None) is float16 on CUDA, else float32."""
+    if (name or "auto") != "auto":
+        return name
+    return "float16" if torch.device(device).type == "cuda" else "float32"
+
+
+def load_model(
+    loader: Any, model: str | os.PathLike, torch_dtype: torch.dtype | None = None, **file_options: Any
+):
+    """`loader.from_single_file(model, ...)` (a Components or pipeline class) for a checkpoint file, with
+    `file_options` (architecture, prediction_type, use_ema, allow_pickle); else `loader.from_pretrained`."""
+    if Path(model).is_file():
+        return loader.from_single_file(model, torch_dtype=torch_dtype, **file_options)
+    return loader.from_pretrained(model, torch_dtype=torch_dtype)
+
+
+def load_pipeline(
+    model: Any,
+    device: str = "auto",
+    scheduler: str | None = None,
+    dtype: str | None = None,
+    **file_options: Any,
+) -> Any:
+    """A text-to-image pipeline: `model` is a pipeline object (returned as is, moved to `device`), a
+    diffusers-layout model folder or a single-file checkpoint (with `file_options`, see `load_model`), loaded
+    as `latentforge.pipelines.TextToImagePipeline` in `dtype` ("auto": float16 on CUDA, else float32)."""
     device = resolve_device(device)
     if isinstance(model, (str, os.PathLike)):
-        model = TextToImagePipeline.from_pretrained(model)
+        torch_dtype = getattr(torch, resolve_dtype(dtype, device))
+        model = load_model(TextToImagePipeline, model, torch_dtype, **file_options)
     if scheduler:
         if hasattr(model, "set_scheduler"):  # ours
             model.set_scheduler(scheduler)
@@ -45,12 +71,15 @@ def generate_images(
     num_inference_steps: int = FALLBACK.steps,
     guidance_scale: float = FALLBACK.guidance_scale,
     guidance_rescale: float = FALLBACK.guidance_rescale,
+    negative_prompt: str | None = None,
+    clip_skip: int | None = None,
     batch_size: int = 16,
     height: int | None = None,
     width: int | None = None,
     desc: str = "generating",
 ) -> list[Image.Image]:
-    """One PIL image per prompt, generated in batches; image i uses a CPU generator seeded `seed + i`."""
+    """One PIL image per prompt (`negative_prompt` for each), generated in batches; image i uses a CPU generator
+    seeded `seed + i`."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if num_inference_steps < 1:
@@ -62,6 +91,8 @@ def generate_images(
         generators = [torch.Generator("cpu").manual_seed(seed + start + i) for i in range(len(batch))]
         output = pipe(
             prompt=batch,
+            negative_prompt=[negative_prompt] * len(batch) if negative_prompt else None,
+            clip_skip=clip_skip,
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
             guidance_rescale=guidance_rescale,

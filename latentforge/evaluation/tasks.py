@@ -4,6 +4,7 @@ its `Report` (JSON + Markdown + image grid)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from latentforge.evaluation.compositional import (
@@ -18,9 +19,9 @@ from latentforge.evaluation.features import ClipEncoder, PixelFeatures, feature_
 from latentforge.evaluation.inpainting import evaluate_inpainting, make_inpaint_cases
 from latentforge.evaluation.reconstruction import evaluate_vae, heldout_shapes_images
 from latentforge.evaluation.report import Report
-from latentforge.evaluation.sampling import load_pipeline
+from latentforge.evaluation.sampling import load_model, load_pipeline
 from latentforge.models.component_files import load_vae
-from latentforge.models.components import resolve_device
+from latentforge.models.components import Components, resolve_device
 from latentforge.pipelines.pipeline import InpaintPipeline
 from latentforge.pipelines.sampling_defaults import SamplingSettings, read_defaults
 
@@ -32,11 +33,24 @@ def run_evaluation(task: str, config: EvalConfig, settings: dict[str, Any]) -> R
 
 def _sampling(config: EvalConfig) -> dict[str, Any]:
     settings = SamplingSettings(config.steps, config.guidance_scale, config.guidance_rescale)
-    return {**settings.pipeline_kwargs(), "batch_size": config.batch_size}
+    prompt = {"negative_prompt": config.negative_prompt or None, "clip_skip": config.clip_skip}
+    return {**settings.pipeline_kwargs(), **prompt, "batch_size": config.batch_size}
 
 
 def _pipeline(config: EvalConfig, device: str):
-    return load_pipeline(config.model, device, config.scheduler or None)
+    return load_pipeline(
+        config.model, device, config.scheduler or None, config.dtype, **_file_options(config)
+    )
+
+
+def _file_options(config: EvalConfig) -> dict[str, Any]:
+    """`from_single_file`'s options for a single-file `config.model`."""
+    return {
+        "architecture": config.model_architecture or None,
+        "prediction_type": config.prediction_type or None,
+        "use_ema": config.use_ema,
+        "allow_pickle": config.allow_pickle,
+    }
 
 
 def _clip_or_pixels(config: EvalConfig, device: str):
@@ -77,7 +91,11 @@ def _emoji(config: EvalConfig, settings: dict, device: str) -> Report:
 
 
 def _vae(config: EvalConfig, settings: dict, device: str) -> Report:
-    vae = load_vae(config.model).to(device).eval()
+    if Path(config.model).is_file():  # a single-file checkpoint: its VAE
+        vae = load_model(Components, config.model, **_file_options(config)).vae
+    else:
+        vae = load_vae(config.model)
+    vae = vae.to(device).eval()
     images = heldout_shapes_images(config.num_images, config.image_size, config.seed)
     return evaluate_vae(vae, images, config.batch_size, settings)
 

@@ -1,0 +1,102 @@
+"""The flags for the weight files people share, as every command that reads them spells them: a single-file
+checkpoint as --model (or export's SOURCE) with --model-architecture, --prediction-type and --use-ema for
+files whose keys cannot tell, and --allow-pickle for .ckpt/.pt files (checkpoints, LoRAs, embeddings). The
+checks here need no torch: a pickle without permission, a missing file or an unknown architecture answers at
+once, before any model loads."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from latentforge.resources import architecture_dir
+
+SAFETENSORS = ".safetensors"
+PICKLES = (
+    ".ckpt",
+    ".pt",
+    ".pth",
+    ".bin",
+)  # read only with --allow-pickle, through torch.load(weights_only=True)
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+def add_single_file_arguments(parser: argparse.ArgumentParser, model_flag: str = "--model") -> None:
+    """--model-architecture, --prediction-type, --use-ema (for a single-file `model_flag`) and --allow-pickle."""
+    group = parser.add_argument_group(f"single-file checkpoints ({model_flag} FILE.safetensors)")
+    group.add_argument(
+        "--model-architecture",
+        metavar="NAME",
+        help="the file's architecture (a name in configs/models/, e.g. sd21, or a folder of configs) where its "
+        "keys cannot tell (default: the one that fits them).",
+    )
+    group.add_argument(
+        "--prediction-type",
+        choices=PREDICTION_TYPES,
+        help="what the file's U-Net predicts (default: its metadata's, else the architecture's).",
+    )
+    group.add_argument(
+        "--use-ema", action="store_true", default=None, help="read the file's EMA copy of the U-Net."
+    )
+    add_allow_pickle_argument(group)
+
+
+def add_allow_pickle_argument(parser: argparse.ArgumentParser | Any) -> None:
+    """--allow-pickle: .ckpt/.pt files (checkpoints, LoRAs, embeddings) may be opened."""
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        default=None,
+        help="open .ckpt/.pt files (pickles can run code: only from a source you trust; read with "
+        "torch.load(weights_only=True)).",
+    )
+
+
+def single_file_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords of `from_single_file` the flags give (architecture, prediction_type, use_ema, allow_pickle)."""
+    return {
+        "architecture": args.model_architecture or None,
+        "prediction_type": args.prediction_type or None,
+        "use_ema": bool(args.use_ema),
+        "allow_pickle": bool(args.allow_pickle),
+    }
+
+
+def check_single_file(model: str, options: dict[str, Any], flag: str = "--model") -> None:
+    """ValueError when `model` is a file we may not read as given, or when the single-file options are given
+    for a model folder (they would be ignored)."""
+    if (options.get("prediction_type") or None) not in (None, *PREDICTION_TYPES):
+        raise ValueError(
+            f"--prediction-type must be one of {PREDICTION_TYPES}, got {options['prediction_type']!r}"
+        )
+    if Path(model).is_file():
+        check_pickle(model, flag, options.get("allow_pickle", False))
+        if options.get("architecture"):
+            try:
+                architecture_dir(options["architecture"])
+            except FileNotFoundError as err:
+                raise FileNotFoundError(f"--model-architecture: {err}") from None
+        return
+    given = [name for name in ("architecture", "prediction_type", "use_ema") if options.get(name)]
+    if given:
+        flags = ", ".join(
+            "--" + {"architecture": "model-architecture"}.get(n, n).replace("_", "-") for n in given
+        )
+        raise ValueError(f"{flags}: only for a single-file checkpoint, and {flag} {model} is a folder")
+
+
+def check_pickle(path: str | Path, flag: str, allow_pickle: bool) -> None:
+    """ValueError naming `flag` and the fix when the file `path` is a pickle without `allow_pickle`, or neither
+    a .safetensors file nor a pickle. (`models.weight_files` checks the same when it opens the file, after torch
+    has loaded; this answers before.)"""
+    suffix = Path(path).suffix.lower()
+    if suffix in PICKLES and not allow_pickle:
+        raise ValueError(
+            f"{flag}: {path} is a pickle ({suffix}), which can run code when opened; pass --allow-pickle if you "
+            "trust its source, or convert it to .safetensors"
+        )
+    if suffix != SAFETENSORS and suffix not in PICKLES:
+        raise ValueError(
+            f"{flag}: {path} is not a {SAFETENSORS} file (nor, with --allow-pickle, one of {', '.join(PICKLES)})"
+        )
