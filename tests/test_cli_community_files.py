@@ -231,6 +231,8 @@ def test_eval_takes_a_single_file_negative_prompt_dtype_and_clip_skip(files, tmp
     assert cli.main([*run, "--steps", "1", "--negative", "blurry", "--clip-skip", "1", "-o", str(out)]) == 0
     settings = json.loads((out / "compositional.json").read_text())["settings"]
     assert (settings["negative_prompt"], settings["clip_skip"], settings["dtype"]) == ("blurry", 1, "auto")
+    vae = ["eval", "vae", "--model", str(files / "model.safetensors"), "--num-images", "2", "image_size=32"]
+    assert cli.main([*vae, "-o", str(out)]) == 0  # the single file's VAE
 
 
 def test_train_names_the_conversion_for_a_pickled_base(tmp_path, capsys):

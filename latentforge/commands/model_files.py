@@ -24,7 +24,7 @@ PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 def add_single_file_arguments(parser: argparse.ArgumentParser, model_flag: str = "--model") -> None:
     """--model-architecture, --prediction-type, --use-ema (for a single-file `model_flag`) and --allow-pickle."""
-    group = parser.add_argument_group(f"single-file checkpoints ({model_flag} FILE.safetensors)")
+    group = parser.add_argument_group(f"single-file checkpoints ({model_flag} FILE.safetensors) and pickles")
     group.add_argument(
         "--model-architecture",
         metavar="NAME",
@@ -39,17 +39,12 @@ def add_single_file_arguments(parser: argparse.ArgumentParser, model_flag: str =
     group.add_argument(
         "--use-ema", action="store_true", default=None, help="read the file's EMA copy of the U-Net."
     )
-    add_allow_pickle_argument(group)
-
-
-def add_allow_pickle_argument(parser: argparse.ArgumentParser | Any) -> None:
-    """--allow-pickle: .ckpt/.pt files (checkpoints, LoRAs, embeddings) may be opened."""
-    parser.add_argument(
+    group.add_argument(
         "--allow-pickle",
         action="store_true",
         default=None,
-        help="open .ckpt/.pt files (pickles can run code: only from a source you trust; read with "
-        "torch.load(weights_only=True)).",
+        help="open .ckpt/.pt checkpoints, LoRAs and embeddings (pickles can run code: only from a source you "
+        "trust; read with torch.load(weights_only=True)).",
     )
 
 
