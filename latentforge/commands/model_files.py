@@ -20,6 +20,12 @@ PICKLES = (
     ".bin",
 )  # read only with --allow-pickle, through torch.load(weights_only=True)
 PREDICTION_TYPES = ("epsilon", "v_prediction")
+# from_single_file's options that only a checkpoint file takes -> their flags
+FILE_ONLY_FLAGS = {
+    "architecture": "--model-architecture",
+    "prediction_type": "--prediction-type",
+    "use_ema": "--use-ema",
+}
 
 
 def add_single_file_arguments(parser: argparse.ArgumentParser, model_flag: str = "--model") -> None:
@@ -73,12 +79,9 @@ def check_single_file(model: str, options: dict[str, Any], flag: str = "--model"
             except FileNotFoundError as err:
                 raise FileNotFoundError(f"--model-architecture: {err}") from None
         return
-    given = [name for name in ("architecture", "prediction_type", "use_ema") if options.get(name)]
+    given = ", ".join(flag_name for name, flag_name in FILE_ONLY_FLAGS.items() if options.get(name))
     if given:
-        flags = ", ".join(
-            "--" + {"architecture": "model-architecture"}.get(n, n).replace("_", "-") for n in given
-        )
-        raise ValueError(f"{flags}: only for a single-file checkpoint, and {flag} {model} is a folder")
+        raise ValueError(f"{given}: only for a single-file checkpoint, and {flag} {model} is a folder")
 
 
 def check_pickle(path: str | Path, flag: str, allow_pickle: bool) -> None:
