@@ -20,6 +20,8 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
+from latentforge.pipelines import step_cache
+
 Generator = torch.Generator | list[torch.Generator] | None
 
 
@@ -211,12 +213,18 @@ def step_kwargs(scheduler, generator: Generator, eta: float) -> dict[str, Any]:
 
 
 def denoise(job: DenoiseJob) -> torch.Tensor:
-    """Run the sampling loop; returns the final latents (B, 4, h, w)."""
+    """Run the sampling loop; returns the final latents (B, 4, h, w).
+
+    With step caching switched on for `job.unet` (`step_cache.enable`), this call gets its own cache: the
+    steps between full ones reuse the U-Net's deep features.
+    """
     latents, scheduler, timesteps = job.latents, job.scheduler, job.timesteps
     extra = step_kwargs(scheduler, job.generator, job.eta)
     progress = tqdm(total=len(timesteps), **{"desc": "denoising", "leave": False, **job.progress})
-    with progress:
+    with progress, step_cache.call_cache(job.unet) as cache:
         for i, t in enumerate(timesteps):
+            if cache is not None:
+                cache.start_step(i)
             model_input = torch.cat([latents] * 2) if job.do_guidance else latents
             model_input = scheduler.scale_model_input(model_input, t)
             if job.inpaint is not None:

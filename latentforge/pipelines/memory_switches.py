@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from latentforge.pipelines import step_cache
+
 
 class MemorySwitches:
     """Mixin for pipelines with `unet`, `vae` and `text_encoder` properties."""
@@ -86,6 +88,19 @@ class MemorySwitches:
         self.vae.to(memory_format=torch.channels_last)
 
     channels_last = enable_channels_last
+
+    def enable_step_cache(self, interval: int = 3) -> None:
+        """Run the whole U-Net every `interval` steps and only its shallowest branch in between (DeepCache).
+
+        The steps between full ones reuse the deep features of the last full step (see `step_cache`); about
+        `interval` times fewer deep U-Net evaluations, at a small change of the image. Interval 1 keeps the
+        images exactly. Each call keeps its own cache, so a pipeline still serves several threads.
+        """
+        step_cache.enable(self.unet, interval)
+
+    def disable_step_cache(self) -> None:
+        """Every step runs the whole U-Net again (the exact path)."""
+        step_cache.disable(self.unet)
 
     def compile(self, mode: str | None = "reduce-overhead", fullgraph: bool = False) -> None:
         """Compile the U-Net with `torch.compile` in place (first call slow; recompiles for new sizes)."""

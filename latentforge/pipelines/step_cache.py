@@ -1,0 +1,111 @@
+"""Step caching: reuse the U-Net's deep features between adjacent denoising steps.
+
+DeepCache (Ma, Fang & Wang 2023, "DeepCache: Accelerating Diffusion Models for Free", sections 3.2-3.3): the
+output of a U-Net's deep layers changes slowly from one step to the next, while the shallow skip branch
+carries the detail. Every `interval`-th step (the first one included) runs the whole U-Net and keeps the
+outputs of its deep modules; the steps between reuse them and compute only the shallowest branch: `conv_in`,
+the last layer of the last up block (fed the kept deep features and the fresh `conv_in` skip) and `conv_out`.
+This is DeepCache's uniform schedule at its shallowest branch (`cache_branch_id=0`), the setting its README
+uses for Stable Diffusion 1.5.
+
+The switch (`enable`) puts a diffusers `ModelHook` on each deep module; the hooks do nothing unless a denoising
+call is running with a `StepCache` of its own (`call_cache`, a context variable), so the kept features are per
+call and per thread, and the U-Net runs unchanged outside our loop (e.g. in diffusers' own pipelines).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from diffusers.hooks.hooks import HookRegistry, ModelHook
+
+HOOK_NAME = "latentforge_step_cache"
+_ACTIVE: contextvars.ContextVar[StepCache | None] = contextvars.ContextVar(HOOK_NAME, default=None)
+
+
+@dataclasses.dataclass
+class StepCache:
+    """One call's cache: the deep modules' outputs of the last full step, and whether this step reuses them."""
+
+    interval: int
+    outputs: dict[int, Any] = dataclasses.field(default_factory=dict)
+    reuse: bool = False
+    full_steps: int = 0
+
+    def start_step(self, index: int) -> None:
+        """Step `index` of the loop (0 = first) is full when it is a multiple of the interval."""
+        self.reuse = index % self.interval != 0 and bool(self.outputs)
+        self.full_steps += not self.reuse
+
+
+class _ReuseOutput(ModelHook):
+    """On a full step run the module and keep its output under `key`; on a cached step return what was kept."""
+
+    def __init__(self, key: int, interval: int):
+        super().__init__()
+        self.key, self.interval = key, interval
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        cache = _ACTIVE.get()
+        if cache is None:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        if cache.reuse:
+            return cache.outputs[self.key]
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        cache.outputs[self.key] = output
+        return output
+
+
+def deep_modules(unet: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules a cached step skips: every down block, the mid block, every up block but the last, and the
+    last up block's layers but its last (resnet and attention) one."""
+    last = unet.up_blocks[-1]
+    attentions = getattr(last, "attentions", None) or []
+    mid = [unet.mid_block] if unet.mid_block is not None else []
+    return [*unet.down_blocks, *mid, *unet.up_blocks[:-1], *last.resnets[:-1], *attentions[:-1]]
+
+
+def enable(unet: torch.nn.Module, interval: int) -> None:
+    """Install the hooks on `unet`'s deep modules (replacing earlier ones); interval 1 = every step is full."""
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        raise ValueError(f"enable_step_cache: interval must be an int >= 1, got {interval!r}")
+    disable(unet)
+    for key, module in enumerate(deep_modules(unet)):
+        HookRegistry.check_if_exists_or_initialize(module).register_hook(
+            _ReuseOutput(key, interval), HOOK_NAME
+        )
+
+
+def disable(unet: torch.nn.Module) -> None:
+    """Remove the hooks; the U-Net's modules run their own forward again."""
+    for module in deep_modules(unet):
+        registry = getattr(module, "_diffusers_hook", None)
+        if registry is not None:
+            registry.remove_hook(HOOK_NAME, recurse=False)
+
+
+def interval_of(unet: torch.nn.Module) -> int | None:
+    """The interval `enable` set on `unet`, or None when step caching is off."""
+    registry = getattr(deep_modules(unet)[0], "_diffusers_hook", None)
+    hook = registry.get_hook(HOOK_NAME) if registry is not None else None
+    return hook.interval if hook is not None else None
+
+
+@contextlib.contextmanager
+def call_cache(unet: torch.nn.Module) -> Iterator[StepCache | None]:
+    """A fresh `StepCache` active in this thread for one denoising call (None when caching is off)."""
+    interval = interval_of(unet)
+    if interval is None:
+        yield None
+        return
+    cache = StepCache(interval)
+    token = _ACTIVE.set(cache)
+    try:
+        yield cache
+    finally:
+        _ACTIVE.reset(token)
