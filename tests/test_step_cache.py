@@ -26,11 +26,6 @@ from latentforge.resources import DEFAULT_MODEL
 STEPS = 5
 KWARGS = {"num_inference_steps": STEPS, "output_type": "np"}
 
-# Mean absolute pixel difference (pixels in [0, 1]) from the exact images of the default model at interval 3
-# and its defaults (20 steps): DeepCache moves edges by a pixel here and there, so single pixels may differ a
-# lot while the image as a whole stays close. README "Speed" gives the measured value (about 0.05).
-DEFAULT_MODEL_TOLERANCE = 0.08
-
 
 @pytest.fixture
 def components():
@@ -90,7 +85,7 @@ def test_default_model_at_interval_3_stays_within_the_stated_tolerance():
     pipe.enable_step_cache(3)
     cached = pipe(prompts, generator=[0, 1, 2], **call).images
     difference = np.abs(cached - exact).mean()
-    assert 1e-3 < difference < DEFAULT_MODEL_TOLERANCE
+    assert 1e-3 < difference < step_cache.MEAN_PIXEL_TOLERANCE  # the tolerance README "Speed" explains
 
 
 def test_each_thread_keeps_its_own_cache(components):
