@@ -1,9 +1,10 @@
 """Latency of the first thing a new user runs: `latentforge generate PROMPT -o out.png` on the default model.
 
-Reports (1) the whole command, process start to PNG on disk, as a user sees it, and (2) generation alone
-(prompt encoding + denoising + decode, in-process, model already loaded), for ours and for diffusers'
-StableDiffusionPipeline on the same weights, scheduler, seed and settings (the model's defaults, as the
-command uses them), side by side.
+Reports (1) the whole command, process start to PNG on disk, as a user sees it, beside a bare
+`python -c "import torch"` run in turn (their difference is what latentforge adds to torch's start-up), and
+(2) generation alone (prompt encoding + denoising + decode, in-process, model already loaded), for ours and
+for diffusers' StableDiffusionPipeline on the same weights, scheduler, seed and settings (the model's
+defaults, as the command uses them), side by side.
 
     python benchmarks/cli_latency.py [--model PATH] [--repeats 3]
 """
@@ -22,18 +23,19 @@ PROMPT = "a red circle to the left of a blue square"
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "latentforge" / "assets" / "default-model"
 
 
-def time_command(model: Path, repeats: int) -> list[float]:
-    """Wall seconds of the whole CLI command, a fresh process each time."""
-    times = []
+def time_command(model: Path, repeats: int) -> dict[str, list[float]]:
+    """Wall seconds of the whole CLI command and of `python -c "import torch"`, fresh processes, in turn."""
+    times: dict[str, list[float]] = {"command": [], "import torch": []}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats):
             out = Path(tmp) / f"out{i}.png"
             cmd = [sys.executable, "-m", "latentforge", "generate", PROMPT, "-o", str(out), "--seed", "0"]
             if model != DEFAULT_MODEL:
                 cmd += ["--model", str(model)]
-            start = time.perf_counter()
-            subprocess.run(cmd, check=True, capture_output=True)
-            times.append(time.perf_counter() - start)
+            for name, argv in (("command", cmd), ("import torch", [sys.executable, "-c", "import torch"])):
+                start = time.perf_counter()
+                subprocess.run(argv, check=True, capture_output=True)
+                times[name].append(time.perf_counter() - start)
             assert out.is_file()
     return times
 
@@ -71,8 +73,11 @@ def main() -> None:
 
     settings = read_defaults(args.model).pipeline_kwargs()
     print(f"model {args.model}, {settings}, torch threads {torch.get_num_threads()}")
-    command = time_command(args.model, args.repeats)
-    print(f"whole command (process start -> PNG): median {statistics.median(command):.2f} s  {command}")
+    runs = time_command(args.model, args.repeats)
+    command, torch_only = (statistics.median(runs[name]) for name in ("command", "import torch"))
+    print(f"whole command (process start -> PNG): median {command:.2f} s  {runs['command']}")
+    print(f'python -c "import torch": median {torch_only:.2f} s  {runs["import torch"]}')
+    print(f"command - import torch: {command - torch_only:.2f} s, ratio {command / torch_only:.2f}x")
     gen = time_generation(args.model, args.repeats, settings)
     ours, theirs = statistics.median(gen["latentforge"]), statistics.median(gen["diffusers"])
     print(f"generation only: latentforge {ours:.3f} s, diffusers {theirs:.3f} s, ratio {theirs / ours:.2f}x")

@@ -1,5 +1,10 @@
 """The fast preset (step caching + channels-last) stays within the tolerance it documents and turns off cleanly."""
 
+import json
+import os
+import subprocess
+from pathlib import Path
+
 import numpy as np
 from pipeline_helpers import one_thread, quiet  # noqa: F401  (autouse fixture)
 
@@ -21,3 +26,24 @@ def test_fast_preset_stays_within_its_documented_tolerance_and_turns_off():
     pipe.disable_fast()
     assert pipe.unet.conv_in.weight.is_contiguous()
     np.testing.assert_array_equal(pipe(PROMPTS, generator=[0, 1, 2], **call).images, exact)
+
+
+def test_gpu_benchmark_script_runs_tiny_on_the_cpu(tmp_path):
+    """benchmarks/gpu.sh end to end at a tiny size (not timed): one JSON row per mode and batch, exact rows
+    with no pixel difference, step-cache rows with some (torch.compile is left to the manual CPU check)."""
+    env = {
+        **os.environ,
+        **{"ARCH": "tiny", "SIZE": "32", "STEPS": "3", "BATCHES": "1 2", "DEVICE": "cpu", "DTYPE": "float32"},
+        **{"MODES": "exact xformers step-cache-3", "REPEATS": "1", "OMP_NUM_THREADS": "1"},
+    }
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.sh"
+    subprocess.run(
+        ["bash", str(script), str(tmp_path / "out.json")], check=True, env=env, capture_output=True
+    )
+    rows = json.loads((tmp_path / "out.json").read_text())["rows"]
+    assert [(r["mode"], r["batch"]) for r in rows] == [
+        (m, b) for b in (1, 2) for m in ("exact", "step-cache-3")
+    ]
+    for row in rows:
+        assert set(row["s_per_image"]) == {"latentforge", "diffusers"} and row["peak_mib"]["latentforge"] > 0
+        assert (row["mean_pixel_diff_vs_exact"] > 0) == (row["mode"] == "step-cache-3")
