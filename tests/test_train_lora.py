@@ -2,6 +2,7 @@
 images; the base weights are untouched."""
 
 import numpy as np
+import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file
@@ -54,3 +55,37 @@ def test_the_kohya_file_of_a_v_prediction_run_says_so(tmp_path):
         header = file.metadata()
     assert header["ss_base_model_version"].endswith("_v"), header["ss_base_model_version"]
     assert header["modelspec.prediction_type"] == "v"
+
+
+def test_text_encoder_lora_trains_with_its_own_rate_and_goes_into_both_files_with_the_training_settings(
+    tmp_path,
+):
+    from safetensors import safe_open
+
+    base = tmp_path / "base"
+    Components.from_architecture("tiny", seed=0).save_pretrained(base)
+    overrides = ["lora.text_encoder=true", "lora.text_encoder_lr=5e-3", "optim.name=adafactor"]
+    config = load_config(
+        unet_trainer.UNetTrainConfig,
+        config_file("train", "smoke-lora"),
+        [f"output_dir={tmp_path / 'run'}", f"base={base}", *overrides],
+    )
+    lora_dir = unet_trainer.train(config)
+    weights = load_file(lora_dir / "pytorch_lora_weights.safetensors")
+    text_b = [v for k, v in weights.items() if k.startswith("text_encoder.") and "lora_B" in k]
+    assert text_b and all(v.abs().max() > 0 for v in text_b), "the text-encoder adapters did not train"
+    kohya = load_file(lora_dir / "lora_kohya.safetensors")
+    assert any(k.startswith("lora_te_text_model_encoder_layers_0_self_attn_q_proj.") for k in kohya)
+    for file in ("pytorch_lora_weights.safetensors", "lora_kohya.safetensors"):
+        with safe_open(lora_dir / file, "pt") as handle:
+            header = handle.metadata()
+        assert header["ss_optimizer"] == "adafactor" and header["ss_text_encoder_lr"] == "0.005", file
+        assert header["ss_num_train_images"] == "24" and header["ss_max_train_steps"] == "3", file
+        assert header["ss_enable_bucket"] == "False" and header["ss_seed"] == "0", file
+    assert header["ss_network_train_unet_only"] == "False"
+    pipe = StableDiffusionPipeline.from_pretrained(base, safety_checker=None)
+    before = _image(pipe)
+    pipe.load_lora_weights(lora_dir)
+    assert np.abs(_image(pipe) - before).max() > 1e-3
+    with pytest.raises(ValueError, match="lora.text_encoder=true .* needs lora.rank > 0"):
+        unet_trainer.check_config(load_config(unet_trainer.UNetTrainConfig, None, ["lora.text_encoder=true"]))

@@ -22,8 +22,9 @@ from latentforge.models.components import Components
 from latentforge.models.tokenizer import tokenize
 from latentforge.resources import config_file
 from latentforge.training import unet as unet_trainer
+from latentforge.training.cache_encoding import encode_captions
 from latentforge.training.checkpoints import MARKER
-from latentforge.training.latent_cache import cache_key, encode_captions
+from latentforge.training.latent_cache import cache_key
 
 ROOT = Path(__file__).resolve().parents[1]
 # v-prediction, zero terminal SNR, noise offset, min-SNR, EMA, flips and caption dropout all on: resume must
@@ -161,11 +162,11 @@ def test_cache_holds_both_flip_variants_and_is_keyed_on_its_inputs(straight):
     cache = load_file(folder / "cache.safetensors")
     components = Components.from_pretrained(out / "model")
     data = load_splits(config.data)[0]
-    assert cache["mean"].shape[:2] == (len(data), 2)
+    assert cache["mean.0"].shape[:2] == (len(data), 2)
     batch = next(iter(image_loader(data, config.data, 1, shuffle=False, flip=False)))
     with torch.no_grad():
         flipped = components.vae.encode(batch["pixel_values"].flip(-1)).latent_dist.mean
-    torch.testing.assert_close(cache["mean"][0, 1].float(), flipped[0], atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(cache["mean.0"][0, 1].float(), flipped[0], atol=2e-3, rtol=2e-3)
     swapped = encode_captions(
         components.text_encoder, components.tokenizer, [swap_left_right(batch["text"][0])], "cpu"
     )

@@ -81,3 +81,21 @@ class BucketBatchSampler(Sampler[list[int]]):
         counts = np.bincount(self.bucket_ids) if len(self.bucket_ids) else np.zeros(0, dtype=np.int64)
         full, rest = counts // self.batch_size, counts % self.batch_size
         return int(full.sum() + (0 if self.drop_last else (rest > 0).sum()))
+
+
+class BucketSampler(Sampler[int]):
+    """Indices in runs of `batch_size` that share a bucket (the full batches of `BucketBatchSampler`, flattened),
+    so a plain DataLoader(batch_size, drop_last=True) over it yields one-bucket batches. A sampler, not a batch
+    sampler, because accelerate passes `set_epoch` and resume positions through a DataLoader's `sampler`."""
+
+    def __init__(self, bucket_ids: Sequence[int], batch_size: int, seed: int = 0):
+        self.batches = BucketBatchSampler(bucket_ids, batch_size, seed, drop_last=True)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batches.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        return (i for batch in self.batches for i in batch)
+
+    def __len__(self) -> int:
+        return len(self.batches) * self.batches.batch_size

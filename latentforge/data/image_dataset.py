@@ -32,8 +32,20 @@ def open_image(value: Any) -> Image.Image:
     return image.convert("RGB")
 
 
+def image_size(value: Any) -> tuple[int, int] | None:
+    """(width, height) of a `datasets` image value from its header alone; None when it cannot be read."""
+    try:
+        if isinstance(value, Image.Image):
+            return value.size
+        with Image.open(_file_of(value)) as image:
+            return image.size
+    except _IMAGE_ERRORS:
+        return None
+
+
 class ImageCaptionDataset(torch.utils.data.Dataset):
-    """Item i -> {"pixel_values": (3, H, W) float in [-1, 1], "text": str, "index": i}, or None if unreadable.
+    """Item i -> {"pixel_values": (3, H, W) float in [-1, 1], "text": str, "index": i, "original_size": (h, w),
+    "crop_top_left": (top, left)}, or None if unreadable.
 
     Randomness (crop, flip, choice among several captions) comes from a generator seeded by
     (seed, epoch, index), so any worker layout and any resume point give the same samples. `skipped`
@@ -81,17 +93,26 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         if isinstance(caption, list | tuple):  # several captions per image: pick one
             caption = caption[int(rng.integers(len(caption)))] if caption else ""
         size = self.target_sizes[int(index)] if self.target_sizes is not None else None
-        pixels, text = self.transform(image, "" if caption is None else str(caption), rng, size)
-        return {"pixel_values": pixels, "text": text, "index": int(index)}
+        sample = self.transform.apply(image, "" if caption is None else str(caption), rng, size)
+        return {
+            "pixel_values": sample.pixels,
+            "text": sample.caption,
+            "index": int(index),
+            "original_size": (image.height, image.width),
+            "crop_top_left": sample.crop_top_left,
+        }
 
 
 def collate_skip_none(items: list[dict[str, Any] | None]) -> dict[str, Any]:
-    """Stack the readable items; "skipped" = how many were None. pixel_values: (B, 3, H, W), B may be 0."""
+    """Stack the readable items; "skipped" = how many were None. pixel_values: (B, 3, H, W), B may be 0;
+    original_size and crop_top_left: (B, 2) as (height, width) and (top, left)."""
     kept = [item for item in items if item is not None]
     pixel_values = torch.stack([i["pixel_values"] for i in kept]) if kept else torch.empty(0, 3, 0, 0)
     return {
         "pixel_values": pixel_values,
         "text": [i["text"] for i in kept],
         "index": torch.tensor([i["index"] for i in kept], dtype=torch.long),
+        "original_size": torch.tensor([i["original_size"] for i in kept], dtype=torch.long).reshape(-1, 2),
+        "crop_top_left": torch.tensor([i["crop_top_left"] for i in kept], dtype=torch.long).reshape(-1, 2),
         "skipped": len(items) - len(kept),
     }

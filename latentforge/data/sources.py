@@ -60,6 +60,25 @@ def _caption_folder(folder: Path) -> datasets.Dataset:
     return datasets.Dataset.from_dict({"image": [str(p) for p in images], "text": texts}, features=features)
 
 
+def image_files(folder: str | Path) -> list[Path]:
+    """The images in `folder` and below, sorted by path (FileNotFoundError when it is not a folder)."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder of images")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def prompt_folder_dataset(folder: str | Path, prompt: str, limit: int | None = None) -> datasets.Dataset:
+    """Image/caption dataset of the images in `folder` (the first `limit`), every one captioned `prompt`:
+    a DreamBooth instance or class folder."""
+    import datasets
+
+    images = image_files(folder)[:limit]
+    features = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
+    rows = {"image": [str(p) for p in images], "text": [prompt] * len(images)}
+    return datasets.Dataset.from_dict(rows, features=features)
+
+
 def _pick_split(data: Any, split: str, source: str) -> datasets.Dataset:
     import datasets
 

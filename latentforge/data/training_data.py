@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from latentforge.data.image_dataset import ImageCaptionDataset, collate_skip_none
+from latentforge.data.buckets import AspectRatioBuckets
+from latentforge.data.image_dataset import ImageCaptionDataset, collate_skip_none, image_size
 from latentforge.data.shapes import HELD_OUT_PAIRS
 from latentforge.data.sources import load_image_text_dataset
 from latentforge.data.transforms import ImageCaptionTransform
@@ -38,6 +39,13 @@ class DataConfig:
     seed: int = 0  # seeds the built-in generator, the held-out split and per-sample augmentation
     num_workers: int = 0  # DataLoader worker processes (0 = load in the training process)
     max_corrupt_fraction: float = 0.2  # stop when more than this fraction of images is unreadable
+    # Aspect-ratio buckets (kohya's --enable_bucket, NovelAI's bucketing): each image is resized to cover the
+    # bucket of about resolution^2 pixels whose shape is nearest its own and centre-cropped by a few pixels
+    # at most, instead of cut to a square; every batch holds one bucket. Off: square centre crops.
+    buckets: bool = False
+    min_bucket_reso: int = 0  # shortest bucket side in pixels (0 = max(resolution / 2, bucket_reso_steps))
+    max_bucket_reso: int = 0  # longest bucket side in pixels (0 = 2 * resolution)
+    bucket_reso_steps: int = 64  # bucket sides are multiples of this (and of the VAE's factor)
 
 
 def _load_one(source: str, config: DataConfig) -> datasets.Dataset:
@@ -74,23 +82,87 @@ def load_splits(config: DataConfig) -> tuple[datasets.Dataset, datasets.Dataset]
     return split["train"], split["test"]
 
 
+def make_buckets(config: DataConfig, vae_factor: int = 8) -> AspectRatioBuckets:
+    """The bucket resolutions of `config` (data.buckets=true); errors name the setting to change."""
+    step = config.bucket_reso_steps
+    if step < 1 or step % vae_factor:
+        raise ValueError(
+            f"data.bucket_reso_steps={step} must be a positive multiple of the VAE factor {vae_factor}"
+        )
+    if config.resolution % step:
+        raise ValueError(
+            f"data.resolution={config.resolution} is not a multiple of data.bucket_reso_steps={step}; "
+            f"set data.bucket_reso_steps to a divisor of it (e.g. {max(vae_factor, config.resolution // 8)})"
+        )
+    buckets = AspectRatioBuckets(
+        config.resolution, step, config.min_bucket_reso or None, config.max_bucket_reso or None
+    )
+    if len(buckets) == 1:
+        raise ValueError(
+            f"data.buckets=true: data.resolution={config.resolution} with data.bucket_reso_steps={step} leaves "
+            "one square bucket; lower data.bucket_reso_steps (kohya uses 64 at resolution 512)"
+        )
+    return buckets
+
+
+def assign_buckets(
+    hf_dataset: datasets.Dataset, config: DataConfig, vae_factor: int = 8
+) -> tuple[list[tuple[int, int]], list[int]]:
+    """(sizes, ids): each bucket's (height, width) and each row's bucket. With data.buckets off, or for an
+    image whose header cannot be read (it is skipped later), the square resolution x resolution bucket."""
+    square = (config.resolution, config.resolution)
+    if not config.buckets:
+        return [square], [0] * len(hf_dataset)
+    buckets = make_buckets(config, vae_factor)
+    images = hf_dataset.cast_column(config.image_column, _undecoded(hf_dataset, config.image_column))
+    sizes = [image_size(v) for v in images[config.image_column]]
+    chosen = [buckets.buckets[buckets.assign(*s)] if s else square[::-1] for s in sizes]
+    used = sorted(set(chosen), key=lambda wh: (wh[0] / wh[1], wh[0]))
+    index = {wh: i for i, wh in enumerate(used)}
+    return [(h, w) for w, h in used], [index[wh] for wh in chosen]
+
+
+def _undecoded(hf_dataset: datasets.Dataset, column: str):
+    """The column's feature without decoding (headers are enough to size an image)."""
+    import datasets
+
+    feature = hf_dataset.features[column]
+    return datasets.Image(decode=False) if isinstance(feature, datasets.Image) else feature
+
+
 def image_loader(
-    hf_dataset: datasets.Dataset, config: DataConfig, batch_size: int, shuffle: bool, flip: bool | None = None
+    hf_dataset: datasets.Dataset,
+    config: DataConfig,
+    batch_size: int,
+    shuffle: bool,
+    flip: bool | None = None,
+    target_sizes: list[tuple[int, int]] | None = None,
+    batch_sampler=None,
 ) -> torch.utils.data.DataLoader:
     """DataLoader of {"pixel_values": (B, 3, R, R) in [-1, 1], "text", "index", "skipped"} batches.
 
     Unreadable images are dropped from their batch and counted in "skipped". Training loaders (shuffle=True)
     drop the last partial batch; accelerate swaps the shuffle for a sampler seeded by (seed, epoch).
-    flip: override `config.random_flip` (evaluation loaders never flip).
+    flip: override `config.random_flip` (evaluation loaders never flip). target_sizes: (height, width) per
+    row (aspect-ratio buckets), with a `batch_sampler` that keeps each batch to one size.
     """
     transform = ImageCaptionTransform(
         config.resolution, config.center_crop, config.random_flip if flip is None else flip
     )
     dataset = ImageCaptionDataset(
-        hf_dataset, transform, config.image_column, config.caption_column, seed=config.seed
+        hf_dataset,
+        transform,
+        config.image_column,
+        config.caption_column,
+        seed=config.seed,
+        target_sizes=target_sizes,
     )
     if batch_size < 1:
         raise ValueError(f"optim.batch_size must be >= 1, got {batch_size}")
+    if batch_sampler is not None:
+        return torch.utils.data.DataLoader(
+            dataset, batch_sampler=batch_sampler, num_workers=config.num_workers, collate_fn=collate_skip_none
+        )
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,

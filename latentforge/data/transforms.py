@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -76,6 +77,13 @@ class ImageCaptionTransform:
         self, image: Image.Image, caption: str, rng: Rng, size: tuple[int, int] | None = None
     ) -> tuple[torch.Tensor, str]:
         """size: (height, width) target (e.g. an aspect-ratio bucket); default resolution x resolution."""
+        sample = self.apply(image, caption, rng, size)
+        return sample.pixels, sample.caption
+
+    def apply(
+        self, image: Image.Image, caption: str, rng: Rng, size: tuple[int, int] | None = None
+    ) -> Transformed:
+        """As `__call__`, and where the crop began in the resized image (SDXL's crop coordinates)."""
         height, width = size or (self.resolution, self.resolution)
         image = image.convert("RGB")
         scale = max(height / image.height, width / image.width)
@@ -93,4 +101,12 @@ class ImageCaptionTransform:
             elif not mentions_left_right(caption):
                 image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
-        return pixels.float() / 127.5 - 1.0, caption
+        return Transformed(pixels.float() / 127.5 - 1.0, caption, (top, left))
+
+
+class Transformed(NamedTuple):
+    """One transformed sample: pixels (3, H, W) in [-1, 1], its caption, crop (top, left) in resized pixels."""
+
+    pixels: torch.Tensor
+    caption: str
+    crop_top_left: tuple[int, int]

@@ -1,5 +1,5 @@
 """The Accelerator of a training run: device, mixed precision, gradient accumulation, seeded data order,
-TensorBoard trackers; and the run's config.yaml, written as it starts."""
+the trackers of `report_to`; and the run's config.yaml, written as it starts."""
 
 from __future__ import annotations
 
@@ -18,14 +18,16 @@ from accelerate.utils import (
 from latentforge.config_loader import config_to_dict, save_config
 from latentforge.training.checkpoints import refuse_overwriting_checkpoints
 from latentforge.training.run_dir import RunDir
+from latentforge.training.trackers import init_kwargs, trackers_of
 from latentforge.training.train_config import TrainConfig
 
 
 def make_accelerator(config: TrainConfig, project_name: str) -> Accelerator:
-    """Accelerator for `config` (CPU when no CUDA), TensorBoard under logs/, seeded per process; writes the
-    run's config.yaml."""
+    """Accelerator for `config` (CPU when no CUDA), its trackers (`report_to`) under logs/, seeded per process;
+    writes the run's config.yaml."""
     run_dir = RunDir.of(config.output_dir)
     refuse_overwriting_checkpoints(run_dir.root, config.checkpoint.resume)  # before anything is written there
+    trackers = trackers_of(config.report_to)
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision=config.mixed_precision,
@@ -36,11 +38,11 @@ def make_accelerator(config: TrainConfig, project_name: str) -> Accelerator:
         # Shuffle order is a function of (seed, epoch) alone: resume replays it exactly.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
         project_config=ProjectConfiguration(project_dir=str(run_dir.root), logging_dir=str(run_dir.logs)),
-        log_with="tensorboard",
+        log_with=trackers or None,
     )
     set_seed(config.seed, device_specific=True)
     hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in _flat(config).items()}
-    accelerator.init_trackers(project_name, config=hparams)
+    accelerator.init_trackers(project_name, config=hparams, init_kwargs=init_kwargs(trackers, run_dir.logs))
     if accelerator.is_main_process:
         run_dir.root.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir.config)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from latentforge.training.training_metadata import add_header_metadata
+
 KOHYA_FILE = "lora_kohya.safetensors"  # beside diffusers' file: the same LoRA for A1111 and ComfyUI
 
 
@@ -20,6 +22,13 @@ class LoRAConfig:
     target_modules: list[str] = field(
         default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"]
     )  # adapted layers
+    text_encoder: bool = (
+        False  # adapters on the CLIP text encoder too (same rank and alpha), as kohya's default
+    )
+    text_encoder_lr: float = 0.0  # their learning rate; 0 = optim.learning_rate (kohya: --text_encoder_lr)
+    text_encoder_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"]
+    )  # adapted text-encoder layers (diffusers' DreamBooth-LoRA script's)
 
 
 def add_lora(unet, config: LoRAConfig) -> None:
@@ -39,8 +48,30 @@ def add_lora(unet, config: LoRAConfig) -> None:
     )
 
 
+def add_text_encoder_lora(text_encoder, config: LoRAConfig) -> None:
+    """Freeze the CLIP text encoder and add trainable adapters (adapter "default", as `save_lora` expects).
+
+    peft's `inject_adapter_in_model` directly: transformers 5's `add_adapter` refuses peft < 0.22, and PyPI
+    had no 0.22 when this was written; the adapters and their state-dict keys are the same."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    text_encoder.requires_grad_(False)
+    lora_config = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha or config.rank,
+        init_lora_weights="gaussian",
+        target_modules=list(config.text_encoder_target_modules),
+    )
+    inject_adapter_in_model(lora_config, text_encoder, adapter_name="default")
+
+
 def save_lora(
-    unet, folder: Path, text_encoder=None, prediction_type: str = "epsilon", title: str = "latentforge LoRA"
+    unet,
+    folder: Path,
+    text_encoder=None,
+    prediction_type: str = "epsilon",
+    title: str = "latentforge LoRA",
+    training: dict[str, str] | None = None,
 ) -> Path:
     """Write the adapters of a peft-adapted U-Net (and text encoder, when it has one) twice:
 
@@ -49,6 +80,7 @@ def save_lora(
     - `folder/lora_kohya.safetensors`, kohya/A1111 keys with `.alpha` tensors and kohya's header metadata
       (`ss_network_dim`, `ss_network_alpha`, `ss_base_model_version`, `modelspec.*`), for A1111 and ComfyUI.
 
+    `training`: header keys describing the run (kohya's `ss_*`, see `training_metadata`), written into both.
     Returns the diffusers file.
     """
     from diffusers import StableDiffusionPipeline
@@ -78,8 +110,11 @@ def save_lora(
     metadata = kohya_metadata(
         configs["unet"], unet, prediction_type, title, trains_text_encoder=len(parts) > 1
     )
-    save_file(to_kohya(peft_layers, alphas), folder / KOHYA_FILE, metadata=metadata)
-    return folder / "pytorch_lora_weights.safetensors"
+    save_file(to_kohya(peft_layers, alphas), folder / KOHYA_FILE, metadata={**(training or {}), **metadata})
+    diffusers_file = folder / "pytorch_lora_weights.safetensors"
+    if training:
+        add_header_metadata(diffusers_file, training)
+    return diffusers_file
 
 
 def kohya_metadata(

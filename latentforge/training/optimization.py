@@ -1,8 +1,10 @@
-"""The optimizer side of a run: AdamW with its LR schedule, the EMA of the trained weights, one optimizer
+"""The optimizer side of a run: the optimizer `optim.name` names (AdamW, 8-bit AdamW, Adafactor, Prodigy) with
+its LR schedule, the EMA of the trained weights, one optimizer
 step (`OptimizerUpdate`), and the EMA weights swapped in for a while (validation)."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,18 +17,57 @@ from diffusers.training_utils import EMAModel
 
 from latentforge.training.train_config import EMAConfig, OptimConfig
 
+OPTIMIZERS = ("adamw", "adamw8bit", "adafactor", "prodigy")
+_PACKAGES = {"adamw8bit": "bitsandbytes", "prodigy": "prodigyopt"}
+
+
+def check_optimizer(optim: OptimConfig) -> None:
+    """Refuse an unknown `optim.name`, 8-bit AdamW without CUDA and a missing extra, before any heavy work."""
+    if optim.name not in OPTIMIZERS:
+        raise ValueError(f"optim.name must be one of {list(OPTIMIZERS)}, got {optim.name!r}")
+    if optim.name == "adamw8bit" and not torch.cuda.is_available():
+        raise ValueError(
+            "optim.name=adamw8bit needs a CUDA GPU: bitsandbytes' 8-bit AdamW keeps its state on CUDA only. "
+            "On this machine use optim.name=adamw, or optim.name=adafactor for the least optimizer memory"
+        )
+    package = _PACKAGES.get(optim.name)
+    if package and importlib.util.find_spec(package) is None:
+        raise ValueError(f"optim.name={optim.name} needs the {package} package: pip install {package}")
+    if optim.adafactor_relative_step and optim.name != "adafactor":
+        raise ValueError(f"optim.adafactor_relative_step=true is for optim.name=adafactor, not {optim.name}")
+
+
+def _optimizer(params, optim: OptimConfig, betas: tuple[float, float]) -> torch.optim.Optimizer:
+    """The optimizer `optim.name` names, over `params` (or param groups, which may carry their own lr)."""
+    lr, decay = optim.learning_rate, optim.weight_decay
+    if optim.name == "adafactor":
+        from transformers.optimization import Adafactor
+
+        if optim.adafactor_relative_step:  # its own step size: learning_rate is not used
+            return Adafactor(params, lr=None, relative_step=True, scale_parameter=True, weight_decay=decay)
+        return Adafactor(params, lr=lr, relative_step=False, scale_parameter=False, weight_decay=decay)
+    if optim.name == "prodigy":
+        from prodigyopt import Prodigy
+
+        return Prodigy(params, lr=lr, betas=betas, eps=optim.adam_epsilon, weight_decay=decay)
+    if optim.name == "adamw8bit":
+        from bitsandbytes.optim import AdamW8bit
+
+        return AdamW8bit(params, lr=lr, betas=betas, eps=optim.adam_epsilon, weight_decay=decay)
+    return torch.optim.AdamW(params, lr=lr, betas=betas, eps=optim.adam_epsilon, weight_decay=decay)
+
 
 def make_optimizer(
     params: Iterable[torch.nn.Parameter], optim: OptimConfig, betas: tuple[float, float] | None = None
 ) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW over `params` (or param groups) and its LR schedule (diffusers' get_scheduler), from `optim`."""
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=optim.learning_rate,
-        betas=betas or (optim.adam_beta1, optim.adam_beta2),
-        eps=optim.adam_epsilon,
-        weight_decay=optim.weight_decay,
-    )
+    """The optimizer of `optim.name` over `params` (or param groups) and its LR schedule (diffusers'
+    get_scheduler; Adafactor's own relative step with adafactor_relative_step)."""
+    check_optimizer(optim)
+    optimizer = _optimizer(params, optim, betas or (optim.adam_beta1, optim.adam_beta2))
+    if optim.adafactor_relative_step:
+        from transformers.optimization import AdafactorSchedule
+
+        return optimizer, AdafactorSchedule(optimizer)  # reports the step size Adafactor chose, for the logs
     scheduler = get_scheduler(
         optim.lr_scheduler, optimizer, num_warmup_steps=optim.warmup_steps, num_training_steps=optim.max_steps
     )

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from latentforge.training.accelerator import make_accelerator
 from latentforge.training.checkpoints import CheckpointManager
-from latentforge.training.optimization import OptimizerUpdate, ema_weights
+from latentforge.training.optimization import OptimizerUpdate, check_optimizer, ema_weights
 from latentforge.training.run_dir import RunDir
 from latentforge.training.stopping import Interrupted, NonFiniteGuard, sigterm_as_interrupt
 from latentforge.training.train_config import TrainConfig
@@ -30,6 +30,7 @@ class TrainingRun:
 
     def __init__(self, config: TrainConfig, name: str) -> None:
         """Start run `name` ("vae", "clip", "unet"): its accelerator (`make_accelerator`), checkpoints, guard."""
+        check_optimizer(config.optim)  # before the accelerator writes anything
         accelerator = make_accelerator(config, name)
         self.config, self.accelerator, self.desc = config, accelerator, name
         self.dir = RunDir.of(config.output_dir)

@@ -11,13 +11,20 @@ from latentforge.data.training_data import DataConfig
 
 @dataclass
 class OptimConfig:
-    """AdamW + a diffusers LR schedule."""
+    """The optimizer (`name`) + a diffusers LR schedule."""
 
+    # "adamw" (torch), "adamw8bit" (bitsandbytes, CUDA only: 8-bit optimizer state, ~75% less of it),
+    # "adafactor" (transformers'; factored second moments, the least optimizer memory), "prodigy" (prodigyopt:
+    # estimates its own step size; use learning_rate=1.0). Each extra package is imported only when chosen.
+    name: str = "adamw"
     learning_rate: float = 1e-4  # peak learning rate (per optimizer step, not scaled by batch size)
     adam_beta1: float = 0.9  # AdamW beta1
     adam_beta2: float = 0.999  # AdamW beta2
     adam_epsilon: float = 1e-8  # AdamW epsilon
-    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    weight_decay: float = 0.01  # decoupled weight decay (AdamW, Prodigy; Adafactor's own weight decay)
+    # Adafactor only: its relative step size (1 / sqrt(step), scaled by each weight's RMS) replaces
+    # learning_rate and lr_scheduler, as in the Adafactor paper and transformers' AdafactorSchedule
+    adafactor_relative_step: bool = False
     lr_scheduler: str = "constant_with_warmup"  # any name of diffusers.optimization.get_scheduler
     warmup_steps: int = 0  # linear warm-up length in optimizer steps
     max_grad_norm: float = 1.0  # gradient clipping (0 = off)
@@ -65,5 +72,8 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)  # checkpoints and resume
     ema: EMAConfig = field(default_factory=EMAConfig)  # EMA of the trained weights
     validation: ValidationConfig = field(default_factory=ValidationConfig)  # metrics/images during training
-    log_every: int = 10  # log scalars to TensorBoard every N steps
+    log_every: int = 10  # log scalars to the trackers every N steps
+    # where scalars, the config and validation images go: "tensorboard" (logs/), "wandb" (offline unless
+    # WANDB_MODE=online or WANDB_API_KEY is set; `wandb sync` uploads later), "all" or "none"
+    report_to: str = "tensorboard"
     max_nonfinite_steps: int = 5  # this many NaN/Inf losses in a row stop the run (each one is skipped)

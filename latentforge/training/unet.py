@@ -2,9 +2,12 @@
 cached, and the text encoder cached too or trained alongside (`train_text_encoder`). From scratch (an
 architecture) or fine-tuning a diffusers model; full or LoRA; epsilon or v prediction; zero terminal SNR
 (Lin et al. 2024); min-SNR-gamma (Hang et al. 2023); noise offset; caption dropout to "" (the unconditional
-branch of classifier-free guidance, Ho & Salimans 2022); EMA; 9-channel inpainting U-Nets.
+branch of classifier-free guidance, Ho & Salimans 2022); EMA; 9-channel inpainting U-Nets; aspect-ratio
+buckets (data.buckets); DreamBooth with prior preservation (dreambooth.*, `training.dreambooth`); LoRA on the
+text encoder too (lora.text_encoder); AdamW, 8-bit AdamW, Adafactor or Prodigy (optim.name).
 
-Exports `output_dir/model/` (a full diffusers folder) or, for LoRA, `output_dir/lora/`.
+Exports `output_dir/model/` (a full diffusers folder) or, for LoRA, `output_dir/lora/`, with the training
+settings in the safetensors headers (`training.training_metadata`).
 
     latentforge train unet --config shapes-small-unet [key=value ...]
 """
@@ -18,18 +21,26 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler
 
-from latentforge.data.training_data import DataConfig, data_note, load_splits
+from latentforge.data.training_data import DataConfig, load_splits, make_buckets
 from latentforge.models.component_files import component_folder, has_weights, load_text_encoder, load_vae
 from latentforge.models.components import Components
-from latentforge.resources import shipped_names
+from latentforge.resources import DEFAULT_MODEL, shipped_names
 from latentforge.training import losses
+from latentforge.training.dreambooth import (
+    DreamBoothConfig,
+    check_dreambooth,
+    draw_class_rows,
+    dreambooth_images,
+    uses_prior,
+)
 from latentforge.training.inpaint_masks import inpaint_conditioning, random_masks
 from latentforge.training.latent_cache import LatentCache, load_or_build_cache, sample_inputs
-from latentforge.training.lora import LoRAConfig, add_lora, save_lora
-from latentforge.training.model_card import write_model_card
+from latentforge.training.lora import LoRAConfig
 from latentforge.training.optimization import OptimizerUpdate, make_ema, make_optimizer
 from latentforge.training.run import Backward, Trainer, TrainingRun, train_loop
 from latentforge.training.train_config import OptimConfig, TrainConfig
+from latentforge.training.trained_models import trained_models
+from latentforge.training.unet_export import export_unet_run
 from latentforge.training.validation import PromptValidationConfig, log_validation_images
 
 logger = logging.getLogger(__name__)
@@ -40,7 +51,9 @@ class UNetTrainConfig(TrainConfig):
     """`latentforge train unet`: the U-Net on cached latents of a frozen VAE and text encoder."""
 
     output_dir: str = "runs/unet"  # checkpoints/, logs/, cache/, validation/, model/ (or lora/) go here
-    base: str = "small"  # architecture name/folder (random U-Net) or a diffusers model folder (fine-tune)
+    base: str = (
+        "small"  # architecture name/folder (random U-Net), a diffusers model folder (fine-tune) or "default"
+    )
     vae_from: str = ""  # model folder (or vae/ folder) of the trained VAE; "" = the base's own
     text_encoder_from: str = ""  # model folder with trained text_encoder/ + tokenizer/; "" = the base's own
     prediction_type: str = ""  # "" = the base scheduler's; "epsilon" or "v_prediction" (saved in the export)
@@ -66,6 +79,9 @@ class UNetTrainConfig(TrainConfig):
         default_factory=lambda: OptimConfig(learning_rate=1e-4, batch_size=32, warmup_steps=200)
     )  # SD: AdamW 1e-4 with warm-up; LoRA usually 1e-4, full fine-tunes 1e-5
     lora: LoRAConfig = field(default_factory=LoRAConfig)  # rank > 0 trains adapters only
+    dreambooth: DreamBoothConfig = field(
+        default_factory=DreamBoothConfig
+    )  # a subject's photos, prior preservation
     validation: PromptValidationConfig = field(default_factory=PromptValidationConfig)  # images as it trains
 
 
@@ -86,8 +102,8 @@ def load_components(config: UNetTrainConfig) -> Components:
                 logger.warning(
                     "%s: untrained (random) %s from the architecture; set %s_from", config.base, name, name
                 )
-    else:  # a trained model folder, or a hub id (fetched when a network exists)
-        components = Components.from_pretrained(config.base)
+    else:  # a trained model folder, "default" (the shipped model), or a hub id (fetched when a network exists)
+        components = Components.from_pretrained(DEFAULT_MODEL if config.base == "default" else config.base)
     if config.vae_from:
         components.vae = load_vae(config.vae_from)
     if config.text_encoder_from:
@@ -112,13 +128,17 @@ def check_config(config: UNetTrainConfig) -> None:
     """Settings that contradict each other, before anything is loaded."""
     if config.train_text_encoder and config.lora.rank:
         raise ValueError(
-            "train_text_encoder=true needs full training: LoRA (lora.rank > 0) adapts the U-Net only; set "
-            "lora.rank=0 or train_text_encoder=false"
+            "train_text_encoder=true needs full training: with LoRA (lora.rank > 0) set lora.text_encoder=true "
+            "for text-encoder adapters, or lora.rank=0 or train_text_encoder=false"
         )
-    if config.text_encoder_lr < 0:
+    if config.text_encoder_lr < 0 or config.lora.text_encoder_lr < 0:
+        raise ValueError("text_encoder_lr and lora.text_encoder_lr must be >= 0 (0 = optim.learning_rate)")
+    if config.lora.text_encoder and not config.lora.rank:
         raise ValueError(
-            f"text_encoder_lr must be >= 0 (0 = optim.learning_rate), got {config.text_encoder_lr}"
+            "lora.text_encoder=true adds adapters to the text encoder and needs lora.rank > 0; for full training "
+            "of the text encoder set train_text_encoder=true instead"
         )
+    check_dreambooth(config.dreambooth)
 
 
 def _check_fit(c: Components, config: UNetTrainConfig) -> None:
@@ -138,6 +158,8 @@ def _check_fit(c: Components, config: UNetTrainConfig) -> None:
         )
     if config.data.resolution % c.vae_scale_factor:
         raise ValueError(f"data.resolution must be a multiple of the VAE factor {c.vae_scale_factor}")
+    if config.data.buckets:
+        make_buckets(config.data, c.vae_scale_factor)
     pt = c.scheduler.config.get("prediction_type", "epsilon")
     if pt not in ("epsilon", "v_prediction"):
         raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {pt!r}")
@@ -182,7 +204,7 @@ def train(config: UNetTrainConfig) -> Path:
     run = TrainingRun(config, "unet")
     accelerator = run.accelerator
     components = load_components(config).to(accelerator.device)
-    train_data, _ = load_splits(config.data)
+    train_data, n_instance = _training_images(accelerator, components, config, run)
     cache = load_or_build_cache(
         accelerator,
         components,
@@ -192,96 +214,75 @@ def train(config: UNetTrainConfig) -> Path:
         components.is_inpaint,
         config.cache_dtype,
     ).to(accelerator.device)
-    models, groups = _trained_models(components, config)
+    models, groups = trained_models(components, config)
     trainable = [p for group in groups for p in group["params"]]
     optimizer, scheduler = make_optimizer(groups, config.optim)
-    loader = cache.row_loader(config.optim.batch_size, config.seed)
+    instance = cache.index < n_instance  # DreamBooth: the rest are class images, drawn beside each batch
+    loader = cache.row_loader(config.optim.batch_size, config.seed, instance.nonzero()[:, 0].cpu())
     *prepared, optimizer, loader = accelerator.prepare(*models, optimizer, loader)
     ema = make_ema(trainable, config.ema)
     run.checkpoints.register(scheduler, ema)
     run.resume(len(loader))
+    class_rows = (~instance).nonzero()[:, 0] if uses_prior(config.dreambooth) else None
+    size = next(iter(cache.bucket_counts()))  # validation at the most used bucket's size
     trainer = Trainer(
-        train_step=_train_step(prepared, components, cache, config),
+        train_step=_train_step(prepared, components, cache, config, class_rows),
         updates=[OptimizerUpdate(optimizer, scheduler, trainable, ema)],
         prepared=prepared,
         saved=models,
-        validate=lambda step: _validate(accelerator, components, config, run, step),
+        validate=lambda step: log_validation_images(
+            accelerator, components, config.validation, size, run.dir.validation, step
+        ),
     )
     train_loop(run, loader, trainer)  # ends with the EMA weights in the models
     summary = {
         **run.finish(trainable),
         "cached_images": len(cache),
         "corrupt_images_skipped_in_cache": cache.skipped,
+        "images_per_bucket": {f"{w}x{h}": n for (h, w), n in cache.bucket_counts().items()},
     }
-    out = _export(accelerator, components, config, run, summary, len(train_data))
+    images = (int(instance.sum()), int((~instance).sum()))
+    out = export_unet_run(accelerator, components, config, run, summary, images)
     run.close()
     return out
 
 
-def _trained_models(components: Components, config: UNetTrainConfig) -> tuple[list, list[dict]]:
-    """The U-Net (LoRA-adapted if lora.rank), and the text encoder when it trains too, set up for training;
-    and their parameter groups (the text encoder's with its own learning rate)."""
-    unet, text_encoder = components.unet, components.text_encoder
-    if config.lora.rank:
-        add_lora(unet, config.lora)
-    if config.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-        if config.train_text_encoder:
-            text_encoder.gradient_checkpointing_enable()
-    unet.train()
-    groups = [{"params": [p for p in unet.parameters() if p.requires_grad]}]
-    if not config.train_text_encoder:
-        return [unet], groups
-    lr = config.text_encoder_lr or config.optim.learning_rate
-    return [unet, text_encoder], [*groups, {"params": list(text_encoder.parameters()), "lr": lr}]
+def _training_images(accelerator, components: Components, config: UNetTrainConfig, run: TrainingRun):
+    """(dataset, n_instance): DreamBooth's instance photos (+ class images), or `data`'s training split."""
+    if config.dreambooth.instance_data:
+        return dreambooth_images(accelerator, components, config, run.dir)
+    train_data, _ = load_splits(config.data)
+    return train_data, len(train_data)
 
 
-def _train_step(prepared: list, components: Components, cache: LatentCache, config: UNetTrainConfig):
-    """One micro-batch of cache rows -> the diffusion loss through `backward`; {"loss"}."""
+def _train_step(
+    prepared: list,
+    components: Components,
+    cache: LatentCache,
+    config: UNetTrainConfig,
+    class_rows: torch.Tensor | None,
+):
+    """One micro-batch of cache rows -> the diffusion loss through `backward`; {"loss"}. With DreamBooth's
+    prior preservation, as many class images beside it: loss = instance + prior_loss_weight * prior."""
     model, text_model = prepared[0], (prepared[1] if len(prepared) > 1 else None)
     noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)  # the training noise schedule
     scaling = components.vae.config.scaling_factor
 
+    def loss_of(rows: torch.Tensor) -> torch.Tensor:
+        inputs = sample_inputs(cache, rows, scaling, config.caption_dropout, text_model)
+        return diffusion_loss(model, components, noise_scheduler, inputs, config)
+
     def step(batch, backward: Backward) -> dict[str, torch.Tensor]:
-        inputs = sample_inputs(cache, batch["index"], scaling, config.caption_dropout, text_model)
-        loss = diffusion_loss(model, components, noise_scheduler, inputs, config)
-        backward(loss)
-        return {"loss": loss.detach()}
+        loss = loss_of(batch["index"])
+        if class_rows is None:
+            backward(loss)
+            return {"loss": loss.detach()}
+        prior = loss_of(draw_class_rows(cache.bucket, class_rows, len(batch["index"])))
+        total = loss + config.dreambooth.prior_loss_weight * prior
+        backward(total)
+        return {"loss": total.detach(), "instance_loss": loss.detach(), "prior_loss": prior.detach()}
 
     return step
-
-
-def _validate(
-    accelerator, components: Components, config: UNetTrainConfig, run: TrainingRun, step: int
-) -> None:
-    resolution = config.data.resolution
-    log_validation_images(accelerator, components, config.validation, resolution, run.dir.validation, step)
-
-
-def _export(
-    accelerator,
-    components: Components,
-    config: UNetTrainConfig,
-    run: TrainingRun,
-    metrics: dict,
-    n_train: int,
-) -> Path:
-    """Full diffusers folder at output_dir/model, or the LoRA weights at output_dir/lora; model card."""
-    out = run.dir.lora if config.lora.rank else run.dir.model
-    if accelerator.is_main_process:
-        components.unet.eval()
-        if config.lora.rank:
-            out.mkdir(parents=True, exist_ok=True)
-            title = f"latentforge LoRA (rank {config.lora.rank}) for {config.base}"
-            prediction_type = components.scheduler.config.get("prediction_type", "epsilon")
-            save_lora(components.unet, out, prediction_type=prediction_type, title=title)
-        else:
-            components.save_pretrained(out, overwrite=True)
-            title = "latentforge text-to-image model"
-        write_model_card(out, title, run.dir.config, data_note(config.data, n_train), metrics)
-        accelerator.print(f"exported {out}")
-    accelerator.wait_for_everyone()
-    return out
 
 
 CONFIG_CLASS = UNetTrainConfig

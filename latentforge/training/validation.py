@@ -1,18 +1,18 @@
 """Validation images during U-Net training: fixed prompts and seeds through our TextToImagePipeline, saved
-as a grid PNG (`validation/step-<step>.png`) and logged to TensorBoard through accelerate's tracker."""
+as a grid PNG (`validation/step-<step>.png`) and logged to the run's trackers (`report_to`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 
 from latentforge.imaging import make_grid
 from latentforge.models.components import Components
 from latentforge.pipelines import TextToImagePipeline
+from latentforge.training.trackers import log_images
 from latentforge.training.train_config import ValidationConfig
 
 
@@ -38,11 +38,12 @@ def log_validation_images(
     accelerator: Accelerator,
     components: Components,
     config: PromptValidationConfig,
-    resolution: int,
+    size: tuple[int, int],
     out_dir: Path,
     step: int,
 ) -> Path | None:
-    """Generate the validation grid (main process), save `out_dir/step-<step>.png`, log it; returns the path."""
+    """Generate the validation grid at `size` (height, width) (main process), save `out_dir/step-<step>.png`,
+    log it; returns the path."""
     path = None
     if accelerator.is_main_process and config.prompts and not components.is_inpaint:
         pipe = TextToImagePipeline.from_components(components)
@@ -59,17 +60,14 @@ def log_validation_images(
                 generator=[
                     torch.Generator().manual_seed(config.seed + i) for i in range(len(config.prompts))
                 ],
-                height=resolution,
-                width=resolution,
+                height=size[0],
+                width=size[1],
             ).images
         for m, mode in zip(models, modes):
             m.train(mode)
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"step-{step}.png"
         make_grid(images).save(path)
-        tracker = accelerator.get_tracker("tensorboard", unwrap=True)
-        tracker.add_images(
-            "validation", np.stack([np.asarray(im) for im in images]), step, dataformats="NHWC"
-        )
+        log_images(accelerator, "validation", images, step, list(config.prompts))
     accelerator.wait_for_everyone()
     return path

@@ -1,0 +1,100 @@
+"""Aspect-ratio buckets on real photographs (scikit-image's): whole non-square photos in their bucket, batches of
+one shape in every process, the original size and crop in the cache, and a resumed run equal to a straight one."""
+
+import pytest
+import torch
+from accelerate import Accelerator
+from accelerate.data_loader import prepare_data_loader
+from safetensors.torch import load_file
+
+from latentforge.config_loader import load_config
+from latentforge.data.buckets import BucketSampler
+from latentforge.data.sample_photos import write_photo_set
+from latentforge.data.training_data import DataConfig, assign_buckets, load_splits
+from latentforge.resources import config_file
+from latentforge.training import unet as unet_trainer
+from latentforge.training.latent_cache import load_or_build_cache, sample_inputs
+
+pytest.importorskip("skimage")
+BUCKETS = ["data.buckets=true", "data.bucket_reso_steps=8", "data.held_out_fraction=0"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    write_photo_set(folder)
+    return folder
+
+
+def _config(out, photos, *overrides):
+    return load_config(
+        unet_trainer.UNetTrainConfig,
+        config_file("train", "smoke-unet"),
+        [f"output_dir={out}", f"data.dataset={photos}", "optim.batch_size=2", *BUCKETS, *overrides],
+    )
+
+
+def test_each_photo_goes_whole_into_the_bucket_of_its_shape(photos):
+    data = load_splits(DataConfig(dataset=str(photos), resolution=32, buckets=True, bucket_reso_steps=8))[0]
+    sizes, ids = assign_buckets(data, DataConfig(resolution=32, buckets=True, bucket_reso_steps=8), 2)
+    assert len(set(ids)) >= 3, "landscape, square and portrait photos share one bucket"
+    for row, bucket in zip(data, ids):
+        height, width = sizes[bucket]
+        assert height * width <= 32 * 32 and height % 8 == 0 and width % 8 == 0
+        image = row["image"]
+        # the bucket's shape is within one step of the photo's, so the crop cuts a few pixels at most
+        assert abs(width / height - image.width / image.height) < 0.4 * image.width / image.height
+    with pytest.raises(ValueError, match="bucket_reso_steps"):
+        assign_buckets(data, DataConfig(resolution=32, buckets=True, bucket_reso_steps=6), 2)
+
+
+def test_bucketed_cache_batches_and_resume(photos, tmp_path):
+    straight = unet_trainer.train(_config(tmp_path / "straight", photos, "optim.max_steps=4"))
+    (folder,) = (tmp_path / "straight" / "cache").iterdir()
+    tensors = load_file(folder / "cache.safetensors")
+    n_buckets = len(tensors["sizes"])
+    assert n_buckets >= 3 and tensors["original_size"].tolist()[0] != [32, 32]
+    for b, (height, width) in enumerate(tensors["sizes"].tolist()):
+        assert tensors[f"mean.{b}"].shape[-2:] == (height // 2, width // 2)  # the tiny VAE's factor 2
+    # the crop of a whole photo in its bucket loses less than a square centre crop would
+    sizes = tensors["original_size"].float()
+    crops = tensors["crop_top_left"].float()
+    resized_long = sizes.max(1).values * 32 / sizes.min(1).values
+    assert (crops.max(1).values < 0.2 * resized_long).all(), crops
+
+    # resume: 2 steps, stop, 2 more = 4 straight
+    unet_trainer.train(_config(tmp_path / "resumed", photos, "optim.max_steps=2"))
+    resumed = unet_trainer.train(
+        _config(tmp_path / "resumed", photos, "optim.max_steps=4", "checkpoint.resume=latest")
+    )
+    a = load_file(straight / "unet" / "diffusion_pytorch_model.safetensors")
+    b = load_file(resumed / "unet" / "diffusion_pytorch_model.safetensors")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    assert (tmp_path / "straight" / "validation" / "step-4.png").is_file()
+
+
+def test_bucket_batches_are_one_shape_and_split_across_processes_without_overlap(photos, tmp_path):
+    config = _config(tmp_path, photos)
+    components = unet_trainer.load_components(config)
+    data = load_splits(config.data)[0]
+    cache = load_or_build_cache(
+        Accelerator(cpu=True), components, data, config.data, tmp_path, False, "float32"
+    )
+    loader = cache.row_loader(2, seed=0)
+    assert isinstance(loader.sampler, BucketSampler)
+    shards = []
+    for rank in range(2):
+        shard = prepare_data_loader(loader, num_processes=2, process_index=rank, put_on_device=False)
+        shard.set_epoch(1)
+        shards.append([batch["index"] for batch in shard])
+    for batches in shards:
+        for idx in batches:
+            latents, _, _ = sample_inputs(cache, idx, 1.0, 0.0)
+            assert len(cache.bucket[idx].unique()) == 1 and latents.shape[0] == 2
+    seen = [set(torch.cat(batches).tolist()) for batches in shards]
+    assert not seen[0] & seen[1], "two processes trained on the same photo in one epoch"
+    again = prepare_data_loader(loader, num_processes=2, process_index=0, put_on_device=False)
+    again.set_epoch(1)
+    assert [b["index"].tolist() for b in again] == [b.tolist() for b in shards[0]]
+    with pytest.raises(ValueError, match="one bucket"):
+        sample_inputs(cache, torch.tensor([0, int((cache.bucket != cache.bucket[0]).nonzero()[0])]), 1.0, 0.0)
