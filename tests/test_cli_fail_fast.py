@@ -48,6 +48,14 @@ CASES = [
     (["train", "unet", "output_dir=OUT/run"], r"--config is required: one of \[.*'smoke-unet'"),
     (["train", "unet", "--config", "nope"], r"'nope': no such file and not one of the shipped train configs"),
     (["train", "vae", "--config", "smoke-vae", "max_steps"], r"overrides must look like KEY=VALUE"),
+    # config keys and model folders of a training run are checked before the trainer (and torch) loads
+    (["train", "unet", "--config", "smoke-unet", "resume=latest"], r"Did you mean 'checkpoint.resume'\?"),
+    (["train", "vae", "--config", "smoke-vae", "optim.max_step=3"], r"Did you mean 'optim.max_steps'\?"),
+    (["train", "unet", "--config", "smoke-unet", "base=OUT/none"], r"base=.*none: no such folder; set base="),
+    (
+        ["train", "clip", "--config", "smoke-clip", "optim.batch_size=many"],
+        r"optim.batch_size must be a number",
+    ),
     (["eval", "compositional", "num_promts=3", "-o", "OUT/e"], r"Did you mean 'num_prompts'\?"),
     (["eval", "vae", "--config", "nope", "-o", "OUT/e"], r"not one of the shipped eval configs \['full'"),
     (["eval", "compositional", "scheduler=euler-b", "-o", "OUT/e"], r"unknown name 'euler-b'; choose one of"),

@@ -112,7 +112,7 @@ def test_saved_config_reloads_to_the_same_run(tmp_path):
 
 
 def test_a_trainers_nested_keys_are_suggested():
-    from latentforge.training.unet import UNetTrainConfig
+    from latentforge.training.stage_configs import UNetTrainConfig
 
     with pytest.raises(
         ConfigError, match=r"unknown config key 'resume'\. Did you mean 'checkpoint.resume'\?"

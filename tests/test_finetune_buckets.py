@@ -9,8 +9,9 @@ from safetensors.torch import load_file
 
 from latentforge.config_loader import load_config
 from latentforge.data.buckets import BucketSampler
+from latentforge.data.data_config import DataConfig
 from latentforge.data.sample_photos import write_photo_set
-from latentforge.data.training_data import DataConfig, assign_buckets, load_splits
+from latentforge.data.training_data import assign_buckets, load_splits
 from latentforge.resources import config_file
 from latentforge.training import unet as unet_trainer
 from latentforge.training.latent_cache import load_or_build_cache, sample_inputs

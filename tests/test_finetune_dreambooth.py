@@ -14,7 +14,8 @@ from latentforge.models.components import Components
 from latentforge.pipelines import TextToImagePipeline
 from latentforge.resources import DEFAULT_MODEL, config_file
 from latentforge.training import unet as unet_trainer
-from latentforge.training.dreambooth import DreamBoothConfig, generate_class_images
+from latentforge.training.dreambooth import generate_class_images
+from latentforge.training.stage_configs import DreamBoothConfig
 
 pytest.importorskip("skimage")
 SEEDS = (100, 101, 102, 103)

@@ -15,7 +15,8 @@ from latentforge.models.components import Components
 from latentforge.pipelines.pipeline import TextToImagePipeline
 from latentforge.resources import config_file
 from latentforge.training import unet as unet_trainer
-from latentforge.training.lora import KOHYA_FILE, LoRAConfig, add_lora, save_lora
+from latentforge.training.lora import KOHYA_FILE, add_lora, save_lora
+from latentforge.training.stage_configs import LoRAConfig
 
 
 def _image(pipe) -> np.ndarray:

@@ -23,7 +23,7 @@ def test_every_train_config_loads(path: Path):
 
 
 def test_group_override_keeps_the_trainers_group_defaults(tmp_path):
-    from latentforge.training.vae import VAETrainConfig
+    from latentforge.training.stage_configs import VAETrainConfig
 
     yaml = tmp_path / "x.yaml"
     yaml.write_text("optim:\n  max_steps: 7\n")

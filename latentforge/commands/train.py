@@ -18,8 +18,9 @@ from latentforge.commands.model_files import PICKLES
 from latentforge.commands.shared_flags import add_overrides_argument, check_overrides
 from latentforge.config_loader import load_config
 from latentforge.resources import config_file, shipped_names
+from latentforge.training.stage_configs import STAGE_CONFIGS
 
-STAGES = ("vae", "clip", "unet")
+STAGES = tuple(STAGE_CONFIGS)
 # keys that name a model or architecture to start from, checked (and named) before anything loads
 MODEL_KEYS = {"vae": ("model",), "clip": ("architecture",), "unet": ("base", "vae_from", "text_encoder_from")}
 
@@ -53,6 +54,8 @@ def _run(args: argparse.Namespace) -> int:
     path = config_file("train", args.config)
     overrides = [*args.overrides, *([f"output_dir={args.output}"] if args.output else [])]
     check_overrides(overrides)
+    config = load_config(STAGE_CONFIGS[args.stage], path, overrides)  # torch-free: typos fail at once
+    check_model_keys(args.stage, config)
     # Explicit stage -> module table (no import strings), imported here: each trainer pulls in torch and
     # accelerate, which `latentforge --help` and the checks above must not wait for.
     if args.stage == "vae":
@@ -64,8 +67,6 @@ def _run(args: argparse.Namespace) -> int:
     from latentforge.commands.library_output import quiet_library_progress_bars
 
     quiet_library_progress_bars()
-    config = load_config(stage.CONFIG_CLASS, path, overrides)
-    check_model_keys(args.stage, config)
     if os.environ.get("RANK", "0") == "0":  # once under accelerate launch
         print(
             f"train {args.stage}: --config {args.config} -> {config.output_dir}: {config.optim.max_steps} steps at "
@@ -90,7 +91,7 @@ def check_model_keys(stage: str, config: object) -> None:
                 f"(if you trust its source) and set {key}= to that file"
             )
         hub_id = value.count("/") == 1 and not value.startswith((".", "/"))
-        if not value or Path(value).exists() or value in architectures or hub_id:
+        if not value or value == "default" or Path(value).exists() or value in architectures or hub_id:
             continue
         if key.endswith("_from"):
             fix = "a trained model folder, or nothing (the base's own)"

@@ -10,7 +10,8 @@ import torch
 from tqdm.auto import tqdm
 
 from latentforge.data.buckets import BucketBatchSampler
-from latentforge.data.training_data import DataConfig, assign_buckets, image_loader
+from latentforge.data.data_config import DataConfig
+from latentforge.data.training_data import assign_buckets, image_loader
 from latentforge.data.transforms import swap_left_right
 from latentforge.models.tokenizer import tokenize
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from accelerate import Accelerator
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from latentforge.data.training_data import DataConfig, data_note, image_loader, load_splits
+from latentforge.data.training_data import data_note, image_loader, load_splits
 from latentforge.models.openclip import open_clip_text_to_hf, open_clip_token_features
 from latentforge.models.tokenizer import save_tokenizer, tokenize
 from latentforge.resources import architecture_dir
@@ -33,44 +32,7 @@ from latentforge.training.clip_model import ShortTextCLIP, architecture_tokenize
 from latentforge.training.model_card import write_model_card
 from latentforge.training.optimization import OptimizerUpdate, make_ema, make_optimizer
 from latentforge.training.run import Backward, Trainer, TrainingRun, train_loop
-from latentforge.training.train_config import OptimConfig, TrainConfig
-
-
-@dataclass
-class VisionConfig:
-    """The ViT image tower (open_clip CLIPVisionCfg); its image size is data.resolution."""
-
-    width: int = 192  # transformer width
-    layers: int = 4  # transformer blocks
-    head_width: int = 64  # width per attention head (heads = width / head_width)
-    patch_size: int = 8  # pixels per patch side (64 px -> 8x8 patches)
-    mlp_ratio: float = 4.0  # MLP hidden = mlp_ratio * width
-
-
-@dataclass
-class CLIPTrainConfig(TrainConfig):
-    """`latentforge train clip`: text tower shaped like `architecture`'s text encoder, a small ViT."""
-
-    output_dir: str = "runs/clip"  # checkpoints/, logs/, model/ go here
-    architecture: str = (
-        "small"  # the text tower copies architecture/text_encoder/config.json (+ its tokenizer)
-    )
-    vision: VisionConfig = field(default_factory=VisionConfig)  # image tower
-    data: DataConfig = field(
-        default_factory=lambda: DataConfig(held_out_fraction=0.05)
-    )  # image/caption pairs
-    optim: OptimConfig = field(
-        default_factory=lambda: OptimConfig(
-            learning_rate=5e-4,
-            adam_beta2=0.98,
-            adam_epsilon=1e-6,
-            weight_decay=0.2,
-            batch_size=128,
-            lr_scheduler="cosine",
-            warmup_steps=100,
-            max_steps=2000,
-        )
-    )  # open_clip's defaults: AdamW(0.9, 0.98, eps 1e-6), wd 0.2 (not on gains/biases), cosine
+from latentforge.training.stage_configs import CLIPTrainConfig
 
 
 def clip_model_config(config: CLIPTrainConfig) -> dict[str, Any]:

@@ -9,7 +9,6 @@ holds enough is used as it is (your own class photos too)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,22 +17,7 @@ from tqdm.auto import tqdm
 
 from latentforge.data.sources import image_files, prompt_folder_dataset
 from latentforge.training.run_dir import RunDir
-
-
-@dataclass
-class DreamBoothConfig:
-    """The subject's photos and prompt, and prior preservation (off while instance_data is "")."""
-
-    instance_data: str = ""  # folder of photos of the subject; "" = no DreamBooth (train on `data`)
-    instance_prompt: str = ""  # every instance photo's caption, with a rare token: "a photo of sks cat"
-    class_prompt: str = ""  # the class without the token: "a photo of a cat"; "" = no prior preservation
-    class_data: str = ""  # folder of class images; "" = output_dir/class_images; missing ones are generated
-    num_class_images: int = (
-        100  # class images used (diffusers' default 100; ~ 200 per instance photo in the paper)
-    )
-    prior_loss_weight: float = 1.0  # weight of the class images' loss (0 = no prior preservation)
-    class_inference_steps: int = 25  # sampler steps per generated class image (the base model's scheduler)
-    class_guidance_scale: float = 7.5  # classifier-free guidance of the generated class images
+from latentforge.training.stage_configs import DreamBoothConfig
 
 
 def uses_prior(db: DreamBoothConfig) -> bool:

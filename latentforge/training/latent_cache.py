@@ -29,7 +29,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
 from latentforge.data.buckets import BucketSampler
-from latentforge.data.training_data import DataConfig
+from latentforge.data.data_config import DataConfig
 from latentforge.training.cache_encoding import DTYPES, build_cache
 from latentforge.training.run_dir import RunDir
 

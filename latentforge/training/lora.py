@@ -3,32 +3,14 @@ that `pipe.load_lora_weights(folder)` reads and in kohya's format that A1111 and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from safetensors.torch import save_file
 
+from latentforge.training.stage_configs import LoRAConfig
 from latentforge.training.training_metadata import add_header_metadata
 
 KOHYA_FILE = "lora_kohya.safetensors"  # beside diffusers' file: the same LoRA for A1111 and ComfyUI
-
-
-@dataclass
-class LoRAConfig:
-    """Low-rank adapters instead of full fine-tuning (rank 0 = train the whole U-Net)."""
-
-    rank: int = 0  # adapter rank r; 0 = full training
-    alpha: float = 0.0  # scale numerator (update = alpha / r * B A); 0 = rank (scale 1)
-    target_modules: list[str] = field(
-        default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"]
-    )  # adapted layers
-    text_encoder: bool = (
-        False  # adapters on the CLIP text encoder too (same rank and alpha), as kohya's default
-    )
-    text_encoder_lr: float = 0.0  # their learning rate; 0 = optim.learning_rate (kohya: --text_encoder_lr)
-    text_encoder_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"]
-    )  # adapted text-encoder layers (diffusers' DreamBooth-LoRA script's)
 
 
 def add_lora(unet, config: LoRAConfig) -> None:

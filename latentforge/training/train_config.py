@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from latentforge.data.training_data import DataConfig
+from latentforge.data.data_config import DataConfig
 
 
 @dataclass

@@ -15,19 +15,17 @@ settings in the safetensors headers (`training.training_metadata`).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from diffusers import DDPMScheduler
 
-from latentforge.data.training_data import DataConfig, load_splits, make_buckets
+from latentforge.data.training_data import load_splits, make_buckets
 from latentforge.models.component_files import component_folder, has_weights, load_text_encoder, load_vae
 from latentforge.models.components import Components
 from latentforge.resources import DEFAULT_MODEL, shipped_names
 from latentforge.training import losses
 from latentforge.training.dreambooth import (
-    DreamBoothConfig,
     check_dreambooth,
     draw_class_rows,
     dreambooth_images,
@@ -35,54 +33,14 @@ from latentforge.training.dreambooth import (
 )
 from latentforge.training.inpaint_masks import inpaint_conditioning, random_masks
 from latentforge.training.latent_cache import LatentCache, load_or_build_cache, sample_inputs
-from latentforge.training.lora import LoRAConfig
 from latentforge.training.optimization import OptimizerUpdate, make_ema, make_optimizer
 from latentforge.training.run import Backward, Trainer, TrainingRun, train_loop
-from latentforge.training.train_config import OptimConfig, TrainConfig
+from latentforge.training.stage_configs import UNetTrainConfig
 from latentforge.training.trained_models import trained_models
 from latentforge.training.unet_export import export_unet_run
-from latentforge.training.validation import PromptValidationConfig, log_validation_images
+from latentforge.training.validation import log_validation_images
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class UNetTrainConfig(TrainConfig):
-    """`latentforge train unet`: the U-Net on cached latents of a frozen VAE and text encoder."""
-
-    output_dir: str = "runs/unet"  # checkpoints/, logs/, cache/, validation/, model/ (or lora/) go here
-    base: str = (
-        "small"  # architecture name/folder (random U-Net), a diffusers model folder (fine-tune) or "default"
-    )
-    vae_from: str = ""  # model folder (or vae/ folder) of the trained VAE; "" = the base's own
-    text_encoder_from: str = ""  # model folder with trained text_encoder/ + tokenizer/; "" = the base's own
-    prediction_type: str = ""  # "" = the base scheduler's; "epsilon" or "v_prediction" (saved in the export)
-    # Rescale the noise schedule so its last step is pure noise (Lin et al. 2024, "Common Diffusion Noise
-    # Schedules and Sample Steps are Flawed"): with SD's schedule the last step keeps 7% of the image, so the
-    # model learns to read an image's overall colour from the noise and ignores the prompt's. Needs
-    # prediction_type=v_prediction; the export's scheduler gets rescale_betas_zero_snr and trailing timesteps.
-    zero_terminal_snr: bool = False
-    snr_gamma: float = 5.0  # min-SNR-gamma loss weighting (0 = plain MSE)
-    noise_offset: float = 0.0  # adds offset * N(0, 1) per sample and channel to the noise (0 = off)
-    caption_dropout: float = 0.1  # fraction of captions replaced by "" (needed for classifier-free guidance)
-    # Train the text encoder with the U-Net (full training only), as kohya's and diffusers' DreamBooth
-    # scripts can: the diffusion loss then also separates words the text encoder's own training left close.
-    train_text_encoder: bool = False
-    text_encoder_lr: float = 0.0  # its learning rate; 0 = optim.learning_rate (same warm-up and schedule)
-    inpaint_full_mask_fraction: float = 0.25  # 9-channel U-Nets: fraction of masks covering everything
-    gradient_checkpointing: bool = False  # trade compute for activation memory
-    cache_dtype: str = (
-        "float16"  # storage of cached latents/embeddings: float16 halves RAM/disk, float32 exact
-    )
-    data: DataConfig = field(default_factory=lambda: DataConfig(held_out_fraction=0.0))  # image/caption pairs
-    optim: OptimConfig = field(
-        default_factory=lambda: OptimConfig(learning_rate=1e-4, batch_size=32, warmup_steps=200)
-    )  # SD: AdamW 1e-4 with warm-up; LoRA usually 1e-4, full fine-tunes 1e-5
-    lora: LoRAConfig = field(default_factory=LoRAConfig)  # rank > 0 trains adapters only
-    dreambooth: DreamBoothConfig = field(
-        default_factory=DreamBoothConfig
-    )  # a subject's photos, prior preservation
-    validation: PromptValidationConfig = field(default_factory=PromptValidationConfig)  # images as it trains
 
 
 def _is_architecture(base: str) -> bool:

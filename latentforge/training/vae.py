@@ -13,15 +13,13 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from latentforge.data.training_data import DataConfig, data_note, image_loader, load_splits
+from latentforge.data.training_data import data_note, image_loader, load_splits
 from latentforge.image_metrics import psnr, ssim
 from latentforge.imaging import make_grid, to_pil
 from latentforge.models.component_files import component_folder, has_weights, load_vae
@@ -29,47 +27,8 @@ from latentforge.training import losses
 from latentforge.training.model_card import write_model_card
 from latentforge.training.optimization import OptimizerUpdate, make_ema, make_optimizer
 from latentforge.training.run import Backward, Trainer, TrainingRun, train_loop
-from latentforge.training.train_config import OptimConfig, TrainConfig
+from latentforge.training.stage_configs import VAELossConfig, VAETrainConfig
 from latentforge.training.vae_networks import AutoencoderWithPosterior, PatchDiscriminator
-
-
-@dataclass
-class VAELossConfig:
-    """Weights of the autoencoder loss terms (LDM's LPIPSWithDiscriminator, minus LPIPS)."""
-
-    rec_loss: Literal["l1", "l2"] = "l1"  # pixel reconstruction loss
-    kl_weight: float = 1e-6  # LDM's weight, relative to a pixel-SUMMED loss (we divide KL by 3*H*W to match)
-    disc_weight: float = 0.5  # scale of the adaptive adversarial weight
-    disc_start: int = 2000  # optimizer step at which the discriminator switches on (LDM: 50001)
-    disc_layers: int = 3  # PatchGAN depth (3 = the 70x70 PatchGAN of pix2pix)
-    disc_channels: int = 64  # width of the first discriminator layer
-    disc_learning_rate: float = 0.0  # discriminator LR (0 = same as optim.learning_rate)
-
-
-@dataclass
-class VAETrainConfig(TrainConfig):
-    """`latentforge train vae`: what to train, on what, and how."""
-
-    output_dir: str = "runs/vae"  # checkpoints/, logs/, validation/, model/vae/ go here
-    model: str = (
-        "small"  # architecture (name or folder: random init) or a model/vae folder with weights (fine-tune)
-    )
-    data: DataConfig = field(
-        default_factory=lambda: DataConfig(held_out_fraction=0.02)
-    )  # images (captions unused)
-    optim: OptimConfig = field(
-        default_factory=lambda: OptimConfig(
-            learning_rate=1e-4, adam_beta1=0.5, adam_beta2=0.9, weight_decay=0.0
-        )
-    )  # LDM: Adam(0.5, 0.9), lr 4.5e-6 * batch
-    loss: VAELossConfig = field(default_factory=VAELossConfig)  # loss terms
-    init_logvar: float = (
-        0.0  # from scratch: start the posterior log-variance here (e.g. -6: little noise at first)
-    )
-    train_encoder: bool = (
-        True  # false: fine-tune the decoder only (model= a trained VAE); latents stay the same
-    )
-    scale_samples: int = 1024  # training images encoded to measure std(latents) for scaling_factor
 
 
 def train(config: VAETrainConfig) -> Path:

@@ -3,7 +3,6 @@ as a grid PNG (`validation/step-<step>.png`) and logged to the run's trackers (`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -12,25 +11,8 @@ from accelerate import Accelerator
 from latentforge.imaging import make_grid
 from latentforge.models.components import Components
 from latentforge.pipelines import TextToImagePipeline
+from latentforge.training.stage_configs import PromptValidationConfig
 from latentforge.training.trackers import log_images
-from latentforge.training.train_config import ValidationConfig
-
-
-@dataclass
-class PromptValidationConfig(ValidationConfig):
-    """Images from fixed prompts/seeds every `every_steps`, to watch a run (EMA weights when EMA is on)."""
-
-    prompts: list[str] = field(
-        default_factory=lambda: [
-            "a red circle",
-            "two blue squares",
-            "a yellow triangle to the left of a green star",
-            "a purple star on a white background",
-        ]
-    )  # one image per prompt
-    seed: int = 0  # image i uses seed + i
-    num_inference_steps: int = 20  # sampler steps (the model's own scheduler)
-    guidance_scale: float = 5.0  # classifier-free guidance scale
 
 
 @torch.no_grad()

@@ -1,0 +1,34 @@
+"""Where training images and captions come from and how they are prepared (`DataConfig`); free of torch, so
+configs are checked before torch loads. The loading itself is in `latentforge.data.training_data`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class DataConfig:
+    """Where the image/caption pairs come from and how images are prepared."""
+
+    dataset: str = (
+        "shapes"  # "shapes"/"emoji" (built-in), image folder, save_to_disk folder, hub id; join with "+"
+    )
+    num_samples: int = 10000  # samples generated for a built-in dataset (ignored otherwise)
+    image_column: str = "image"  # column holding the images
+    caption_column: str = "text"  # column holding the captions (a list per row: one is picked per epoch)
+    split: str = "train"  # split of a folder/hub dataset to read
+    resolution: int = 64  # training images are resized and cropped to resolution x resolution
+    center_crop: bool = True  # centre crop (else a random crop per epoch)
+    random_flip: bool = False  # random horizontal flip; 'left'/'right' in captions are swapped to stay true
+    held_out_fraction: float = 0.02  # fraction of pairs held out for evaluation (never trained on)
+    max_held_out: int = 512  # cap on the held-out pairs
+    seed: int = 0  # seeds the built-in generator, the held-out split and per-sample augmentation
+    num_workers: int = 0  # DataLoader worker processes (0 = load in the training process)
+    max_corrupt_fraction: float = 0.2  # stop when more than this fraction of images is unreadable
+    # Aspect-ratio buckets (kohya's --enable_bucket, NovelAI's bucketing): each image is resized to cover the
+    # bucket of about resolution^2 pixels whose shape is nearest its own and centre-cropped by a few pixels
+    # at most, instead of cut to a square; every batch holds one bucket. Off: square centre crops.
+    buckets: bool = False
+    min_bucket_reso: int = 0  # shortest bucket side in pixels (0 = max(resolution / 2, bucket_reso_steps))
+    max_bucket_reso: int = 0  # longest bucket side in pixels (0 = 2 * resolution)
+    bucket_reso_steps: int = 64  # bucket sides are multiples of this (and of the VAE's factor)
