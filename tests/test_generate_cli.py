@@ -261,3 +261,19 @@ def test_ctrl_c_ends_with_one_line_and_exit_code_130(monkeypatch, tmp_path, caps
     monkeypatch.setattr(generate, "_run", interrupted)
     assert cli.main(["generate", "a red circle", "-o", str(tmp_path / "x.png")]) == 130
     assert capsys.readouterr().err == "latentforge generate: interrupted\n"
+
+
+def test_cache_interval_is_used_recorded_and_read_back(model, tmp_path):
+    base = ["generate", "a red circle", "--model", str(model), "--steps", "6", "--seed", "3"]
+    assert cli.main([*base, "-o", str(tmp_path / "exact.png")]) == 0
+    assert cli.main([*base, "--cache-interval", "3", "-o", str(tmp_path / "cached.png")]) == 0
+    exact, cached = (np.asarray(PIL.Image.open(tmp_path / f"{n}.png")) for n in ("exact", "cached"))
+    assert not np.array_equal(exact, cached)  # the deep features were reused on 4 of 6 steps
+    assert "cache_interval" not in PIL.Image.open(tmp_path / "exact.png").text["latentforge"]
+    assert read_record(tmp_path / "cached.png").cache_interval == 3
+    assert "Cache interval: 3" in PIL.Image.open(tmp_path / "cached.png").text["parameters"]
+    again = ["generate", "--from-png", str(tmp_path / "cached.png"), "--model", str(model)]
+    assert cli.main([*again, "-o", str(tmp_path / "again.png")]) == 0
+    assert np.array_equal(np.asarray(PIL.Image.open(tmp_path / "again.png")), cached)
+    assert cli.main([*base, "--cache-interval", "0", "-o", str(tmp_path / "bad.png")]) == 2
+    assert not (tmp_path / "bad.png").exists()

@@ -41,6 +41,8 @@ def generate_images(
     _add_loras(pipe, plan.loras, record, plan.allow_pickle)
     _add_embeddings(pipe, record, plan.allow_pickle)
     pipe.to(record.device)
+    if record.cache_interval > 1:
+        pipe.enable_step_cache(record.cache_interval)
     if record.scheduler:
         pipe.set_scheduler(record.scheduler)
     record.model_scheduler = sampler_name(type(pipe.scheduler).__name__, dict(pipe.scheduler.config))

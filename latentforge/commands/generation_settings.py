@@ -34,6 +34,7 @@ def settings_from_args(args: argparse.Namespace) -> GenerationRecord:
         "scheduler": args.scheduler,
         "num_images": args.num_images,
         "clip_skip": args.clip_skip,
+        "cache_interval": args.cache_interval,
         "device": args.device,
         "dtype": args.dtype,
         "model": model_location(model),
@@ -102,6 +103,14 @@ def check_settings(record: GenerationRecord, args: argparse.Namespace) -> None:
     if record.task == "inpaint" and not record.mask:
         raise ValueError("inpaint: --mask is required (white = repaint, black = keep)")
     check_clip_skip(record.clip_skip)
+    if (
+        isinstance(record.cache_interval, bool)
+        or not isinstance(record.cache_interval, int)
+        or record.cache_interval < 1
+    ):
+        raise ValueError(
+            f"--cache-interval must be an integer >= 1 (1 = no step caching), got {record.cache_interval}"
+        )
     sampling = ("steps", "guidance_scale", "guidance_rescale", "mask_blur", "strength")
     values = {k: getattr(record, k) for k in sampling if getattr(record, k) is not None}
     check_defaults(values, "out of range")

@@ -46,6 +46,7 @@ class GenerationRecord:
     guidance_scale: float = FALLBACK.guidance_scale
     guidance_rescale: float = FALLBACK.guidance_rescale
     clip_skip: int | None = None
+    cache_interval: int = 1  # step caching (DeepCache): the whole U-Net every N steps; 1 = the exact path
     width: int | None = None
     height: int | None = None
     strength: float | None = None
@@ -70,7 +71,10 @@ class GenerationRecord:
     version: int = RECORD_VERSION
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), ensure_ascii=False, sort_keys=True)
+        data = dataclasses.asdict(self)
+        if data["cache_interval"] == 1:  # the exact path: records (and PNG bytes) as before step caching
+            del data["cache_interval"]
+        return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationRecord:
@@ -102,6 +106,7 @@ def a1111_parameters(record: GenerationRecord) -> str:
         "Clip skip": record.clip_skip + 1 if record.clip_skip else None,  # A1111 counts "no skip" as 1
         "CFG rescale": record.guidance_rescale or None,
         "Mask blur": record.mask_blur if record.task == "inpaint" else None,
+        "Cache interval": record.cache_interval if record.cache_interval > 1 else None,
         "Lora hashes": _hash_list(record.lora_hashes),
         "TI hashes": _hash_list(record.embedding_hashes),
         "Version": f"latentforge {__version__}",
@@ -216,6 +221,8 @@ def _apply_a1111_params(record: GenerationRecord, params: dict[str, str]) -> Non
         record.width, record.height = (int(v) for v in params["Size"].split("x"))
     if "Clip skip" in params:
         record.clip_skip = max(int(params["Clip skip"]) - 1, 0) or None
+    if "Cache interval" in params:
+        record.cache_interval = int(params["Cache interval"])
     if "Denoising strength" in params:
         record.strength = float(params["Denoising strength"])
         record.task = "img2img"
