@@ -38,3 +38,10 @@ def test_config_names_resolve_and_unknown_names_are_listed():
     assert config_file("train", "smoke-vae") == configs_root() / "train" / "smoke-vae.yaml"
     with pytest.raises(FileNotFoundError, match="smoke-vae"):
         config_file("train", "no-such-config")
+
+
+def test_the_train_command_offers_every_stage():
+    from latentforge.commands.train import STAGES
+    from latentforge.training.stage_configs import STAGE_CONFIGS
+
+    assert STAGES == tuple(STAGE_CONFIGS)

@@ -18,9 +18,8 @@ from latentforge.commands.model_files import PICKLES
 from latentforge.commands.shared_flags import add_overrides_argument, check_overrides
 from latentforge.config_loader import load_config
 from latentforge.resources import config_file, shipped_names
-from latentforge.training.stage_configs import STAGE_CONFIGS
 
-STAGES = tuple(STAGE_CONFIGS)
+STAGES = ("vae", "clip", "unet")  # the keys of training.stage_configs.STAGE_CONFIGS
 # keys that name a model or architecture to start from, checked (and named) before anything loads
 MODEL_KEYS = {"vae": ("model",), "clip": ("architecture",), "unet": ("base", "vae_from", "text_encoder_from")}
 
@@ -54,7 +53,11 @@ def _run(args: argparse.Namespace) -> int:
     path = config_file("train", args.config)
     overrides = [*args.overrides, *([f"output_dir={args.output}"] if args.output else [])]
     check_overrides(overrides)
-    config = load_config(STAGE_CONFIGS[args.stage], path, overrides)  # torch-free: typos fail at once
+    # The stage configs are torch-free, so typos fail at once; imported here because building the CLI's
+    # parser must not import the training package.
+    from latentforge.training.stage_configs import STAGE_CONFIGS
+
+    config = load_config(STAGE_CONFIGS[args.stage], path, overrides)
     check_model_keys(args.stage, config)
     # Explicit stage -> module table (no import strings), imported here: each trainer pulls in torch and
     # accelerate, which `latentforge --help` and the checks above must not wait for.

@@ -58,3 +58,28 @@ def load_text_encoder(source: str | os.PathLike) -> tuple[CLIPTextModel, CLIPTok
             "model folder with a trained text_encoder/"
         )
     return CLIPTextModel.from_pretrained(folder), load_tokenizer(component_folder(source, "tokenizer"))
+
+
+def load_network(model_cls, folder: Path, dtype: torch.dtype | None):
+    """`model_cls` built from `folder/config.json` with no weights (meta device) and given the weights of its one
+    safetensors file, read once; anything else (sharded, .bin, old key names) goes through `from_pretrained`."""
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    model = _assign_weights(model_cls, folder, weights, dtype or torch.float32) if weights.is_file() else None
+    if model is None:
+        return model_cls.from_pretrained(folder, **({"dtype": dtype} if dtype is not None else {}))
+    model.register_to_config(_name_or_path=folder)  # as from_pretrained records it
+    return model.eval()
+
+
+def _assign_weights(model_cls, folder: Path, weights: Path, dtype: torch.dtype):
+    """The model with the file's tensors (cast to `dtype`) as its parameters, or None when they do not fit."""
+    from safetensors.torch import load_file
+
+    with torch.device("meta"):
+        model = model_cls.from_config(json.loads((folder / "config.json").read_text()))
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(weights).items()}
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError:  # keys of an older diffusers layout: its converters live in from_pretrained
+        return None
+    return None if any(t.is_meta for t in (*model.parameters(), *model.buffers())) else model

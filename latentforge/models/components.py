@@ -23,6 +23,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from latentforge.models import folder_checks
+from latentforge.models.component_files import load_network
 from latentforge.models.tokenizer import PAD_TOKENS, build_clip_tokenizer, load_tokenizer, save_tokenizer
 from latentforge.resources import architecture_dir
 
@@ -60,9 +61,9 @@ class Components:
                 logger.info("%s: ignoring %s/ (latentforge does not use it)", root, extra)
         kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
         with folder_checks.loading("vae", root / "vae"):
-            vae = _load_diffusers_model(AutoencoderKL, root / "vae", torch_dtype)
+            vae = load_network(AutoencoderKL, root / "vae", torch_dtype)
         with folder_checks.loading("unet", root / "unet"):
-            unet = _load_diffusers_model(UNet2DConditionModel, root / "unet", torch_dtype)
+            unet = load_network(UNet2DConditionModel, root / "unet", torch_dtype)
         with folder_checks.loading("text_encoder", root / "text_encoder"):
             text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", **kwargs)
         tokenizer = load_tokenizer(root / "tokenizer")
@@ -220,31 +221,6 @@ def scheduler_from_config(config: dict, source: str | os.PathLike) -> SchedulerM
             "which is not a diffusers scheduler class (e.g. 'DDIMScheduler')"
         )
     return scheduler_cls.from_config(config)
-
-
-def _load_diffusers_model(model_cls, folder: Path, dtype: torch.dtype | None):
-    """`model_cls` built from `folder/config.json` with no weights (meta device) and given the weights of its one
-    safetensors file, read once; anything else (sharded, .bin, old key names) goes through `from_pretrained`."""
-    weights = folder / "diffusion_pytorch_model.safetensors"
-    model = _assign_weights(model_cls, folder, weights, dtype or torch.float32) if weights.is_file() else None
-    if model is None:
-        return model_cls.from_pretrained(folder, **({"dtype": dtype} if dtype is not None else {}))
-    model.register_to_config(_name_or_path=folder)  # as from_pretrained records it
-    return model.eval()
-
-
-def _assign_weights(model_cls, folder: Path, weights: Path, dtype: torch.dtype):
-    """The model with the file's tensors (cast to `dtype`) as its parameters, or None when they do not fit."""
-    from safetensors.torch import load_file
-
-    with torch.device("meta"):
-        model = model_cls.from_config(_read_json(folder / "config.json"))
-    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(weights).items()}
-    try:
-        model.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError:  # keys of an older diffusers layout: its converters live in from_pretrained
-        return None
-    return None if any(t.is_meta for t in (*model.parameters(), *model.buffers())) else model
 
 
 def _resolve_model_path(path_or_id: str | os.PathLike) -> Path:
