@@ -44,4 +44,4 @@ def test_the_train_command_offers_every_stage():
     from latentforge.commands.train import STAGES
     from latentforge.training.stage_configs import STAGE_CONFIGS
 
-    assert STAGES == tuple(STAGE_CONFIGS)
+    assert tuple(STAGE_CONFIGS) == STAGES
