@@ -102,3 +102,16 @@ class CallCounter:
 
     def remove(self) -> None:
         self._handle.remove()
+
+
+def train_tiny_lora(tmp_path, *overrides: str):
+    """Train configs/train/smoke-lora on a saved tiny base model in `tmp_path`; returns (base, lora folder)."""
+    from latentforge.config_loader import load_config
+    from latentforge.resources import config_file
+    from latentforge.training import unet as unet_trainer
+
+    base = tmp_path / "base"
+    Components.from_architecture("tiny", seed=0).save_pretrained(base)
+    extra = [f"output_dir={tmp_path / 'run'}", f"base={base}", *overrides]
+    config = load_config(unet_trainer.UNetTrainConfig, config_file("train", "smoke-lora"), extra)
+    return base, unet_trainer.train(config)

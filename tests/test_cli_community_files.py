@@ -46,6 +46,19 @@ def _generate(files, out, *argv: str, prompt: str = PROMPT) -> np.ndarray:
     return np.asarray(PIL.Image.open(out).convert("RGB"), dtype=np.int16)
 
 
+def _regenerates_with_lora_dir(files, png: Path, image: np.ndarray, capsys, error: str) -> list[str]:
+    """--from-png `png` without --lora-dir fails with `error` (exit 2); with it, it gives `image` again.
+    Returns the --from-png arguments."""
+    again = ["--from-png", str(png), "--model", str(files / "folder")]
+    assert cli.main(["generate", "-o", str(png.with_name("without-dir.png")), *again]) == 2
+    assert error in capsys.readouterr().err
+    regenerated = _generate(
+        files, png.with_name("again.png"), *again, "--lora-dir", str(files / "loras"), prompt=None
+    )
+    np.testing.assert_array_equal(regenerated, image)
+    return again
+
+
 def test_a_single_file_model_draws_the_folders_image_and_takes_its_options(files, tmp_path, capsys):
     folder = _generate(files, tmp_path / "folder.png")
     single = _generate(files, tmp_path / "file.png", "--model", str(files / "model.safetensors"))
@@ -141,13 +154,9 @@ def test_the_png_records_the_loras_as_a1111_does_and_from_png_applies_them_again
     assert f'Lora hashes: "style: {short}"' in text
     assert parse_a1111_parameters(text).lora_hashes == {"style": short}
 
-    again = ["--from-png", str(out), "--model", str(files / "folder")]
-    assert cli.main(["generate", "-o", str(tmp_path / "a.png"), *again]) == 2
-    assert "--lora: file style.safetensors does not exist" in capsys.readouterr().err
-    regenerated = _generate(
-        files, tmp_path / "a.png", *again, "--lora-dir", str(files / "loras"), prompt=None
+    again = _regenerates_with_lora_dir(
+        files, out, first, capsys, "--lora: file style.safetensors does not exist"
     )
-    np.testing.assert_array_equal(regenerated, first)
     assert "warning" not in capsys.readouterr().err
 
     other = tmp_path / "other"
@@ -167,13 +176,7 @@ def test_a_prompt_tag_finds_its_file_again_with_lora_dir(files, tmp_path, capsys
         [],
         ["style"],
     )
-    again = ["--from-png", str(out), "--model", str(files / "folder")]
-    assert cli.main(["generate", "-o", str(tmp_path / "x.png"), *again]) == 2
-    assert "<lora:style> in the prompt: pass --lora-dir" in capsys.readouterr().err
-    regenerated = _generate(
-        files, tmp_path / "y.png", *again, "--lora-dir", str(files / "loras"), prompt=None
-    )
-    np.testing.assert_array_equal(regenerated, first)
+    _regenerates_with_lora_dir(files, out, first, capsys, "<lora:style> in the prompt: pass --lora-dir")
 
 
 def test_embeddings_work_in_prompt_and_negative_and_come_back_from_the_png(files, tmp_path, capsys):

@@ -7,14 +7,11 @@ import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 from peft import LoraConfig
-from pipeline_helpers import generator, one_thread, quiet, reference, tiny  # noqa: F401
+from pipeline_helpers import generator, one_thread, quiet, reference, tiny, train_tiny_lora  # noqa: F401
 from safetensors import safe_open
 
-from latentforge.config_loader import load_config
 from latentforge.models.components import Components
 from latentforge.pipelines.pipeline import TextToImagePipeline
-from latentforge.resources import config_file
-from latentforge.training import unet as unet_trainer
 from latentforge.training.lora import KOHYA_FILE, add_lora, save_lora
 from latentforge.training.stage_configs import LoRAConfig
 
@@ -75,14 +72,7 @@ def test_both_exported_files_give_the_trained_adapters_image_in_diffusers(tmp_pa
 
 
 def test_trained_lora_with_alpha_other_than_rank_loads_with_its_scale(tmp_path):
-    base = tmp_path / "base"
-    Components.from_architecture("tiny", seed=0).save_pretrained(base)
-    config = load_config(
-        unet_trainer.UNetTrainConfig,
-        config_file("train", "smoke-lora"),
-        [f"output_dir={tmp_path / 'run'}", f"base={base}", "lora.rank=4", "lora.alpha=12"],
-    )
-    lora_dir = unet_trainer.train(config)
+    base, lora_dir = train_tiny_lora(tmp_path, "lora.rank=4", "lora.alpha=12")
     images = []
     for file in ("pytorch_lora_weights.safetensors", KOHYA_FILE):
         pipe = quiet(StableDiffusionPipeline.from_pretrained(base, safety_checker=None))

@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
+from pipeline_helpers import train_tiny_lora
 from safetensors.torch import load_file
 
 from latentforge.config_loader import load_config
-from latentforge.models.components import Components
-from latentforge.resources import config_file
 from latentforge.training import unet as unet_trainer
 
 
@@ -19,14 +18,7 @@ def _image(pipe) -> np.ndarray:
 
 
 def test_lora_weights_load_in_diffusers_and_change_the_output(tmp_path):
-    base = tmp_path / "base"
-    Components.from_architecture("tiny", seed=0).save_pretrained(base)
-    config = load_config(
-        unet_trainer.UNetTrainConfig,
-        config_file("train", "smoke-lora"),
-        [f"output_dir={tmp_path / 'run'}", f"base={base}"],
-    )
-    lora_dir = unet_trainer.train(config)
+    base, lora_dir = train_tiny_lora(tmp_path)
     weights = load_file(lora_dir / "pytorch_lora_weights.safetensors")
     assert weights and all(k.startswith("unet.") and "lora" in k for k in weights)
 
@@ -42,15 +34,8 @@ def test_lora_weights_load_in_diffusers_and_change_the_output(tmp_path):
 def test_the_kohya_file_of_a_v_prediction_run_says_so(tmp_path):
     from safetensors import safe_open
 
-    base = tmp_path / "base"
-    Components.from_architecture("tiny", seed=0).save_pretrained(base)
     overrides = ["prediction_type=v_prediction", "optim.max_steps=1"]
-    config = load_config(
-        unet_trainer.UNetTrainConfig,
-        config_file("train", "smoke-lora"),
-        [f"output_dir={tmp_path / 'run'}", f"base={base}", *overrides],
-    )
-    lora_dir = unet_trainer.train(config)
+    base, lora_dir = train_tiny_lora(tmp_path, *overrides)
     with safe_open(lora_dir / "lora_kohya.safetensors", "pt") as file:
         header = file.metadata()
     assert header["ss_base_model_version"].endswith("_v"), header["ss_base_model_version"]
@@ -62,15 +47,8 @@ def test_text_encoder_lora_trains_with_its_own_rate_and_goes_into_both_files_wit
 ):
     from safetensors import safe_open
 
-    base = tmp_path / "base"
-    Components.from_architecture("tiny", seed=0).save_pretrained(base)
     overrides = ["lora.text_encoder=true", "lora.text_encoder_lr=5e-3", "optim.name=adafactor"]
-    config = load_config(
-        unet_trainer.UNetTrainConfig,
-        config_file("train", "smoke-lora"),
-        [f"output_dir={tmp_path / 'run'}", f"base={base}", *overrides],
-    )
-    lora_dir = unet_trainer.train(config)
+    base, lora_dir = train_tiny_lora(tmp_path, *overrides)
     weights = load_file(lora_dir / "pytorch_lora_weights.safetensors")
     text_b = [v for k, v in weights.items() if k.startswith("text_encoder.") and "lora_B" in k]
     assert text_b and all(v.abs().max() > 0 for v in text_b), "the text-encoder adapters did not train"
