@@ -15,7 +15,7 @@ import argparse
 import time
 from pathlib import Path
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "latentforge" / "assets" / "default-model"
+from latentforge.resources import DEFAULT_MODEL
 
 
 def parse_args() -> argparse.Namespace:

@@ -12,6 +12,11 @@ DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default-model"
 CONFIG_KINDS = ("train", "eval")
 
 
+def is_hub_id(text: str) -> bool:
+    """True for what the Hugging Face hub takes as a repository id: "org/name" (not a relative or absolute path)."""
+    return text.count("/") == 1 and not text.startswith((".", "/"))
+
+
 def configs_root() -> Path:
     """The installed `configs/` folder (models/, train/, eval/)."""
     return Path(str(resources.files("latentforge.configs")))

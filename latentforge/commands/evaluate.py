@@ -29,6 +29,7 @@ from latentforge.commands.shared_flags import (
 from latentforge.config_loader import config_to_dict, load_config
 from latentforge.evaluation.eval_config import TASKS, EvalConfig
 from latentforge.evaluation.report import check_writable
+from latentforge.models.folder_checks import single_file_options
 from latentforge.pipelines.sampling_defaults import model_settings
 from latentforge.pipelines.schedulers import check_scheduler_name
 from latentforge.resources import config_file, shipped_names
@@ -105,7 +106,7 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
     config = dataclasses.replace(config, **flags, overwrite=bool(args.overwrite or config.overwrite))
     config = dataclasses.replace(config, model=model_location(config.model))
     check_model(config.model, hub_ids=False)
-    check_single_file(config.model, {d.removeprefix("model_"): getattr(config, d) for d in _FILE_DESTS})
+    check_single_file(config.model, single_file_options(config))
     check_dtype(config.dtype)
     check_clip_skip(config.clip_skip)
     if config.scheduler:

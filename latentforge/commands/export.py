@@ -17,10 +17,10 @@ import shutil
 import struct
 from pathlib import Path
 
-from latentforge.commands.model_files import SAFETENSORS, add_single_file_arguments, check_single_file
-from latentforge.commands.model_files import single_file_options as file_options
+from latentforge.commands.model_files import add_single_file_arguments, check_single_file
 from latentforge.commands.sampling_flags import add_sampling_arguments, given_sampling
 from latentforge.commands.shared_flags import deprecated
+from latentforge.models.folder_checks import SAFETENSORS_SUFFIX, single_file_options
 from latentforge.pipelines.sampling_defaults import FILE, check_defaults, read_defaults, write_defaults
 
 HELP = "save a model as a diffusers folder or a single-file checkpoint (safetensors, fp32 or fp16)."
@@ -68,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.fp16:
         deprecated("--fp16", "--dtype float16")
     given = check_defaults(given_sampling(args), "export")  # before anything is loaded or written
-    single_file = output.lower().endswith(SAFETENSORS)
+    single_file = output.lower().endswith(SAFETENSORS_SUFFIX)
     if single_file and given:
         raise ValueError(
             "export: recommended sampling settings are stored in a folder's generation_defaults.json; "
@@ -80,14 +80,13 @@ def _run(args: argparse.Namespace) -> int:
     fp16 = args.fp16 or args.dtype == "float16" or (args.dtype == "auto" and _stored_in_fp16(args.source))
     # imported here, not at the top: it imports torch, and --help and the checks above must not wait for it
     from latentforge.commands.library_output import quiet_library_progress_bars
-    from latentforge.evaluation.sampling import load_model
     from latentforge.models.components import Components
 
     quiet_library_progress_bars()
     if args.architecture:
         components = Components.from_architecture(args.source, seed=args.seed)
     else:
-        components = load_model(Components, args.source, **options)
+        components = Components.from_pretrained(args.source, **options)
     components.save_pretrained(output, fp16=fp16, overwrite=args.overwrite)  # a .safetensors path: one file
     card = Path(args.source) / "README.md"
     if not single_file and not args.architecture and card.is_file():  # the model card goes along
@@ -110,7 +109,7 @@ def _output(args: argparse.Namespace) -> str:
 
 def _source_options(args: argparse.Namespace) -> dict:
     """`from_single_file`'s options for a single-file SOURCE, checked (no options for an architecture)."""
-    options = file_options(args)
+    options = single_file_options(args)
     if args.architecture:
         if any(options.values()):
             raise ValueError(
@@ -126,7 +125,7 @@ def _stored_in_fp16(source: str) -> bool:
     files of unet/, or the U-Net's tensors (model.diffusion_model.*) of a single-file checkpoint."""
     if Path(source).is_file():
         files, prefix = (
-            ([Path(source)] if source.lower().endswith(SAFETENSORS) else []),
+            ([Path(source)] if source.lower().endswith(SAFETENSORS_SUFFIX) else []),
             "model.diffusion_model.",
         )
     else:

@@ -4,7 +4,6 @@ save each PNG with its record as soon as it is done (the settings were checked b
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from latentforge.commands.adapter_files import LoraUse
 from latentforge.commands.generation_settings import LoadPlan
 from latentforge.commands.library_output import quiet_library_progress_bars
 from latentforge.commands.png_record import GenerationRecord, sampler_name, save_png, shareable
-from latentforge.evaluation.sampling import load_model, resolve_dtype
+from latentforge.evaluation.sampling import resolve_dtype
 from latentforge.imaging import make_grid
 from latentforge.models.components import resolve_device
 from latentforge.models.lora_files import lora_short_hash
@@ -34,12 +33,14 @@ def generate_images(
     mask = load_image(record.mask, "--mask", mode="L") if record.mask else None
     record.device = resolve_device(record.device)
     record.dtype = resolve_dtype(record.dtype, record.device)
-    pipe = load_model(PIPELINES[record.task], record.model, getattr(torch, record.dtype), **plan.file_options)
+    pipe = PIPELINES[record.task].from_pretrained(
+        record.model, torch_dtype=getattr(torch, record.dtype), **plan.file_options
+    )
     record.model_hash = _checked_hash(
         "the model's weights", pipe.components.weights_hash(), record.model_hash
     )
-    _add_loras(pipe, plan.loras, record, plan.allow_pickle)
-    _add_embeddings(pipe, record, plan.allow_pickle)
+    _add_loras(pipe, plan.loras, record, plan.file_options["allow_pickle"])
+    _add_embeddings(pipe, record, plan.file_options["allow_pickle"])
     pipe.to(record.device)
     if record.cache_interval > 1:
         pipe.enable_step_cache(record.cache_interval)
@@ -105,18 +106,11 @@ def _add_embeddings(pipe: Any, record: GenerationRecord, allow_pickle: bool) -> 
     for file in record.embeddings:
         token = pipe.load_textual_inversion(file, token=Path(file).stem, allow_pickle=allow_pickle)
         hashes[token] = _checked_hash(
-            f"the embedding {token}'s", _sha256_prefix(file), record.embedding_hashes.get(token)
+            f"the embedding {token}'s",
+            lora_short_hash(file, skip_header=False),
+            record.embedding_hashes.get(token),
         )
     record.embedding_hashes = hashes
-
-
-def _sha256_prefix(path: str) -> str:
-    """A1111's hash of an embedding: SHA-256 of the whole file, first 12 hex digits."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]
 
 
 def _checked_hash(what: str, actual: str, recorded: str | None) -> str:

@@ -16,11 +16,13 @@ from latentforge.commands.adapter_files import (
     lora_uses,
     parse_lora_flag,
 )
-from latentforge.commands.model_files import check_single_file, single_file_options
+from latentforge.commands.model_files import check_single_file
 from latentforge.commands.png_record import DEFAULT_MODEL_NAME, GenerationRecord, read_record
+from latentforge.commands.sampling_flags import NAMES as SAMPLING_NAMES
 from latentforge.commands.sampling_flags import given_sampling
 from latentforge.commands.shared_flags import check_clip_skip, check_model, model_location
-from latentforge.pipelines.sampling_defaults import check_defaults, model_settings
+from latentforge.models.folder_checks import single_file_options
+from latentforge.pipelines.sampling_defaults import IMAGE_TASK_NAMES, check_defaults, model_settings
 
 
 def settings_from_args(args: argparse.Namespace) -> GenerationRecord:
@@ -111,7 +113,7 @@ def check_settings(record: GenerationRecord, args: argparse.Namespace) -> None:
         raise ValueError(
             f"--cache-interval must be an integer >= 1 (1 = no step caching), got {record.cache_interval}"
         )
-    sampling = ("steps", "guidance_scale", "guidance_rescale", "mask_blur", "strength")
+    sampling = (*SAMPLING_NAMES, *IMAGE_TASK_NAMES)
     values = {k: getattr(record, k) for k in sampling if getattr(record, k) is not None}
     check_defaults(values, "out of range")
     check_model(record.model)
@@ -124,7 +126,6 @@ class LoadPlan:
 
     file_options: dict
     loras: list[LoraUse]
-    allow_pickle: bool = False
 
 
 def load_plan(record: GenerationRecord, args: argparse.Namespace) -> LoadPlan:
@@ -133,7 +134,7 @@ def load_plan(record: GenerationRecord, args: argparse.Namespace) -> LoadPlan:
     check_single_file(record.model, options)
     check_embeddings(record.embeddings, options["allow_pickle"])
     loras = lora_uses(record.loras, record.prompt, args.lora_dir, options["allow_pickle"])
-    return LoadPlan(options, loras, options["allow_pickle"])
+    return LoadPlan(options, loras)
 
 
 def _check_size(record: GenerationRecord) -> None:

@@ -10,15 +10,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from latentforge.models.folder_checks import PICKLE_SUFFIXES, SAFETENSORS_SUFFIX
 from latentforge.resources import architecture_dir
 
-SAFETENSORS = ".safetensors"
-PICKLES = (
-    ".ckpt",
-    ".pt",
-    ".pth",
-    ".bin",
-)  # read only with --allow-pickle, through torch.load(weights_only=True)
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 # from_single_file's options that only a checkpoint file takes -> their flags
 FILE_ONLY_FLAGS = {
@@ -54,16 +48,6 @@ def add_single_file_arguments(parser: argparse.ArgumentParser, model_flag: str =
     )
 
 
-def single_file_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The keywords of `from_single_file` the flags give (architecture, prediction_type, use_ema, allow_pickle)."""
-    return {
-        "architecture": args.model_architecture or None,
-        "prediction_type": args.prediction_type or None,
-        "use_ema": bool(args.use_ema),
-        "allow_pickle": bool(args.allow_pickle),
-    }
-
-
 def check_single_file(model: str, options: dict[str, Any], flag: str = "--model") -> None:
     """ValueError when `model` is a file we may not read as given, or when the single-file options are given
     for a model folder (they would be ignored)."""
@@ -89,12 +73,12 @@ def check_pickle(path: str | Path, flag: str, allow_pickle: bool) -> None:
     a .safetensors file nor a pickle. (`models.weight_files` checks the same when it opens the file, after torch
     has loaded; this answers before.)"""
     suffix = Path(path).suffix.lower()
-    if suffix in PICKLES and not allow_pickle:
+    if suffix in PICKLE_SUFFIXES and not allow_pickle:
         raise ValueError(
             f"{flag}: {path} is a pickle ({suffix}), which can run code when opened; pass --allow-pickle if you "
             "trust its source, or convert it to .safetensors"
         )
-    if suffix != SAFETENSORS and suffix not in PICKLES:
+    if suffix != SAFETENSORS_SUFFIX and suffix not in PICKLE_SUFFIXES:
         raise ValueError(
-            f"{flag}: {path} is not a {SAFETENSORS} file (nor, with --allow-pickle, one of {', '.join(PICKLES)})"
+            f"{flag}: {path} is not a {SAFETENSORS_SUFFIX} file (nor, with --allow-pickle, one of {', '.join(PICKLE_SUFFIXES)})"
         )

@@ -5,6 +5,7 @@ text that says the default in effect."""
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
 from latentforge.pipelines.sampling_defaults import FALLBACK, IMAGE_TASK_NAMES, read_defaults
@@ -37,10 +38,16 @@ def add_sampling_arguments(
         parser.add_argument(*names, dest=name, type=kinds.get(name, float), help=text)
 
 
+@functools.cache
+def _shipped_defaults():
+    """The built-in model's settings, read once for all the flags of all the commands' parsers."""
+    return read_defaults(DEFAULT_MODEL)
+
+
 def _default_note(name: str, default: str | None) -> str:
     if default is None:
         return ""
-    shipped = getattr(read_defaults(DEFAULT_MODEL), name)
+    shipped = getattr(_shipped_defaults(), name)
     return f" (default: {default}, else {getattr(FALLBACK, name)}; the built-in model: {shipped})"
 
 

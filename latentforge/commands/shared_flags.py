@@ -8,9 +8,9 @@ import argparse
 import warnings
 from pathlib import Path
 
-from latentforge.commands.model_files import PICKLES, SAFETENSORS
 from latentforge.commands.png_record import DEFAULT_MODEL_NAME
-from latentforge.resources import DEFAULT_MODEL
+from latentforge.models.folder_checks import PICKLE_SUFFIXES, SAFETENSORS_SUFFIX
+from latentforge.resources import DEFAULT_MODEL, is_hub_id
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")  # --dtype of generate and eval
 
@@ -38,10 +38,10 @@ def check_model(model: str, hub_ids: bool = True) -> None:
             f"the built-in default model is not installed ({DEFAULT_MODEL.name} is missing from the package); "
             "pass --model with a diffusers model folder or hub id"
         )
-    hub_id = hub_ids and model.count("/") == 1 and not model.startswith((".", "/"))
+    hub_id = hub_ids and is_hub_id(model)
     if not Path(model).exists() and not hub_id:
         also = " (and it is not a hub id like org/name)" if hub_ids else ""
-        what = "file" if Path(model).suffix.lower() in (SAFETENSORS, *PICKLES) else "folder"
+        what = "file" if Path(model).suffix.lower() in (SAFETENSORS_SUFFIX, *PICKLE_SUFFIXES) else "folder"
         raise FileNotFoundError(f"--model: {what} {model} does not exist{also}")
 
 

@@ -14,10 +14,11 @@ import argparse
 import os
 from pathlib import Path
 
-from latentforge.commands.model_files import PICKLES
+from latentforge.commands.png_record import DEFAULT_MODEL_NAME
 from latentforge.commands.shared_flags import add_overrides_argument, check_overrides
 from latentforge.config_loader import load_config
-from latentforge.resources import config_file, shipped_names
+from latentforge.models.folder_checks import PICKLE_SUFFIXES
+from latentforge.resources import config_file, is_hub_id, shipped_names
 
 STAGES = ("vae", "clip", "unet")  # the keys of training.stage_configs.STAGE_CONFIGS
 # keys that name a model or architecture to start from, checked (and named) before anything loads
@@ -87,14 +88,19 @@ def check_model_keys(stage: str, config: object) -> None:
     architectures = shipped_names("models")
     for key in MODEL_KEYS[stage]:
         value = str(getattr(config, key))
-        if Path(value).is_file() and Path(value).suffix.lower() in PICKLES:
+        if Path(value).is_file() and Path(value).suffix.lower() in PICKLE_SUFFIXES:
             raise ValueError(
                 f"{key}={value} is a pickle; training reads .safetensors only: convert it once with "
                 f"`latentforge export {value} {Path(value).with_suffix('.safetensors').name} --allow-pickle` "
                 f"(if you trust its source) and set {key}= to that file"
             )
-        hub_id = value.count("/") == 1 and not value.startswith((".", "/"))
-        if not value or value == "default" or Path(value).exists() or value in architectures or hub_id:
+        if (
+            not value
+            or value == DEFAULT_MODEL_NAME
+            or Path(value).exists()
+            or value in architectures
+            or is_hub_id(value)
+        ):
             continue
         if key.endswith("_from"):
             fix = "a trained model folder, or nothing (the base's own)"

@@ -49,7 +49,7 @@ def _caption_folder(folder: Path) -> datasets.Dataset:
     """Images with same-name .txt captions (kohya layout), searched recursively, sorted by path."""
     import datasets
 
-    images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    images = image_files(folder)
     missing = [str(p) for p in images if not p.with_suffix(".txt").is_file()]
     if missing:
         raise ValueError(

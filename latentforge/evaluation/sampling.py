@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,16 +28,6 @@ def resolve_dtype(name: str | None, device: str) -> str:
     return "float16" if torch.device(device).type == "cuda" else "float32"
 
 
-def load_model(
-    loader: Any, model: str | os.PathLike, torch_dtype: torch.dtype | None = None, **file_options: Any
-):
-    """`loader.from_single_file(model, ...)` (a Components or pipeline class) for a checkpoint file, with
-    `file_options` (architecture, prediction_type, use_ema, allow_pickle); else `loader.from_pretrained`."""
-    if Path(model).is_file():
-        return loader.from_single_file(model, torch_dtype=torch_dtype, **file_options)
-    return loader.from_pretrained(model, torch_dtype=torch_dtype)
-
-
 def load_pipeline(
     model: Any,
     device: str = "auto",
@@ -47,12 +36,12 @@ def load_pipeline(
     **file_options: Any,
 ) -> Any:
     """A text-to-image pipeline: `model` is a pipeline object (returned as is, moved to `device`), a
-    diffusers-layout model folder or a single-file checkpoint (with `file_options`, see `load_model`), loaded
+    diffusers-layout model folder or a single-file checkpoint (with `file_options`, see `Components.from_pretrained`), loaded
     as `latentforge.pipelines.TextToImagePipeline` in `dtype` ("auto": float16 on CUDA, else float32)."""
     device = resolve_device(device)
     if isinstance(model, (str, os.PathLike)):
         torch_dtype = getattr(torch, resolve_dtype(dtype, device))
-        model = load_model(TextToImagePipeline, model, torch_dtype, **file_options)
+        model = TextToImagePipeline.from_pretrained(model, torch_dtype=torch_dtype, **file_options)
     if scheduler:
         if hasattr(model, "set_scheduler"):  # ours
             model.set_scheduler(scheduler)

@@ -19,9 +19,10 @@ from latentforge.evaluation.features import ClipEncoder, PixelFeatures, feature_
 from latentforge.evaluation.inpainting import evaluate_inpainting, make_inpaint_cases
 from latentforge.evaluation.reconstruction import evaluate_vae, heldout_shapes_images
 from latentforge.evaluation.report import Report
-from latentforge.evaluation.sampling import load_model, load_pipeline
+from latentforge.evaluation.sampling import load_pipeline
 from latentforge.models.component_files import load_vae
 from latentforge.models.components import Components, resolve_device
+from latentforge.models.folder_checks import single_file_options
 from latentforge.pipelines.pipeline import InpaintPipeline
 from latentforge.pipelines.sampling_defaults import SamplingSettings, read_defaults
 
@@ -39,18 +40,8 @@ def _sampling(config: EvalConfig) -> dict[str, Any]:
 
 def _pipeline(config: EvalConfig, device: str):
     return load_pipeline(
-        config.model, device, config.scheduler or None, config.dtype, **_file_options(config)
+        config.model, device, config.scheduler or None, config.dtype, **single_file_options(config)
     )
-
-
-def _file_options(config: EvalConfig) -> dict[str, Any]:
-    """`from_single_file`'s options for a single-file `config.model`."""
-    return {
-        "architecture": config.model_architecture or None,
-        "prediction_type": config.prediction_type or None,
-        "use_ema": config.use_ema,
-        "allow_pickle": config.allow_pickle,
-    }
 
 
 def _clip_or_pixels(config: EvalConfig, device: str):
@@ -68,9 +59,11 @@ def _compositional(config: EvalConfig, settings: dict, device: str) -> Report:
 
 def _inpainting(config: EvalConfig, settings: dict, device: str) -> Report:
     pipe = InpaintPipeline.from_pipe(_pipeline(config, device))
-    model = read_defaults(config.model)  # A1111's 0.75 and 4 where the model names no inpainting defaults
+    model = read_defaults(
+        config.model
+    )  # its inpainting defaults, else SamplingSettings' (A1111's 0.75 and 4)
     call = {k: v for k, v in _sampling(config).items() if k != "batch_size"}
-    call |= {"strength": getattr(model, "strength", 0.75), "mask_blur": getattr(model, "mask_blur", 4.0)}
+    call |= {"strength": model.strength, "mask_blur": model.mask_blur}
     settings = {**settings, "strength": call["strength"], "mask_blur": call["mask_blur"]}
     cases = make_inpaint_cases(config.num_prompts, config.seed)
     return evaluate_inpainting(pipe, cases, config.seed, config.batch_size, settings, **call)
@@ -92,7 +85,7 @@ def _emoji(config: EvalConfig, settings: dict, device: str) -> Report:
 
 def _vae(config: EvalConfig, settings: dict, device: str) -> Report:
     if Path(config.model).is_file():  # a single-file checkpoint: its VAE
-        vae = load_model(Components, config.model, **_file_options(config)).vae
+        vae = Components.from_pretrained(config.model, **single_file_options(config)).vae
     else:
         vae = load_vae(config.model)
     vae = vae.to(device).eval()

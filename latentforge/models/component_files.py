@@ -18,9 +18,7 @@ from latentforge.resources import architecture_dir
 def component_folder(source: str | os.PathLike, component: str) -> Path:
     """`source/component` (a model or architecture folder, or an architecture name), or `source` itself when
     it is that component's folder (has config.json); FileNotFoundError naming what was looked for."""
-    path = Path(source)
-    if not path.is_dir():
-        path = architecture_dir(source)  # raises FileNotFoundError listing the known names
+    path = architecture_dir(source)  # the folder as given, else a shipped one; FileNotFoundError otherwise
     config_name = "tokenizer_config.json" if component == "tokenizer" else "config.json"
     for candidate in (path / component, path):
         if (candidate / config_name).is_file() or (

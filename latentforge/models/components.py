@@ -24,8 +24,9 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from latentforge.models import folder_checks
 from latentforge.models.component_files import load_network
+from latentforge.models.folder_checks import FILE_ONLY_OPTIONS
 from latentforge.models.tokenizer import PAD_TOKENS, build_clip_tokenizer, load_tokenizer, save_tokenizer
-from latentforge.resources import architecture_dir
+from latentforge.resources import architecture_dir, is_hub_id
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +49,18 @@ class Components:
     # ---- loading -------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(
-        cls, path_or_id: str | os.PathLike, torch_dtype: torch.dtype | None = None
+        cls, path_or_id: str | os.PathLike, torch_dtype: torch.dtype | None = None, **file_options: Any
     ) -> Components:
         """Load a diffusers Stable-Diffusion-1.x/2.x folder (local path, or hub id when online); a file path is read
-        as a single-file checkpoint with `from_single_file`'s defaults."""
+        as a single-file checkpoint by `from_single_file` with `file_options` (architecture, prediction_type,
+        use_ema, allow_pickle); a folder takes none of them but allow_pickle, which it does not need."""
         if Path(path_or_id).is_file():
-            return cls.from_single_file(path_or_id, torch_dtype=torch_dtype)
+            return cls.from_single_file(path_or_id, torch_dtype=torch_dtype, **file_options)
+        misplaced = [name for name in FILE_ONLY_OPTIONS if file_options.get(name)]
+        if misplaced:
+            raise ValueError(
+                f"{misplaced} apply to a single-file checkpoint, not to the model folder {path_or_id}"
+            )
         root = _resolve_model_path(path_or_id)
         folder_checks.check_model_folder(root)
         for extra in IGNORED_FOLDERS:
@@ -230,7 +237,7 @@ def _resolve_model_path(path_or_id: str | os.PathLike) -> Path:
             raise FileNotFoundError(f"model path {path} is a file; give a diffusers model folder")
         return path
     text = str(path_or_id)
-    if text.count("/") != 1 or text.startswith((".", "/")):
+    if not is_hub_id(text):
         raise FileNotFoundError(
             f"model folder {text} does not exist (and it is not a hub id like 'org/name')"
         )

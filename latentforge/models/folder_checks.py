@@ -1,4 +1,5 @@
-"""Checks of a diffusers model folder that name the broken component and file before anything loads."""
+"""Checks that need no torch and name the broken piece before anything loads: a diffusers model folder's
+components and files, and the weight-file types people share (safetensors; pickles only when allowed)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,29 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+SAFETENSORS_SUFFIX = ".safetensors"
+PICKLE_SUFFIXES = (
+    ".ckpt",
+    ".pt",
+    ".pth",
+    ".bin",
+)  # read only with allow_pickle, through torch.load(weights_only=True)
+# `from_single_file`'s options that only a checkpoint file takes (allow_pickle also opens LoRAs and embeddings)
+FILE_ONLY_OPTIONS = ("architecture", "prediction_type", "use_ema")
+
+
+def single_file_options(source: Any) -> dict[str, Any]:
+    """`from_single_file`'s keywords from the attributes the command line and EvalConfig share
+    (model_architecture, prediction_type, use_ema, allow_pickle)."""
+    return {
+        "architecture": source.model_architecture or None,
+        "prediction_type": source.prediction_type or None,
+        "use_ema": bool(source.use_ema),
+        "allow_pickle": bool(source.allow_pickle),
+    }
+
 
 # component -> (config file, accepted weight files, most preferred first)
 EXPECTED_FILES = {

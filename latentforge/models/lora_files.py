@@ -12,6 +12,7 @@ with diffusers' `convert_state_dict_to_kohya`. LyCORIS and other formats are ref
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -38,11 +39,12 @@ def read_lora(path: str | os.PathLike, allow_pickle: bool = False) -> tuple[dict
     """(diffusers state dict, network alphas or None, adapter metadata or None) of a LoRA file, with the format
     checked from the header before the tensors are read."""
     from diffusers import StableDiffusionPipeline
-    from diffusers.utils.state_dict_utils import _load_sft_state_dict_metadata
+    from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY
 
     weights = WeightFile(path, allow_pickle, what="LoRA")
     lora_format(list(weights.shapes), weights.path)
-    metadata = _load_sft_state_dict_metadata(str(weights.path)) if weights.metadata else None
+    raw = (weights.metadata or {}).get(LORA_ADAPTER_METADATA_KEY)  # the header WeightFile has read
+    metadata = json.loads(raw) if raw else None
     tensors = {k: v for k, v in weights.load().items() if isinstance(v, torch.Tensor)}
     try:
         state, alphas = StableDiffusionPipeline.lora_state_dict(tensors)  # kohya -> diffusers keys, alphas
@@ -148,12 +150,12 @@ def to_kohya(layers: dict[str, torch.Tensor], alphas: dict[str, float]) -> dict[
     return kohya
 
 
-def lora_short_hash(path: str | os.PathLike) -> str:
+def lora_short_hash(path: str | os.PathLike, skip_header: bool = True) -> str:
     """A1111's LoRA hash: SHA-256 of a safetensors file's bytes after its header, first 12 hex digits (what
-    its infotext shows as `Lora hashes`)."""
+    its infotext shows as `Lora hashes`); with skip_header=False, of the whole file (A1111's `TI hashes`)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        if Path(path).suffix.lower() == ".safetensors":
+        if skip_header and Path(path).suffix.lower() == ".safetensors":
             handle.seek(8 + int.from_bytes(handle.read(8), "little"))
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-SAFETENSORS_SUFFIX = ".safetensors"
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+from latentforge.models.folder_checks import PICKLE_SUFFIXES, SAFETENSORS_SUFFIX
 
 
 def check_weight_file(path: str | os.PathLike, allow_pickle: bool = False, what: str = "weights") -> Path:
@@ -55,11 +54,9 @@ class WeightFile:
         """All entries, tensors on the CPU (nested dicts of a pickle as they were)."""
         if self._tensors is not None:
             return dict(self._tensors)
-        from safetensors import safe_open
+        from safetensors.torch import load_file
 
-        with safe_open(self.path, framework="pt") as handle:
-            names = list(handle.keys())
-            return {key: handle.get_tensor(key) for key in names}
+        return load_file(self.path)
 
     def _read_header(self) -> dict:
         from safetensors import SafetensorError, safe_open

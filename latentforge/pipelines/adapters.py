@@ -79,7 +79,9 @@ _LOCKS_GUARD = threading.Lock()
 def lock_for(unet: torch.nn.Module) -> AdapterLock:
     """The adapter lock of the pipelines over `unet`."""
     with _LOCKS_GUARD:
-        return _LOCKS.setdefault(unet, AdapterLock())
+        if unet not in _LOCKS:
+            _LOCKS[unet] = AdapterLock()
+        return _LOCKS[unet]
 
 
 @functools.cache

@@ -58,10 +58,12 @@ class _Pipeline(AdapterMethods, MemorySwitches):
         return cls(components)
 
     @classmethod
-    def from_pretrained(cls, path_or_id: str | os.PathLike, torch_dtype: torch.dtype | None = None):
+    def from_pretrained(
+        cls, path_or_id: str | os.PathLike, torch_dtype: torch.dtype | None = None, **file_options: Any
+    ):
         """Load a diffusers-layout Stable Diffusion 1.x/2.x model folder (or hub id when online), or a
-        single-file checkpoint given by its path (`from_single_file` with its defaults)."""
-        return cls(Components.from_pretrained(path_or_id, torch_dtype=torch_dtype))
+        single-file checkpoint given by its path (`from_single_file` with `file_options`)."""
+        return cls(Components.from_pretrained(path_or_id, torch_dtype=torch_dtype, **file_options))
 
     @classmethod
     def from_single_file(

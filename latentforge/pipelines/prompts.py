@@ -106,14 +106,17 @@ def _merge_equal_weights(fragments: list[Fragment]) -> list[Fragment]:
     return merged or [Fragment("")]
 
 
-def tokenize_chunks(tokenizer, prompt: str) -> list[tuple[list[int], list[float]]]:
-    """Token ids and weights of each chunk: `(ids, weights)` of length `model_max_length` (77) each."""
+def tokenize_chunks(
+    tokenizer, prompt: str, vectors: dict[int, list[int]] | None = None
+) -> list[tuple[list[int], list[float]]]:
+    """Token ids and weights of each chunk: `(ids, weights)` of length `model_max_length` (77) each.
+    `vectors`: `multi_vector_tokens(tokenizer)`, when the caller has it for several prompts."""
     fragments = parse_prompt_weights(prompt)
     texts = [f.text for f in fragments if f.text is not None]
     ids_per_text = (
         iter(tokenizer(texts, add_special_tokens=False, verbose=False).input_ids) if texts else iter(())
     )
-    vectors = multi_vector_tokens(tokenizer)
+    vectors = multi_vector_tokens(tokenizer) if vectors is None else vectors
     body = tokenizer.model_max_length - 2
     chunks: list[tuple[list[int], list[float]]] = []
     ids: list[int] = []
@@ -164,7 +167,8 @@ def encode_texts(
 ) -> torch.Tensor:
     """Embeddings of `texts`: (B, 77 * chunks, D), every text padded with empty chunks to the longest one."""
     device = torch.device(device) if device is not None else text_encoder.device
-    per_text = [tokenize_chunks(tokenizer, text) for text in texts]
+    vectors = multi_vector_tokens(tokenizer)  # once for all texts: it scans the added tokens
+    per_text = [tokenize_chunks(tokenizer, text, vectors) for text in texts]
     chunks = max([len(c) for c in per_text] + [num_chunks or 1])
     empty = _frame(tokenizer, [], [])
     per_text = [c + [empty] * (chunks - len(c)) for c in per_text]

@@ -39,12 +39,10 @@ class StepCache:
     interval: int
     outputs: dict[int, Any] = dataclasses.field(default_factory=dict)
     reuse: bool = False
-    full_steps: int = 0
 
     def start_step(self, index: int) -> None:
         """Step `index` of the loop (0 = first) is full when it is a multiple of the interval."""
         self.reuse = index % self.interval != 0 and bool(self.outputs)
-        self.full_steps += not self.reuse
 
 
 class _ReuseOutput(ModelHook):

@@ -37,7 +37,11 @@ def _encode_images(vae, dataset, data: DataConfig, device, with_pixels: bool, va
         dists = [vae.encode(v.to(device, vae.dtype)).latent_dist for v in views]
         mean = torch.stack([d.mean.float().cpu() for d in dists], 1)
         std = torch.stack([d.std.float().cpu() for d in dists], 1)
-        pixels = torch.stack([((v + 1) * 127.5).round().clamp(0, 255).to(torch.uint8) for v in views], 1)
+        pixels = (
+            torch.stack([((v + 1) * 127.5).round().clamp(0, 255).to(torch.uint8) for v in views], 1)
+            if with_pixels
+            else None
+        )
         for j, index in enumerate(batch["index"].tolist()):
             text = batch["text"][j]
             rows[index] = {

@@ -41,8 +41,8 @@ class LatentCache:
     """Per bucket b (one size of image; one bucket without aspect-ratio buckets): mean[b], std[b]
     (n_b, V, C, h_b, w_b) posteriors of its images (V = 2 flip variants or 1), pixels[b] (n_b, V, 3, H_b, W_b)
     uint8 (inpainting only). Per row i (N readable images, in dataset order): index[i] (its dataset row),
-    bucket[i] and slot[i] (its place in its bucket); text_index (N, V) rows of `embeds` (U, L, D) and `input_ids` (U, L), row 0 = "";
-    original_size (N, 2) as (height, width) and crop_top_left (N, 2) as (top, left) in resized pixels."""
+    bucket[i] and slot[i] (its place in its bucket); text_index (N, V) rows of `embeds` (U, L, D) and `input_ids` (U, L), row 0 = "".
+    The cache file also records each image's original_size and crop_top_left, which no step reads yet."""
 
     mean: list[torch.Tensor]
     std: list[torch.Tensor]
@@ -53,8 +53,6 @@ class LatentCache:
     text_index: torch.Tensor
     embeds: torch.Tensor
     input_ids: torch.Tensor
-    original_size: torch.Tensor
-    crop_top_left: torch.Tensor
     sizes: list[tuple[int, int]]  # (height, width) in pixels of each bucket
     skipped: int  # unreadable images left out
 
@@ -211,8 +209,6 @@ def load_or_build_cache(
         text_index=t["text_index"],
         embeds=t["embeds"],
         input_ids=t["input_ids"].long(),
-        original_size=t["original_size"],
-        crop_top_left=t["crop_top_left"],
         sizes=[tuple(size) for size in t["sizes"].tolist()],
         skipped=int(t["skipped"]),
     )

@@ -61,8 +61,8 @@ def make_optimizer(
     params: Iterable[torch.nn.Parameter], optim: OptimConfig, betas: tuple[float, float] | None = None
 ) -> tuple[torch.optim.Optimizer, Any]:
     """The optimizer of `optim.name` over `params` (or param groups) and its LR schedule (diffusers'
-    get_scheduler; Adafactor's own relative step with adafactor_relative_step)."""
-    check_optimizer(optim)
+    get_scheduler; Adafactor's own relative step with adafactor_relative_step). `TrainingRun` has already
+    checked `optim` (`check_optimizer`) before anything was loaded."""
     optimizer = _optimizer(params, optim, betas or (optim.adam_beta1, optim.adam_beta2))
     if optim.adafactor_relative_step:
         from transformers.optimization import AdafactorSchedule

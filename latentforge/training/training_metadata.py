@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 
 def training_metadata(
@@ -59,7 +59,7 @@ def training_metadata(
 
 def add_header_metadata(file: Path, metadata: dict[str, str]) -> None:
     """Rewrite safetensors `file` with `metadata` added to its header (its own keys kept where they clash)."""
-    with safe_open(file, framework="pt") as handle:
+    with safe_open(file, framework="pt") as handle:  # one read of the file: header and tensors
         existing = handle.metadata() or {}
-    tensors = load_file(file)
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
     save_file(tensors, file, metadata={**metadata, **existing})
