@@ -29,6 +29,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
+from latentforge.training.atomic_output import fsync, fsync_tree, replace_folder, write_failed
 from latentforge.training.run_dir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -38,14 +39,6 @@ STATE_FILE = "trainer_state.json"
 OBJECTS_TENSORS, OBJECTS_JSON = "objects.safetensors", "objects.json"
 TMP_PREFIX = ".tmp-step-"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _manifest(folder: Path) -> dict[str, int]:
@@ -192,7 +185,7 @@ class CheckpointManager:
         self.keep_last = keep_last
         self.objects: list[Any] = []  # EMA, LR schedulers: anything with state_dict/load_state_dict
         if accelerator.is_main_process and self.root.is_dir():
-            for stale in self.root.glob(TMP_PREFIX + "*"):
+            for stale in [*self.root.glob(TMP_PREFIX + "*"), *self.root.glob(".checkpoint-*")]:
                 logger.warning("removing %s left by an interrupted save", stale)
                 shutil.rmtree(stale, ignore_errors=True)
         accelerator.wait_for_everyone()
@@ -214,34 +207,48 @@ class CheckpointManager:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp))  # every rank writes its own RNG state
-        acc.wait_for_everyone()
+        try:
+            acc.save_state(str(tmp))  # every rank writes its own RNG state
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                self._finish(tmp, final, step, state)
+        except OSError as err:  # a full disk: no checkpoint-N; the earlier ones are untouched
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise write_failed(err, f"checkpoint {step} to {self.root}", self._kept()) from err
         if acc.is_main_process:
-            save_objects(self.objects, tmp)
-            (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2))
-            for file in tmp.rglob("*"):
-                if file.is_file():
-                    _fsync(file)
-            marker = {"step": step, "num_processes": acc.num_processes, "files": _manifest(tmp)}
-            (tmp / MARKER).write_text(json.dumps(marker, indent=2))
-            _fsync(tmp / MARKER)
-            _fsync(tmp)
-            # resume=latest skipped this folder as unloadable (when resume names a folder, later complete
-            # checkpoints are refused at the start: refuse_overwriting_checkpoints)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            _fsync(self.root)
             self._prune()
         acc.wait_for_everyone()
         return final
+
+    def _finish(self, tmp: Path, final: Path, step: int, state: dict[str, Any]) -> None:
+        """Add our files and the manifest to accelerate's state in `tmp`, flush, and rename it to `final`."""
+        save_objects(self.objects, tmp)
+        (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2))
+        fsync_tree(tmp)
+        marker = {"step": step, "num_processes": self.accelerator.num_processes, "files": _manifest(tmp)}
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2))
+        fsync(tmp / MARKER)
+        fsync(tmp)
+        # resume=latest skipped an incomplete `final` as unloadable (when resume names a folder, later complete
+        # checkpoints are refused at the start: refuse_overwriting_checkpoints)
+        replace_folder(tmp, final)
+
+    def _kept(self) -> str:
+        complete = [p for _, p in list_checkpoints(self.root) if is_complete(p)]
+        if not complete:
+            return "the run has no earlier checkpoint"
+        return f"the earlier checkpoints are intact (newest: {complete[-1].name}; continue with checkpoint.resume=latest)"
 
     def _prune(self) -> None:
         if self.keep_last <= 0:
             return
         complete = [p for _, p in list_checkpoints(self.root) if is_complete(p)]
         for old in complete[: -self.keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+            doomed = (
+                self.root / f"{TMP_PREFIX}pruned-{old.name}"
+            )  # renamed first: never half-deleted in place
+            os.replace(old, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
 
     def resolve(self, resume: str) -> list[Path]:
         """Checkpoints to try for `resume` ("" = none, "latest", or a folder), best first."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from latentforge.data.training_data import data_note, image_loader, load_splits
 from latentforge.models.openclip import open_clip_text_to_hf, open_clip_token_features
 from latentforge.models.tokenizer import save_tokenizer, tokenize
 from latentforge.resources import architecture_dir
+from latentforge.training.atomic_output import staged_folder
 from latentforge.training.clip_model import ShortTextCLIP, architecture_tokenizer, param_groups
 from latentforge.training.model_card import write_model_card
 from latentforge.training.optimization import OptimizerUpdate, make_ema, make_optimizer
@@ -190,27 +190,25 @@ def _export(
         hf = text_encoder(ids).last_hidden_state
         ours = open_clip_token_features(model.cpu(), ids)
         metrics["export_max_abs_diff"] = (hf - ours).abs().max().item()  # conversion check: ~1e-6
-        for name in ("text_encoder", "tokenizer", "open_clip"):
-            shutil.rmtree(model_dir / name, ignore_errors=True)
-        text_encoder.save_pretrained(model_dir / "text_encoder", safe_serialization=True)
-        save_tokenizer(tokenizer, model_dir / "tokenizer")
-        oc = model_dir / "open_clip"
-        oc.mkdir(parents=True)
-        save_file(
-            {k: v.contiguous() for k, v in model.state_dict().items()}, oc / "open_clip_model.safetensors"
-        )
-        preprocess = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic"}
-        (oc / "open_clip_config.json").write_text(
-            json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}, indent=2)
-        )
-        (model_dir / "clip_metrics.json").write_text(json.dumps(metrics, indent=2))
-        write_model_card(
-            model_dir,
-            "latentforge CLIP text encoder",
-            run.dir.config,
-            data_note(config.data, n_train),
-            metrics,
-        )
+        with staged_folder(model_dir) as staging:  # whole or absent (a kill or a full disk keeps the old one)
+            text_encoder.save_pretrained(staging / "text_encoder", safe_serialization=True)
+            save_tokenizer(tokenizer, staging / "tokenizer")
+            oc = staging / "open_clip"
+            oc.mkdir(parents=True)
+            state = {k: v.contiguous() for k, v in model.state_dict().items()}
+            save_file(state, oc / "open_clip_model.safetensors")
+            preprocess = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic"}
+            (oc / "open_clip_config.json").write_text(
+                json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}, indent=2)
+            )
+            (staging / "clip_metrics.json").write_text(json.dumps(metrics, indent=2))
+            write_model_card(
+                staging,
+                "latentforge CLIP text encoder",
+                run.dir.config,
+                data_note(config.data, n_train),
+                metrics,
+            )
         accelerator.print(f"exported {model_dir} (text_encoder/, tokenizer/, open_clip/)")
     accelerator.wait_for_everyone()
     return model_dir

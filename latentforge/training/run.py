@@ -4,6 +4,7 @@ and the end-of-run summary."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -15,11 +16,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from latentforge.training import run_lock
 from latentforge.training.accelerator import make_accelerator
 from latentforge.training.checkpoints import CheckpointManager
 from latentforge.training.optimization import OptimizerUpdate, check_optimizer, ema_weights
 from latentforge.training.run_dir import RunDir
-from latentforge.training.stopping import Interrupted, NonFiniteGuard, sigterm_as_interrupt
+from latentforge.training.stopping import Interrupted, NonFiniteGuard, signals_ignored, sigterm_as_interrupt
 from latentforge.training.train_config import TrainConfig
 
 
@@ -31,6 +33,8 @@ class TrainingRun:
     def __init__(self, config: TrainConfig, name: str) -> None:
         """Start run `name` ("vae", "clip", "unet"): its accelerator (`make_accelerator`), checkpoints, guard."""
         check_optimizer(config.optim)  # before the accelerator writes anything
+        if int(os.environ.get("RANK", "0")) == 0:  # one lock per run, taken by its first process
+            run_lock.acquire(config.output_dir)
         accelerator = make_accelerator(config, name)
         self.config, self.accelerator, self.desc = config, accelerator, name
         self.dir = RunDir.of(config.output_dir)
@@ -116,8 +120,9 @@ class TrainingRun:
             )
 
     def close(self) -> None:
-        """Flush the trackers and leave the process group (after the export: it needs the barrier)."""
+        """Flush the trackers and leave the process group (after the export: it needs the barrier); unlock."""
         self.accelerator.end_training()
+        run_lock.release(self.config.output_dir)
 
     def image_counts(self) -> dict[str, int]:
         """Images seen / unreadable and empty batches, all processes, whole run (collective: call on all ranks)."""
@@ -170,18 +175,15 @@ class TrainingRun:
         return path
 
     def interrupted(self, err: KeyboardInterrupt, models: list[torch.nn.Module]) -> Interrupted:
-        """After Ctrl-C/SIGTERM: a checkpoint of the last completed step (one process; a second Ctrl-C is
-        ignored while it is written), and the line that says where the run stopped and how to continue."""
+        """After Ctrl-C/SIGTERM: a checkpoint of the last completed step (one process; a second Ctrl-C or SIGTERM
+        is ignored while it is written), and the line that says where the run stopped and how to continue."""
         if self._bar is not None:
             self._bar.close()
         code = getattr(err, "exit_code", 130)
         stopped = f"training stopped at step {self.step} of {self.max_steps}"
         if self.step > self._saved_step and self.step > 0 and self.accelerator.num_processes == 1:
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            try:
+            with signals_ignored(signal.SIGINT, signal.SIGTERM):
                 where = f"saved {self.save_checkpoint(models)}"
-            finally:
-                signal.signal(signal.SIGINT, previous)
         elif self._saved_step >= 0:
             where = f"its last checkpoint is step {self._saved_step} in {self.dir.root}"
         else:

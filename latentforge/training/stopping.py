@@ -46,6 +46,17 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def signals_ignored(*signums: int) -> Iterator[None]:
+    """The block runs with these signals ignored (a second Ctrl-C must not cut the checkpoint it writes)."""
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 class NonFiniteGuard:
     """Skips optimizer steps whose loss is NaN/Inf on any process, counts them, and stops the run after
     `limit` in a row (a diverged run, not a stray batch). All processes take the same decision."""

@@ -1,5 +1,6 @@
 """The U-Net trainer's export: a full diffusers folder (`output_dir/model/`) or the LoRA files
-(`output_dir/lora/`), each with the run's training settings in its safetensors headers and a model card."""
+(`output_dir/lora/`), each with the run's training settings in its safetensors headers and a model card;
+written beside its place and renamed into it when complete."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from accelerate import Accelerator
 
 from latentforge.data.training_data import data_note
 from latentforge.models.components import Components
+from latentforge.training.atomic_output import staged_folder
 from latentforge.training.lora import save_lora
 from latentforge.training.model_card import write_model_card
 from latentforge.training.training_metadata import add_header_metadata, training_metadata
@@ -29,18 +31,18 @@ def export_unet_run(
         components.unet.eval()
         metadata = training_metadata(config, metrics, *images)
         prediction_type = components.scheduler.config.get("prediction_type", "epsilon")
-        if config.lora.rank:
-            out.mkdir(parents=True, exist_ok=True)
-            title = f"latentforge LoRA (rank {config.lora.rank}) for {config.base}"
-            text_encoder = components.text_encoder if config.lora.text_encoder else None
-            save_lora(components.unet, out, text_encoder, prediction_type, title, training=metadata)
-        else:
-            components.save_pretrained(out, overwrite=True)
-            title = "latentforge text-to-image model"
-            for part in ("unet", "text_encoder") if config.train_text_encoder else ("unet",):
-                for file in (out / part).glob("*.safetensors"):
-                    add_header_metadata(file, metadata)
-        write_model_card(out, title, run.dir.config, _data_note(config, images), metrics)
+        with staged_folder(out) as staging:  # whole or absent: a kill or a full disk keeps the earlier export
+            if config.lora.rank:
+                title = f"latentforge LoRA (rank {config.lora.rank}) for {config.base}"
+                text_encoder = components.text_encoder if config.lora.text_encoder else None
+                save_lora(components.unet, staging, text_encoder, prediction_type, title, training=metadata)
+            else:
+                components.save_pretrained(staging, overwrite=True)
+                title = "latentforge text-to-image model"
+                for part in ("unet", "text_encoder") if config.train_text_encoder else ("unet",):
+                    for file in (staging / part).glob("*.safetensors"):
+                        add_header_metadata(file, metadata)
+            write_model_card(staging, title, run.dir.config, _data_note(config, images), metrics)
         accelerator.print(f"exported {out}")
     accelerator.wait_for_everyone()
     return out

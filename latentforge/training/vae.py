@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -24,6 +21,7 @@ from latentforge.image_metrics import psnr, ssim
 from latentforge.imaging import make_grid, to_pil
 from latentforge.models.component_files import component_folder, has_weights, load_vae
 from latentforge.training import losses
+from latentforge.training.atomic_output import staged_folder
 from latentforge.training.model_card import write_model_card
 from latentforge.training.optimization import OptimizerUpdate, make_ema, make_optimizer
 from latentforge.training.run import Backward, Trainer, TrainingRun, train_loop
@@ -206,19 +204,16 @@ def _export(
         else:  # same encoder, same latents: the scale a U-Net was trained with must not move
             std = 1.0 / vae.config.scaling_factor
         metrics = {**metrics, "latent_std": std, "scaling_factor": 1.0 / std}
-        model_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".vae.tmp-", dir=model_dir))
-        vae.save_pretrained(tmp, safe_serialization=True)
-        shutil.rmtree(model_dir / "vae", ignore_errors=True)
-        os.replace(tmp, model_dir / "vae")
-        write_model_card(
-            model_dir,
-            "latentforge VAE (AutoencoderKL)",
-            run.dir.config,
-            data_note(config.data, len(train_data)),
-            metrics,
-        )
-        (model_dir / "vae_metrics.json").write_text(json.dumps(metrics, indent=2))
+        with staged_folder(model_dir) as staging:  # whole or absent (a kill or a full disk keeps the old one)
+            vae.save_pretrained(staging / "vae", safe_serialization=True)
+            write_model_card(
+                staging,
+                "latentforge VAE (AutoencoderKL)",
+                run.dir.config,
+                data_note(config.data, len(train_data)),
+                metrics,
+            )
+            (staging / "vae_metrics.json").write_text(json.dumps(metrics, indent=2))
         accelerator.print(f"exported {model_dir / 'vae'} (scaling_factor {vae.config.scaling_factor:.5f})")
     accelerator.wait_for_everyone()
     return model_dir

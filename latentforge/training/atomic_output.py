@@ -1,0 +1,82 @@
+"""Outputs that are whole or absent: a folder is written under a temporary name beside its target and renamed
+into place when complete, so a kill or a full disk never leaves a folder that looks finished, and an earlier
+output at the target survives a write that fails."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+TMP_MARK, OLD_MARK = ".tmp-", ".old-"
+
+
+def fsync(path: Path) -> None:
+    """Flush `path` (a file or a folder's entries) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """Flush every file under `folder`, then the folder itself."""
+    for file in folder.rglob("*"):
+        if file.is_file():
+            fsync(file)
+    fsync(folder)
+
+
+def _tidy(final: Path) -> None:
+    """Remove what an interrupted write left beside `final`; an earlier output moved aside just before a kill
+    (`final` missing) is put back."""
+    for old in sorted(final.parent.glob(f".{final.name}{OLD_MARK}*")):
+        if not final.exists():
+            os.replace(old, final)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for tmp in final.parent.glob(f".{final.name}{TMP_MARK}*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_folder(tmp: Path, final: Path) -> None:
+    """Put the complete folder `tmp` at `final`; an earlier `final` is removed only once the new one is there."""
+    old = final.with_name(f".{final.name}{OLD_MARK}{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    fsync(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_failed(err: OSError, what: str, kept: str) -> OSError:
+    """`err` (a full disk, a file-size limit, a read-only folder) as an OSError that says what was not written
+    and what is intact."""
+    reason = err.strerror or str(err)
+    hint = "; free some space and run again" if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
+    failed = OSError(err.errno, f"could not write {what} ({reason}); {kept}{hint}")
+    failed.filename = err.filename
+    return failed
+
+
+@contextmanager
+def staged_folder(final: Path) -> Iterator[Path]:
+    """A new temporary folder beside `final` to write the output into; when the block ends it replaces `final`.
+    When the block fails, the temporary folder goes and `final` is as it was (OSError: says so)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _tidy(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_MARK}", dir=final.parent))
+    try:
+        yield tmp
+        fsync_tree(tmp)
+        replace_folder(tmp, final)
+    except OSError as err:
+        kept = f"the earlier {final} is unchanged" if final.exists() else f"nothing was written at {final}"
+        raise write_failed(err, final, kept) from err
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
