@@ -54,6 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Bad input: one clear line, no traceback.
         print(f"latentforge {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except (PermissionError, IsADirectoryError) as err:  # a read-only output folder, an unreadable input
+        print(
+            f"latentforge {args.command}: error: {err}; check the path and its permissions", file=sys.stderr
+        )
+        return 2
     except KeyboardInterrupt as err:  # Ctrl-C: one line and the shell's exit code, not a traceback from torch
         # a training run says where it saved its checkpoint, and a SIGTERM gives 143
         detail = f": {err}" if str(err) else ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -38,7 +39,11 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"config file {path} is not UTF-8 text ({err.reason}); give a YAML file"
+            ) from None
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
         if not isinstance(loaded, Mapping):
@@ -52,8 +57,21 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
             raise ConfigError(
                 f"override {item!r} is not of the form key=value (e.g. optim.learning_rate=1e-4)"
             )
-        values = _deep_merge(values, _nest(key.strip(), yaml.safe_load(raw) if raw.strip() else ""))
+        values = _deep_merge(values, _nest(key.strip(), _override_value(item, raw)))
     return build_config(cls, values)
+
+
+def _override_value(item: str, raw: str) -> Any:
+    """The value of a KEY=VALUE override, read as YAML (numbers, true/false, [lists]); ConfigError naming it."""
+    if not raw.strip():
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or "not valid YAML"
+        raise ConfigError(
+            f"override {item!r}: the value is not valid YAML ({problem}); quote text, close [lists]"
+        ) from None
 
 
 def build_config(cls: type[T], values: Mapping[str, Any], _prefix: str = "", _root: type | None = None) -> T:
@@ -172,6 +190,8 @@ def _coerce_number(value: Any, hint: type, name: str) -> int | float:
         number = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
     if hint is int:
         if not number.is_integer():
             raise ConfigError(f"{name} must be a whole number, got {value!r}")

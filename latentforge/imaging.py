@@ -3,15 +3,42 @@ and evaluation. Tensors here are (B, 3, H, W) in [0, 1]; PIL images are RGB."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 
 if TYPE_CHECKING:  # torch is imported where a tensor is made: the CLI's parser imports this module
     import torch
+
+
+# Where a picture has transparency, the colour it is seen on: white for images (A1111's img2img background),
+# black for masks (a transparent part of a mask is not painted: keep).
+BACKGROUNDS = {"RGB": (255, 255, 255, 255), "L": (0, 0, 0, 255)}
+
+
+def normalized(image: PIL.Image.Image, mode: str = "RGB") -> PIL.Image.Image:
+    """`image` as `mode` ("RGB" or "L") the way it is seen: EXIF rotation applied, transparency composited
+    over BACKGROUNDS[mode], 16-bit and 32-bit grey scaled to 8 bits (PIL's convert clips them), palette and
+    CMYK converted."""
+    # a broken EXIF block (bad rational, bad UTF-8): the pixels are fine, keep them unrotated
+    with contextlib.suppress(ValueError, TypeError, ZeroDivisionError, SyntaxError, OSError, KeyError):
+        image = PIL.ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = PIL.Image.fromarray((array.clip(0, top) * (255.0 / top)).round().astype(np.uint8), "L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = PIL.Image.new("RGBA", rgba.size, BACKGROUNDS.get(mode, BACKGROUNDS["RGB"]))
+        image = PIL.Image.alpha_composite(background, rgba)
+    return image.convert(mode)
 
 
 def to_pil(images: torch.Tensor) -> list[PIL.Image.Image]:
@@ -24,7 +51,7 @@ def pil_to_tensor(images: Sequence[PIL.Image.Image]) -> torch.Tensor:
     """(B, 3, H, W) float32 in [0, 1] from PIL images of one size (converted to RGB)."""
     import torch
 
-    arrays = np.stack([np.asarray(im.convert("RGB")) for im in images])
+    arrays = np.stack([np.asarray(normalized(im)) for im in images])
     return torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255
 
 

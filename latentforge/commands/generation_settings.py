@@ -24,6 +24,9 @@ from latentforge.commands.shared_flags import check_clip_skip, check_model, mode
 from latentforge.models.folder_checks import single_file_options
 from latentforge.pipelines.sampling_defaults import IMAGE_TASK_NAMES, check_defaults, model_settings
 
+TASK_NAMES = ("txt2img", "img2img", "inpaint")
+MAX_SEED = 2**64 - 1  # the largest seed a torch.Generator takes
+
 
 def settings_from_args(args: argparse.Namespace) -> GenerationRecord:
     """The run's record, with the model and input files as locations to load (not yet as shared)."""
@@ -51,7 +54,7 @@ def settings_from_args(args: argparse.Namespace) -> GenerationRecord:
         given = {**dataclasses.asdict(model_settings(given["model"])), **given}
     given.update(given_sampling(args))
     record = dataclasses.replace(record, **{k: v for k, v in given.items() if v is not None}, grid=False)
-    if args.seed is None and not args.from_png:
+    if (args.seed is None and not args.from_png) or args.seed == -1:  # -1: random, as in A1111
         record.seed = random.randrange(2**32)
     if record.task == "txt2img":
         record.strength = None
@@ -99,6 +102,14 @@ def check_settings(record: GenerationRecord, args: argparse.Namespace) -> None:
     if record.num_images < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise ValueError(
             f"--num-images and --batch-size must be >= 1, got {record.num_images} and {args.batch_size}"
+        )
+    if record.task not in TASK_NAMES:
+        raise ValueError(
+            f"--from-png: the record's task {record.task!r} is not one of {', '.join(TASK_NAMES)}"
+        )
+    if not 0 <= record.seed <= MAX_SEED - record.num_images + 1:
+        raise ValueError(
+            f"--seed must be in [0, {MAX_SEED - record.num_images + 1}] (-1 or none: random), got {record.seed}"
         )
     if record.task != "txt2img" and not record.image:
         raise ValueError(f"{args.command}: --image is required (the image to redraw)")

@@ -4,6 +4,7 @@ without -o, the folder `outputs`. Missing folders are made; an existing file is 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -38,12 +39,17 @@ def output_paths(output: str | None, seeds: list[int], overwrite: bool) -> list[
 
 
 def _check_folder(folder: Path) -> None:
-    """NotADirectoryError when `folder`, or the nearest part of it that exists, is a file."""
+    """NotADirectoryError when `folder`, or the nearest part of it that exists, is a file; PermissionError when
+    that part is not writable (found now, not after the model has loaded and drawn)."""
     for part in (folder, *folder.parents):
         if part.exists():
             if not part.is_dir():
                 raise NotADirectoryError(
                     f"-o/--output: {part} is a file, not a folder; choose another output"
+                )
+            if not os.access(part, os.W_OK | os.X_OK):
+                raise PermissionError(
+                    f"-o/--output: the folder {part} is not writable; choose another output folder"
                 )
             return
 

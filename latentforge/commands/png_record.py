@@ -12,6 +12,9 @@ import dataclasses
 import json
 import os
 import re
+import types
+import typing
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +81,27 @@ class GenerationRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationRecord:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """The record of `data` (unknown keys ignored); ValueError naming a field of the wrong type (a PNG's
+        record is a file from anywhere: nothing in it is trusted to be well formed)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"the record is a JSON {type(data).__name__}, not an object of settings")
+        hints = typing.get_type_hints(cls)
+        for key, value in data.items():
+            if key in hints and not _fits(value, hints[key]):
+                raise ValueError(f"the record's {key!r} is {value!r}, which is not a {hints[key]}")
+        return cls(**{k: v for k, v in data.items() if k in hints})
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether `value` (from JSON) has the type `hint` of a GenerationRecord field (the outer type only)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    kind = typing.get_origin(hint) or hint
+    if kind is type(None):
+        return value is None
+    if kind in (int, float):  # JSON has no int/bool distinction that Python keeps: refuse true as a number
+        return isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 def sampler_name(class_name: str, config: dict[str, Any]) -> str | None:
@@ -160,8 +182,20 @@ def png_info(record: GenerationRecord) -> PngInfo:
 
 
 def save_png(image: PIL.Image.Image, path: str | os.PathLike, record: GenerationRecord) -> None:
-    """Save `image` as PNG at `path` with `record` in its text chunks."""
-    image.save(path, format="PNG", pnginfo=png_info(record))
+    """Save `image` as PNG at `path` with `record` in its text chunks, atomically: the bytes go to a hidden
+    temporary file beside `path`, flushed to disk, then renamed over it (`os.replace`), so a kill, a full disk
+    or a failed encode never leaves a PNG that looks complete, nor destroys the file that was there."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "xb") as file:
+            image.save(file, format="PNG", pnginfo=png_info(record))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_record(path: str | os.PathLike) -> GenerationRecord:
@@ -177,12 +211,19 @@ def read_record(path: str | os.PathLike) -> GenerationRecord:
     if RECORD_KEY in texts:
         try:
             return GenerationRecord.from_dict(json.loads(texts[RECORD_KEY]))
-        except (json.JSONDecodeError, TypeError) as err:
+        except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
             raise ValueError(
-                f"--from-png: the {RECORD_KEY!r} record of {path} is not valid JSON ({err})"
+                f"--from-png: the {RECORD_KEY!r} record of {path} is not a valid generation record ({err}); "
+                "give the settings on the command line instead"
             ) from err
     if PARAMETERS_KEY in texts:
-        return parse_a1111_parameters(texts[PARAMETERS_KEY])
+        try:
+            return parse_a1111_parameters(texts[PARAMETERS_KEY])
+        except ValueError as err:
+            raise ValueError(
+                f"--from-png: the {PARAMETERS_KEY!r} text of {path} has a bad value ({err}); "
+                "give that setting on the command line instead"
+            ) from err
     raise ValueError(
         f"--from-png: {path} carries no generation parameters (no {PARAMETERS_KEY!r} text chunk)"
     )
@@ -208,23 +249,35 @@ def parse_a1111_parameters(text: str) -> GenerationRecord:
     return record
 
 
+def _number(params: dict[str, str], key: str, kind: type) -> Any:
+    """params[key] as `kind`; ValueError naming the field."""
+    try:
+        return kind(params[key])
+    except ValueError:
+        raise ValueError(f"{key}: {params[key]!r} is not a {kind.__name__}") from None
+
+
 def _apply_a1111_params(record: GenerationRecord, params: dict[str, str]) -> None:
     if "Steps" in params:
-        record.steps = int(params["Steps"])
+        record.steps = _number(params, "Steps", int)
     if "Seed" in params:
-        record.seed = int(params["Seed"])
+        record.seed = _number(params, "Seed", int)
     if "CFG scale" in params:
-        record.guidance_scale = float(params["CFG scale"])
+        record.guidance_scale = _number(params, "CFG scale", float)
     if "Sampler" in params:
         record.scheduler = _A1111_TO_NAME.get(params["Sampler"])
     if "Size" in params and "x" in params["Size"]:
-        record.width, record.height = (int(v) for v in params["Size"].split("x"))
+        width, _, height = params["Size"].partition("x")
+        record.width, record.height = (
+            _number({"Size": width}, "Size", int),
+            _number({"Size": height}, "Size", int),
+        )
     if "Clip skip" in params:
-        record.clip_skip = max(int(params["Clip skip"]) - 1, 0) or None
+        record.clip_skip = max(_number(params, "Clip skip", int) - 1, 0) or None
     if "Cache interval" in params:
-        record.cache_interval = int(params["Cache interval"])
+        record.cache_interval = _number(params, "Cache interval", int)
     if "Denoising strength" in params:
-        record.strength = float(params["Denoising strength"])
+        record.strength = _number(params, "Denoising strength", float)
         record.task = "img2img"
     record.lora_hashes = _parse_hash_list(params.get("Lora hashes", ""))
     record.embedding_hashes = _parse_hash_list(params.get("TI hashes", ""))

@@ -60,6 +60,7 @@ def _run(args: argparse.Namespace) -> int:
 
     config = load_config(STAGE_CONFIGS[args.stage], path, overrides)
     check_model_keys(args.stage, config)
+    check_run_inputs(config)
     # Explicit stage -> module table (no import strings), imported here: each trainer pulls in torch and
     # accelerate, which `latentforge --help` and the checks above must not wait for.
     if args.stage == "vae":
@@ -107,3 +108,22 @@ def check_model_keys(stage: str, config: object) -> None:
         else:
             fix = f"a model folder, a hub id (org/name) or an architecture name (one of {architectures})"
         raise FileNotFoundError(f"{key}={value}: no such folder; set {key}= to {fix}")
+
+
+def check_run_inputs(config: object) -> None:
+    """The run's folder and data sources, before the trainer loads: an empty output_dir would scatter the run's
+    folders into the current one; a dataset path that does not exist would fail only after the models load."""
+    if not str(config.output_dir).strip():
+        raise ValueError("output_dir is empty; set output_dir=DIR (or -o DIR) to the run's own folder")
+    fraction = config.data.max_corrupt_fraction
+    if not 0 <= fraction <= 1:
+        raise ValueError(
+            f"data.max_corrupt_fraction must be in [0, 1] (a share of the images), got {fraction}"
+        )
+    for source in (part.strip() for part in str(config.data.dataset).split("+")):
+        looks_like_path = source.startswith((".", "/", "~")) or source.count("/") > 1
+        if looks_like_path and not Path(source).expanduser().exists():
+            raise FileNotFoundError(
+                f"data.dataset: the folder {source} does not exist; set data.dataset= to a folder of images, "
+                "a built-in name (shapes, emoji) or a hub id"
+            )

@@ -11,6 +11,7 @@ from PIL import Image
 
 from latentforge.data.sources import check_columns
 from latentforge.data.transforms import ImageCaptionTransform
+from latentforge.imaging import normalized
 
 if TYPE_CHECKING:
     import datasets
@@ -29,7 +30,7 @@ def open_image(value: Any) -> Image.Image:
     """RGB image from a `datasets` image value (dict of bytes/path, path, or PIL); raises OSError if unreadable."""
     image = value if isinstance(value, Image.Image) else Image.open(_file_of(value))
     image.load()  # decode now, so a truncated file fails here and not inside the transform
-    return image.convert("RGB")
+    return normalized(image)  # EXIF rotation, transparency over white, 16-bit scaled
 
 
 def image_size(value: Any) -> tuple[int, int] | None:

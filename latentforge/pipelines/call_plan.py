@@ -58,6 +58,7 @@ def plan_call(pipe: Any, task: str, args: CallArgs) -> CallPlan:
     total = batch * args.num_images_per_prompt
     factor = pipe.vae_scale_factor
     latent_shape = (total, pipe.vae.config.latent_channels, height // factor, width // factor)
+    _check_tensor_arguments(pipe, args)
     if args.latents is not None and tuple(args.latents.shape) != latent_shape:
         raise ValueError(
             f"latents: expected shape {latent_shape} (images x channels x height/{factor} x width/{factor}), "
@@ -140,6 +141,34 @@ def _check_prompts(args: CallArgs) -> tuple[list[str] | None, list[str] | None, 
     ):
         raise ValueError(f"negative_prompt_embeds must be a tensor with {batch} rows, one per prompt")
     return prompts, negatives, batch
+
+
+def _check_tensor_arguments(pipe, args: CallArgs) -> None:
+    """latents, prompt_embeds and negative_prompt_embeds: tensors of finite numbers (a NaN or Inf would only
+    show after the loop, as a black image or an overflow) whose embedding width fits the U-Net."""
+    width = pipe.unet.config.cross_attention_dim
+    for name in ("latents", "prompt_embeds", "negative_prompt_embeds"):
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point torch.Tensor, got {type(value).__name__}")
+        if not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise ValueError(
+                f"{name} holds {bad} NaN/Inf value(s) of {value.numel()}; pass finite numbers (check what made it)"
+            )
+        if name != "latents" and value.shape[-1] != width:
+            raise ValueError(
+                f"{name}: the last dimension is {value.shape[-1]} but this model's U-Net takes text embeddings "
+                f"of width {width} (cross_attention_dim); make them with this model's text encoder"
+            )
+    positive, negative = args.prompt_embeds, args.negative_prompt_embeds
+    if positive is not None and negative is not None and positive.shape != negative.shape:
+        raise ValueError(
+            f"prompt_embeds {tuple(positive.shape)} and negative_prompt_embeds {tuple(negative.shape)} must have "
+            "the same shape"
+        )
 
 
 def _is_int(value) -> bool:

@@ -17,19 +17,26 @@ import numpy as np
 import PIL.Image
 import torch
 
+from latentforge.imaging import normalized
+
 ImageInput = Any  # str | Path | PIL.Image.Image | list[PIL.Image.Image] | np.ndarray | torch.Tensor
 
 
 def load_image(path: str | os.PathLike, argument: str = "image", mode: str = "RGB") -> PIL.Image.Image:
-    """The image file at `path` converted to `mode`; FileNotFoundError / ValueError naming `argument`."""
+    """The image file at `path` as `mode`, as a viewer shows it (`imaging.normalized`: EXIF rotation,
+    transparency, 16-bit); FileNotFoundError / ValueError naming `argument`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{argument}: file {path} does not exist")
     try:
         with PIL.Image.open(path) as image:
             image.load()
-            return image.convert(mode)
-    except (PIL.UnidentifiedImageError, OSError) as err:
+            return normalized(image, mode)
+    except PIL.Image.DecompressionBombError as err:  # refused from the header, before the pixels are read
+        raise ValueError(
+            f"{argument}: {path} is too large to open safely ({err}); resize it to a few megapixels first"
+        ) from None
+    except (PIL.UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"{argument}: {path} is not an image file that PIL can read ({err})") from err
 
 
@@ -44,7 +51,7 @@ def to_tensor(image: ImageInput, argument: str, channels: int) -> torch.Tensor:
         sizes = {i.size for i in image}
         if len(sizes) > 1:
             raise ValueError(f"{argument}: the images have different sizes {sorted(sizes)}; give equal sizes")
-        image = np.stack([np.asarray(i.convert(mode)) for i in image])
+        image = np.stack([np.asarray(normalized(i, mode)) for i in image])
     if isinstance(image, np.ndarray):
         image = _numpy_to_tensor(image, argument, channels)
     if not isinstance(image, torch.Tensor):
