@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,10 @@ class TrainingRun:
         while not self.done:
             epoch, skip = divmod(self.consumed, self.batches_per_epoch)
             dataloader.set_epoch(epoch)
-            active = self.accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
+            # a shard stream (data.shards) starts at a batch without reading the batches before it
+            skip_first = getattr(dataloader, "skip_first_batches", None)
+            skip_first = skip_first or partial(self.accelerator.skip_first_batches, dataloader)
+            active = skip_first(skip) if skip else dataloader
             active.set_epoch(epoch)
             for batch in active:
                 self.consumed += 1
