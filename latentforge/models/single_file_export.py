@@ -192,6 +192,10 @@ def save_single_file(
     try:
         save_file(state, tmp, metadata=metadata)
         os.replace(tmp, path)
+    except Exception as err:  # a full disk (safetensors says so in its own error type)
+        kept = f"the earlier {path} is unchanged" if path.exists() else f"nothing was written at {path}"
+        reason = getattr(err, "strerror", None) or err
+        raise OSError(f"could not write {path} ({reason}); {kept}; check the free space there") from err
     finally:
         tmp.unlink(missing_ok=True)
     return path

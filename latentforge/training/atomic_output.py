@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -54,13 +55,26 @@ def replace_folder(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def as_write_error(err: Exception) -> OSError | None:
+    """`err` as an OSError when it is a failed write, however the writer said so (an OSError; safetensors'
+    "I/O error: ... (os error N)"; torch.save's zip writer); None for any other error."""
+    if isinstance(err, OSError):
+        return err
+    text = str(err)
+    if not any(sign in text for sign in ("I/O error", "PytorchStreamWriter", "inline_container")):
+        return None
+    code = re.search(r"os error (\d+)", text)
+    return OSError(int(code.group(1)) if code else errno.EIO, text)
+
+
 def write_failed(err: OSError, what: str, kept: str) -> OSError:
     """`err` (a full disk, a file-size limit, a read-only folder) as an OSError that says what was not written
     and what is intact."""
     reason = err.strerror or str(err)
-    hint = "; free some space and run again" if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
-    failed = OSError(err.errno, f"could not write {what} ({reason}); {kept}{hint}")
-    failed.filename = err.filename
+    full = err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    hint = "; free some space and run again" if full else "; check the free space and permissions there"
+    failed = OSError(f"could not write {what} ({reason}); {kept}{hint}")
+    failed.errno = err.errno  # kept for callers; the message stays free of "[Errno N]"
     return failed
 
 
@@ -75,8 +89,10 @@ def staged_folder(final: Path) -> Iterator[Path]:
         yield tmp
         fsync_tree(tmp)
         replace_folder(tmp, final)
-    except OSError as err:
+    except Exception as err:
+        if (failed := as_write_error(err)) is None:
+            raise
         kept = f"the earlier {final} is unchanged" if final.exists() else f"nothing was written at {final}"
-        raise write_failed(err, final, kept) from err
+        raise write_failed(failed, final, kept) from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

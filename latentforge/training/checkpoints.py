@@ -29,7 +29,13 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
-from latentforge.training.atomic_output import fsync, fsync_tree, replace_folder, write_failed
+from latentforge.training.atomic_output import (
+    as_write_error,
+    fsync,
+    fsync_tree,
+    replace_folder,
+    write_failed,
+)
 from latentforge.training.run_dir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -212,9 +218,11 @@ class CheckpointManager:
             acc.wait_for_everyone()
             if acc.is_main_process:
                 self._finish(tmp, final, step, state)
-        except OSError as err:  # a full disk: no checkpoint-N; the earlier ones are untouched
+        except Exception as err:  # a full disk: no checkpoint-N; the earlier ones are untouched
+            if (failed := as_write_error(err)) is None:
+                raise
             shutil.rmtree(tmp, ignore_errors=True)
-            raise write_failed(err, f"checkpoint {step} to {self.root}", self._kept()) from err
+            raise write_failed(failed, f"checkpoint {step} to {self.root}", self._kept()) from err
         if acc.is_main_process:
             self._prune()
         acc.wait_for_everyone()

@@ -1,0 +1,77 @@
+"""Atomic outputs (issue 21 items 2-3): exports and checkpoints are written beside their place and renamed in
+whole, so a full disk (the kernel's file-size limit, or an injected ENOSPC) or a kill mid-write never leaves
+an output that looks complete, and an earlier output at the target survives byte for byte."""
+
+from __future__ import annotations
+
+import errno
+import sys
+from pathlib import Path
+
+import pytest
+
+from latentforge.training.atomic_output import staged_folder
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import disk_full  # noqa: E402
+
+# Components.save_pretrained (latentforge export to a folder) lets safetensors' own error through: the user
+# gets "SafetensorError: Error while serializing: I/O error" and a traceback (models/components.py)
+UNCLEAR = {"diffusers folder"}
+
+
+@pytest.mark.parametrize("fault", list(disk_full.FAULTS))
+@pytest.mark.parametrize("case", list(disk_full.CASES))
+def test_a_full_disk_keeps_the_earlier_output_and_says_so(tmp_path, case, fault):
+    outcome = disk_full.CASES[case](tmp_path, disk_full.FAULTS[fault])
+    assert outcome.error, "the write under a full disk did not fail"
+    assert outcome.intact, f"{case}: the earlier output changed"
+    assert outcome.leftovers == [], f"{case}: left {outcome.leftovers}"
+    if case in UNCLEAR:
+        pytest.xfail(f"{case}: {outcome.error}")
+    assert outcome.clear, outcome.error
+    assert "[Errno" not in outcome.error and "Traceback" not in outcome.error
+
+
+def _write(folder: Path, text: str) -> None:
+    (folder / "weights").write_text(text)
+    (folder / "sub").mkdir()
+    (folder / "sub" / "config.json").write_text("{}")
+
+
+def test_a_failed_write_leaves_nothing_where_nothing_was(tmp_path):
+    target = tmp_path / "model"
+    failing = pytest.raises(OSError, match=r"could not write .*model \(No space left.*nothing was written at")
+    with failing, staged_folder(target) as staging:
+        _write(staging, "new")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_an_error_that_is_not_a_write_passes_through_and_keeps_the_earlier_output(tmp_path):
+    target = tmp_path / "model"
+    with staged_folder(target) as staging:
+        _write(staging, "old")
+    with pytest.raises(KeyError), staged_folder(target) as staging:
+        _write(staging, "new")
+        raise KeyError("a bug, not a full disk")
+    assert (target / "weights").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_a_kill_between_the_two_renames_gives_the_earlier_output_back(tmp_path):
+    """replace_folder moves the old output aside, then the new one in: a kill between the two leaves only the
+    hidden old one; the next write puts it back first, and a stale staging folder is removed."""
+    target = tmp_path / "model"
+    aside = tmp_path / ".model.old-12345"
+    aside.mkdir()
+    _write(aside, "old")
+    (tmp_path / ".model.tmp-abc").mkdir()  # a staging folder of the killed process
+    with pytest.raises(OSError, match="the earlier .*model is unchanged"), staged_folder(target):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert (target / "weights").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    with staged_folder(target) as staging:
+        _write(staging, "new")
+    assert (target / "weights").read_text() == "new" and (target / "sub" / "config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
