@@ -3,7 +3,7 @@ configs are checked before torch loads. The loading itself is in `latentforge.da
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -25,6 +25,11 @@ class DataConfig:
     seed: int = 0  # seeds the built-in generator, the held-out split and per-sample augmentation
     num_workers: int = 0  # DataLoader worker processes (0 = load in the training process)
     max_corrupt_fraction: float = 0.2  # stop when more than this fraction of images is unreadable
+    # WebDataset-style tar shards (<key>.jpg/.png + <key>.txt/.json), streamed instead of `dataset`: each a file,
+    # a folder of .tar files, a glob or a brace range ("laion/{00000..00999}.tar"). The U-Net trainer then
+    # encodes every batch as it trains (no latent cache), splits the shards among processes and resumes at the
+    # checkpoint's batch. Write shards with `python -m latentforge.data.shards SOURCE OUT`.
+    shards: list[str] = field(default_factory=list)
     # Aspect-ratio buckets (kohya's --enable_bucket, NovelAI's bucketing): each image is resized to cover the
     # bucket of about resolution^2 pixels whose shape is nearest its own and centre-cropped by a few pixels
     # at most, instead of cut to a square; every batch holds one bucket. Off: square centre crops.

@@ -160,9 +160,11 @@ def data_note(config: DataConfig, num_train: int) -> str:
             note = f"`{source}` (split {config.split}, columns {config.image_column}/{config.caption_column})"
         notes.append(note)
     source = " + ".join(notes)
+    held_out = f"after holding out {config.held_out_fraction:.1%} (max {config.max_held_out}) for evaluation"
+    if config.shards:
+        source, held_out = f"tar shards {', '.join(config.shards)}, streamed", "per epoch (none held out)"
     return (
-        f"Source: {source}. {num_train} training pairs after holding out "
-        f"{config.held_out_fraction:.1%} (max {config.max_held_out}) for evaluation. "
+        f"Source: {source}. {num_train} training pairs {held_out}. "
         f"Resolution {config.resolution}, center_crop={config.center_crop}, random_flip={config.random_flip} "
         "(flips swap 'left'/'right' in captions)."
     )

@@ -20,23 +20,20 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler
 
-from latentforge.data.training_data import load_splits, make_buckets
+from latentforge.data.training_data import make_buckets
 from latentforge.models.component_files import component_folder, has_weights, load_text_encoder, load_vae
 from latentforge.models.components import Components
 from latentforge.resources import DEFAULT_MODEL, shipped_names
 from latentforge.training import losses
 from latentforge.training.dreambooth import (
     check_dreambooth,
-    draw_class_rows,
-    dreambooth_images,
-    uses_prior,
 )
 from latentforge.training.inpaint_masks import inpaint_conditioning, random_masks
-from latentforge.training.latent_cache import LatentCache, load_or_build_cache, sample_inputs
 from latentforge.training.optimization import OptimizerUpdate, make_ema, make_optimizer
 from latentforge.training.run import Backward, Trainer, TrainingRun, train_loop
 from latentforge.training.stage_configs import UNetTrainConfig
 from latentforge.training.trained_models import trained_models
+from latentforge.training.unet_data import UNetData, cached_data, check_streaming, streamed_data
 from latentforge.training.unet_export import export_unet_run
 from latentforge.training.validation import log_validation_images
 
@@ -97,6 +94,8 @@ def check_config(config: UNetTrainConfig) -> None:
             "of the text encoder set train_text_encoder=true instead"
         )
     check_dreambooth(config.dreambooth)
+    if config.data.shards:
+        check_streaming(config)
 
 
 def _check_fit(c: Components, config: UNetTrainConfig) -> None:
@@ -162,80 +161,48 @@ def train(config: UNetTrainConfig) -> Path:
     run = TrainingRun(config, "unet")
     accelerator = run.accelerator
     components = load_components(config).to(accelerator.device)
-    train_data, n_instance = _training_images(accelerator, components, config, run)
-    cache = load_or_build_cache(
-        accelerator,
-        components,
-        train_data,
-        config.data,
-        run.dir.root,
-        components.is_inpaint,
-        config.cache_dtype,
-    ).to(accelerator.device)
+    data = (
+        streamed_data(accelerator, components, config)
+        if config.data.shards
+        else cached_data(components, config, run)
+    )
     models, groups = trained_models(components, config)
     trainable = [p for group in groups for p in group["params"]]
     optimizer, scheduler = make_optimizer(groups, config.optim)
-    instance = cache.index < n_instance  # DreamBooth: the rest are class images, drawn beside each batch
-    loader = cache.row_loader(config.optim.batch_size, config.seed, instance.nonzero()[:, 0].cpu())
-    *prepared, optimizer, loader = accelerator.prepare(*models, optimizer, loader)
+    # a shard loader is not a DataLoader: prepare hands it back as it is (it splits the shards itself)
+    *prepared, optimizer, loader = accelerator.prepare(*models, optimizer, data.loader)
     ema = make_ema(trainable, config.ema)
     run.checkpoints.register(scheduler, ema)
     run.resume(len(loader))
-    class_rows = (~instance).nonzero()[:, 0] if uses_prior(config.dreambooth) else None
-    size = next(iter(cache.bucket_counts()))  # validation at the most used bucket's size
     trainer = Trainer(
-        train_step=_train_step(prepared, components, cache, config, class_rows),
+        train_step=_train_step(prepared, components, data, config),
         updates=[OptimizerUpdate(optimizer, scheduler, trainable, ema)],
         prepared=prepared,
         saved=models,
         validate=lambda step: log_validation_images(
-            accelerator, components, config.validation, size, run.dir.validation, step
+            accelerator, components, config.validation, data.size, run.dir.validation, step
         ),
     )
     train_loop(run, loader, trainer)  # ends with the EMA weights in the models
-    summary = {
-        **run.finish(trainable),
-        "cached_images": len(cache),
-        "corrupt_images_skipped_in_cache": cache.skipped,
-        "images_per_bucket": {f"{w}x{h}": n for (h, w), n in cache.bucket_counts().items()},
-    }
-    images = (int(instance.sum()), int((~instance).sum()))
-    out = export_unet_run(accelerator, components, config, run, summary, images)
+    summary = {**run.finish(trainable), **data.summary}
+    out = export_unet_run(accelerator, components, config, run, summary, data.images)
     run.close()
     return out
 
 
-def _training_images(accelerator, components: Components, config: UNetTrainConfig, run: TrainingRun):
-    """(dataset, n_instance): DreamBooth's instance photos (+ class images), or `data`'s training split."""
-    if config.dreambooth.instance_data:
-        return dreambooth_images(accelerator, components, config, run.dir)
-    train_data, _ = load_splits(config.data)
-    return train_data, len(train_data)
-
-
-def _train_step(
-    prepared: list,
-    components: Components,
-    cache: LatentCache,
-    config: UNetTrainConfig,
-    class_rows: torch.Tensor | None,
-):
-    """One micro-batch of cache rows -> the diffusion loss through `backward`; {"loss"}. With DreamBooth's
-    prior preservation, as many class images beside it: loss = instance + prior_loss_weight * prior."""
+def _train_step(prepared: list, components: Components, data: UNetData, config: UNetTrainConfig):
+    """One micro-batch -> the diffusion loss through `backward`; {"loss"}. With DreamBooth's prior
+    preservation, as many class images beside it: loss = instance + prior_loss_weight * prior."""
     model, text_model = prepared[0], (prepared[1] if len(prepared) > 1 else None)
     noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)  # the training noise schedule
-    scaling = components.vae.config.scaling_factor
-
-    def loss_of(rows: torch.Tensor) -> torch.Tensor:
-        inputs = sample_inputs(cache, rows, scaling, config.caption_dropout, text_model)
-        return diffusion_loss(model, components, noise_scheduler, inputs, config)
 
     def step(batch, backward: Backward) -> dict[str, torch.Tensor]:
-        loss = loss_of(batch["index"])
-        if class_rows is None:
+        loss = diffusion_loss(model, components, noise_scheduler, data.inputs(batch, text_model), config)
+        if data.prior is None:
             backward(loss)
             return {"loss": loss.detach()}
-        prior = loss_of(draw_class_rows(cache.bucket, class_rows, len(batch["index"])))
+        prior_inputs = data.prior(batch, text_model)
+        prior = diffusion_loss(model, components, noise_scheduler, prior_inputs, config)
         total = loss + config.dreambooth.prior_loss_weight * prior
         backward(total)
         return {"loss": total.detach(), "instance_loss": loss.detach(), "prior_loss": prior.detach()}

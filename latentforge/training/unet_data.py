@@ -1,0 +1,99 @@
+"""The U-Net trainer's data, two ways: rows of the latent cache (`cached_data`: the VAE and text encoder run
+once over the set), or batches streamed from tar shards and encoded as they come (`streamed_data`, data.shards:
+sets too large to cache). Either gives the loop a loader and a function from a batch to its inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from latentforge.data.shards import find_shards
+from latentforge.data.streaming import shard_loader
+from latentforge.data.training_data import load_splits
+from latentforge.models.components import Components
+from latentforge.training.dreambooth import draw_class_rows, dreambooth_images, uses_prior
+from latentforge.training.latent_cache import load_or_build_cache, sample_inputs
+from latentforge.training.run import TrainingRun
+from latentforge.training.stage_configs import UNetTrainConfig
+from latentforge.training.stream_encoding import stream_inputs
+
+
+def check_streaming(config: UNetTrainConfig) -> None:
+    """data.shards: the shards exist, and nothing asks for what only the latent cache gives."""
+    find_shards(config.data.shards)
+    if config.dreambooth.instance_data:
+        raise ValueError(
+            "data.shards streams a large set; DreamBooth (dreambooth.instance_data) needs neither"
+        )
+    if config.data.buckets:
+        raise ValueError(
+            "data.buckets=true needs the latent cache; streamed shards (data.shards) train square"
+        )
+
+
+@dataclass
+class UNetData:
+    """What the loop trains on: its batches, and how a batch becomes (latents, embeds, pixels)."""
+
+    loader: Any
+    inputs: Callable  # (batch, text model or None) -> (latents, embeds, pixels)
+    prior: Callable | None  # DreamBooth prior preservation: (batch, text model) -> class images' inputs
+    size: tuple[int, int]  # (height, width) of the validation images
+    summary: dict[str, Any]  # for the model card
+    images: tuple[int, int]  # (training or instance images, class images)
+
+
+def cached_data(components: Components, config: UNetTrainConfig, run: TrainingRun) -> UNetData:
+    """Batches of rows of the latent cache (built once by the main process)."""
+    accelerator = run.accelerator
+    if config.dreambooth.instance_data:  # instance photos (+ class images)
+        train_data, n_instance = dreambooth_images(accelerator, components, config, run.dir)
+    else:
+        train_data = load_splits(config.data)[0]
+        n_instance = len(train_data)
+    cache = load_or_build_cache(
+        accelerator,
+        components,
+        train_data,
+        config.data,
+        run.dir.root,
+        components.is_inpaint,
+        config.cache_dtype,
+    ).to(accelerator.device)
+    instance = cache.index < n_instance  # DreamBooth: the rest are class images, drawn beside each batch
+    loader = cache.row_loader(config.optim.batch_size, config.seed, instance.nonzero()[:, 0].cpu())
+    scaling = components.vae.config.scaling_factor
+
+    def inputs(batch, text_model=None, rows=None):
+        rows = batch["index"] if rows is None else rows
+        return sample_inputs(cache, rows, scaling, config.caption_dropout, text_model)
+
+    class_rows = (~instance).nonzero()[:, 0]
+
+    def prior(batch, text_model=None):
+        return inputs(batch, text_model, draw_class_rows(cache.bucket, class_rows, len(batch["index"])))
+
+    summary = {
+        "cached_images": len(cache),
+        "corrupt_images_skipped_in_cache": cache.skipped,
+        "images_per_bucket": {f"{w}x{h}": n for (h, w), n in cache.bucket_counts().items()},
+    }
+    size = next(iter(cache.bucket_counts()))  # validation at the most used bucket's size
+    images = (int(instance.sum()), int((~instance).sum()))
+    return UNetData(loader, inputs, prior if uses_prior(config.dreambooth) else None, size, summary, images)
+
+
+def streamed_data(accelerator, components: Components, config: UNetTrainConfig) -> UNetData:
+    """Batches streamed from data.shards, this process's share, encoded as they come."""
+    rank, world = accelerator.process_index, accelerator.num_processes
+    loader = shard_loader(config.data, config.optim.batch_size, rank, world)
+    scaling = components.vae.config.scaling_factor
+
+    def inputs(batch, text_model=None):
+        return stream_inputs(components, batch, scaling, config.caption_dropout, text_model)
+
+    per_epoch = loader.stream.samples_per_epoch * world
+    summary = {"streamed_shards": len(loader.stream.shards), "samples_per_epoch": per_epoch}
+    size = (config.data.resolution, config.data.resolution)
+    return UNetData(loader, inputs, None, size, summary, (per_epoch, 0))

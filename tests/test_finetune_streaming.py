@@ -1,0 +1,194 @@
+"""Streaming tar shards (data.shards): shards written from `shapes`, split between processes without overlap,
+unreadable members skipped and counted, a U-Net run on them, and a stopped-and-resumed run that trains on the
+same samples in the same order as a straight one, without reading the samples it skips."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import datasets
+import pytest
+from safetensors.torch import load_file
+
+from latentforge.config_loader import load_config
+from latentforge.data.data_config import DataConfig
+from latentforge.data.shapes import shapes_dataset
+from latentforge.data.shards import expand_braces, find_shards, write_shards
+from latentforge.data.streaming import ShardStream, index_shard, shard_loader
+from latentforge.resources import config_file
+from latentforge.training import unet as unet_trainer
+from latentforge.training import unet_data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    """24 shapes in 4 shards of 6."""
+    folder = tmp_path_factory.mktemp("shards")
+    data = shapes_dataset(24, size=32).cast_column("image", datasets.Image(decode=False))
+    assert len(write_shards(data, folder, samples_per_shard=6)) == 4
+    return folder
+
+
+def _keys(stream: ShardStream, epoch: int) -> list[str]:
+    return [stream.sample(epoch, i)["key"] for i in range(stream.samples_per_epoch)]
+
+
+def test_shard_patterns_and_their_errors(shards, tmp_path):
+    assert expand_braces("s/{08..10}-{a,b}.tar") == [
+        f"s/{n}-{x}.tar" for n in ("08", "09", "10") for x in "ab"
+    ]
+    every = find_shards(str(shards))
+    assert [p.name for p in every] == ["00000.tar", "00001.tar", "00002.tar", "00003.tar"]
+    assert find_shards(f"{shards}/{{00000..00003}}.tar") == every == find_shards([f"{shards}/*.tar"])
+    with pytest.raises(FileNotFoundError, match="00004.tar does not exist"):
+        find_shards(f"{shards}/{{00000..00004}}.tar")
+    with pytest.raises(FileNotFoundError, match="no .tar shard"):
+        find_shards(str(tmp_path))
+    with pytest.raises(ValueError, match="data.shards is empty"):
+        find_shards([])
+    with tarfile.open(every[0]) as tar:
+        names = tar.getnames()
+    assert names[:2] == ["000000000.png", "000000000.txt"]
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_processes_get_disjoint_equal_shares_in_a_seeded_order(shards, world_size):
+    config = DataConfig(resolution=32, shards=[str(shards)], seed=1)
+    paths = find_shards(config.shards)
+    streams = [ShardStream(paths, config, rank, world_size) for rank in range(world_size)]
+    assert streams[0].by_shard == (world_size == 2)  # 4 shards: split by shard for 2, by sample for 3
+    shares = [_keys(stream, 0) for stream in streams]
+    assert len({len(share) for share in shares}) == 1, "processes would run different numbers of steps"
+    seen = [key for share in shares for key in share]
+    assert len(seen) == len(set(seen)) >= 24 - world_size + 1, "a sample twice in one epoch, or many dropped"
+    if world_size == 2:  # whole shards per process
+        assert {k.split("/")[0] for k in shares[0]} == {"00000.tar", "00002.tar"}
+    again = ShardStream(paths, config, 0, world_size)
+    assert _keys(again, 0) == shares[0], "the order must be a function of (seed, epoch)"
+    assert _keys(again, 1) != shares[0], "every epoch in the same order"
+    if world_size == 2:  # the same shards, in another order
+        assert sorted(_keys(again, 1)) == sorted(shares[0])
+
+
+def _member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def test_unreadable_members_are_skipped_and_counted(shards, tmp_path):
+    bad = tmp_path / "bad.tar"
+    good = find_shards(str(shards))[0]
+    with tarfile.open(good) as source, tarfile.open(bad, "w") as tar:
+        for member in source.getmembers()[:4]:  # two good samples
+            tar.addfile(member, source.extractfile(member))
+        _member(tar, "broken.png", b"not a png")
+        _member(tar, "broken.txt", b"a broken image")
+        _member(tar, "captiononly.txt", b"no image here")
+        _member(tar, "meta.png", source.extractfile("000000000.png").read())
+        _member(tar, "meta.json", json.dumps({"caption": "a caption from json"}).encode())
+    config = DataConfig(resolution=32, shards=[str(bad)])
+    batch = next(iter(shard_loader(config, batch_size=5)))
+    assert batch["skipped"] == 2 and len(batch["key"]) == 3
+    assert "a caption from json" in batch["text"]
+    cut = tmp_path / "cut.tar"
+    second_image = index_shard(good)[1][1]["png"][0]
+    cut.write_bytes(good.read_bytes()[: second_image + 10])  # the second image's data is cut short
+    batch = next(iter(shard_loader(DataConfig(resolution=32, shards=[str(cut)]), batch_size=2)))
+    assert batch["skipped"] == 1
+    (tmp_path / "junk.tar").write_bytes(b"\0junk" * 300)
+    with pytest.raises(ValueError, match="not a readable uncompressed tar"):
+        shard_loader(DataConfig(shards=[str(tmp_path / "junk.tar")]), batch_size=2)
+
+
+def _config(out, shards, *overrides):
+    return load_config(
+        unet_trainer.UNetTrainConfig,
+        config_file("train", "smoke-unet"),
+        [f"output_dir={out}", f"data.shards={shards}", "checkpoint.every_steps=0", *overrides],
+    )
+
+
+def _record_keys(monkeypatch) -> list[list[str]]:
+    """Keys of every batch the trainer encodes, in order."""
+    seen, encode = [], unet_data.stream_inputs
+    monkeypatch.setattr(
+        unet_data, "stream_inputs", lambda c, batch, *a: seen.append(batch["key"]) or encode(c, batch, *a)
+    )
+    return seen
+
+
+def test_streamed_run_resumes_at_the_same_sample(shards, tmp_path, monkeypatch):
+    # 24 samples, batch 4, random crops (no cache could hold them): 6 batches an epoch, 8 steps cross into epoch 2
+    steps = ["optim.max_steps=8", "data.center_crop=false"]
+    seen = _record_keys(monkeypatch)
+    straight = unet_trainer.train(_config(tmp_path / "straight", shards, *steps))
+    assert len(seen) == 8 and len({k for batch in seen[:6] for k in batch}) == 24
+    card = (straight / "README.md").read_text()
+    assert '"streamed_shards": 4' in card and '"images_seen": 32' in card
+    straight_keys = list(seen)
+
+    seen.clear()
+    unet_trainer.train(_config(tmp_path / "resumed", shards, "optim.max_steps=3", "data.center_crop=false"))
+    read = []
+    sample = ShardStream.sample
+    monkeypatch.setattr(ShardStream, "sample", lambda self, *a: read.append(a) or sample(self, *a))
+    resumed = unet_trainer.train(_config(tmp_path / "resumed", shards, *steps, "checkpoint.resume=latest"))
+    assert seen == straight_keys, "the resumed run trained on other samples"
+    assert len(read) == 5 * 4, "the resume read the samples it skipped"
+    a = load_file(straight / "unet" / "diffusion_pytorch_model.safetensors")
+    b = load_file(resumed / "unet" / "diffusion_pytorch_model.safetensors")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+
+
+def test_streaming_refuses_what_needs_the_cache(shards, tmp_path):
+    with pytest.raises(ValueError, match="data.buckets=true needs the latent cache"):
+        unet_trainer.train(_config(tmp_path, shards, "data.buckets=true"))
+    with pytest.raises(FileNotFoundError, match="00004.tar does not exist"):
+        unet_trainer.train(_config(tmp_path, f"{shards}/{{00000..00009}}.tar"))
+    assert not any(tmp_path.iterdir()), "the errors must come before any work"
+
+
+# a 2-process run that writes the keys each process encoded to keys-<rank>.json
+RECORDING_RUN = """
+import json, os, sys
+from latentforge.cli import main
+from latentforge.training import unet_data
+
+seen, encode = [], unet_data.stream_inputs
+def recording(components, batch, *args):
+    seen.extend(batch["key"])
+    return encode(components, batch, *args)
+unet_data.stream_inputs = recording
+code = main(sys.argv[1:])
+with open(os.path.join(sys.argv[-1].split("=", 1)[1], f"keys-{os.environ['RANK']}.json"), "w") as f:
+    json.dump(seen, f)
+sys.exit(code)
+"""
+
+
+def test_two_processes_stream_disjoint_shards_and_end_equal(shards, tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(RECORDING_RUN)
+    out = tmp_path / "run"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launcher += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    command = [*launcher, str(script), "train", "unet", "--config", "smoke-unet", f"data.shards={shards}"]
+    command += ["optim.max_steps=3", f"output_dir={out}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    keys = [json.loads((out / f"keys-{rank}.json").read_text()) for rank in range(2)]
+    assert len(keys[0]) == len(keys[1]) == 3 * 4
+    assert not set(keys[0]) & set(keys[1]), "two processes trained on the same sample"
+    assert {k.split("/")[0] for k in keys[0]} <= {"00000.tar", "00002.tar"}
+    card = (out / "model" / "README.md").read_text()
+    sums = json.loads(card.split("```json")[1].split("```")[0])["weight_checksum_per_process"]
+    assert len(sums) == 2 and sums[0] == sums[1]
+    assert (out / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
