@@ -45,7 +45,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
                 f"config file {path} is not UTF-8 text ({err.reason}); give a YAML file"
             ) from None
         except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+            raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(err)}") from None
         if not isinstance(loaded, Mapping):
             raise ConfigError(
                 f"config file {path} must hold a mapping of key: value, got {type(loaded).__name__}"
@@ -68,10 +68,16 @@ def _override_value(item: str, raw: str) -> Any:
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError as err:
-        problem = getattr(err, "problem", None) or "not valid YAML"
         raise ConfigError(
-            f"override {item!r}: the value is not valid YAML ({problem}); quote text, close [lists]"
+            f"override {item!r}: the value is not valid YAML ({_yaml_problem(err)}); quote text, close [lists]"
         ) from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's error on one line: what is wrong and where (its own text spans several lines)."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def build_config(cls: type[T], values: Mapping[str, Any], _prefix: str = "", _root: type | None = None) -> T:

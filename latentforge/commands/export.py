@@ -19,7 +19,7 @@ from pathlib import Path
 
 from latentforge.commands.model_files import add_single_file_arguments, check_single_file
 from latentforge.commands.sampling_flags import add_sampling_arguments, given_sampling
-from latentforge.commands.shared_flags import deprecated
+from latentforge.commands.shared_flags import check_model, deprecated
 from latentforge.models.folder_checks import SAFETENSORS_SUFFIX, single_file_options
 from latentforge.pipelines.sampling_defaults import FILE, check_defaults, read_defaults, write_defaults
 
@@ -116,6 +116,7 @@ def _source_options(args: argparse.Namespace) -> dict:
                 "export: the single-file options are for a checkpoint SOURCE, not --architecture"
             )
         return {}
+    check_model(args.source, flag="SOURCE")
     check_single_file(args.source, options, flag="SOURCE")
     return options if Path(args.source).is_file() else {}
 
@@ -132,8 +133,19 @@ def _stored_in_fp16(source: str) -> bool:
         files, prefix = sorted((Path(source) / "unet").glob("*.safetensors")), ""
     if not files:
         return False
-    with open(files[0], "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(length))
+    try:
+        with open(files[0], "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(min(length, 100_000_000)))
+        assert isinstance(header, dict)
+    except (
+        struct.error,
+        ValueError,
+        AssertionError,
+    ):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(
+            f"SOURCE: {files[0]} is not a readable safetensors file (its header is cut or garbled): it is "
+            "truncated or corrupt; download or export it again"
+        ) from None
     dtypes = {v["dtype"] for k, v in header.items() if k != "__metadata__" and k.startswith(prefix)}
     return dtypes == {"F16"}

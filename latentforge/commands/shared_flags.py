@@ -30,7 +30,7 @@ def model_location(value: str | None) -> str:
     return str(DEFAULT_MODEL) if value in (None, "", DEFAULT_MODEL_NAME) else str(value)
 
 
-def check_model(model: str, hub_ids: bool = True) -> None:
+def check_model(model: str, hub_ids: bool = True, flag: str = "--model") -> None:
     """FileNotFoundError when `model` is neither an existing path nor (with `hub_ids`) a hub id like org/name,
     or when it is the built-in default model and that is not installed."""
     if model == str(DEFAULT_MODEL) and not DEFAULT_MODEL.is_dir():
@@ -42,7 +42,7 @@ def check_model(model: str, hub_ids: bool = True) -> None:
     if not Path(model).exists() and not hub_id:
         also = " (and it is not a hub id like org/name)" if hub_ids else ""
         what = "file" if Path(model).suffix.lower() in (SAFETENSORS_SUFFIX, *PICKLE_SUFFIXES) else "folder"
-        raise FileNotFoundError(f"--model: {what} {model} does not exist{also}")
+        raise FileNotFoundError(f"{flag}: {what} {model} does not exist{also}")
 
 
 def add_conditioning_arguments(parser: argparse.ArgumentParser) -> None:

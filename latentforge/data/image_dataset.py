@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,6 +20,27 @@ if TYPE_CHECKING:
 
 # what PIL raises on truncated, garbled or unsupported files (UnidentifiedImageError is an OSError)
 _IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+logger = logging.getLogger(__name__)
+LOGGED_UNREADABLE = 5  # unreadable images named in the log, per process (the count covers them all)
+
+
+@dataclasses.dataclass(frozen=True)
+class Unreadable:
+    """An image that could not be read: its dataset row, its file (or row) name and why."""
+
+    index: int
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.reason})"
+
+
+def _name_of(value: Any, index: int) -> str:
+    path = value.get("path") if isinstance(value, dict) else value if isinstance(value, str) else None
+    return str(path) if path else f"row {index}"
 
 
 def _file_of(value: Any) -> Any:
@@ -46,7 +69,7 @@ def image_size(value: Any) -> tuple[int, int] | None:
 
 class ImageCaptionDataset(torch.utils.data.Dataset):
     """Item i -> {"pixel_values": (3, H, W) float in [-1, 1], "text": str, "index": i, "original_size": (h, w),
-    "crop_top_left": (top, left)}, or None if unreadable.
+    "crop_top_left": (top, left)}, or an `Unreadable` (logged, the first few) if the image cannot be read.
 
     Randomness (crop, flip, choice among several captions) comes from a generator seeded by
     (seed, epoch, index), so any worker layout and any resume point give the same samples. `skipped`
@@ -82,14 +105,17 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         """Use the random crops/flips of `epoch` (call before creating the epoch's iterator)."""
         self.epoch = epoch
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
+    def __getitem__(self, index: int) -> dict[str, Any] | Unreadable:
         row = self.data[int(index)]
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         try:
             image = open_image(row[self.image_column])
-        except _IMAGE_ERRORS:
+        except _IMAGE_ERRORS as err:
             self.skipped += 1
-            return None
+            unreadable = Unreadable(int(index), _name_of(row[self.image_column], int(index)), _reason(err))
+            if self.skipped <= LOGGED_UNREADABLE:
+                logger.warning("data: skipping unreadable image %s", unreadable)
+            return unreadable
         caption = row[self.caption_column]
         if isinstance(caption, list | tuple):  # several captions per image: pick one
             caption = caption[int(rng.integers(len(caption)))] if caption else ""
@@ -104,10 +130,16 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         }
 
 
-def collate_skip_none(items: list[dict[str, Any] | None]) -> dict[str, Any]:
-    """Stack the readable items; "skipped" = how many were None. pixel_values: (B, 3, H, W), B may be 0;
-    original_size and crop_top_left: (B, 2) as (height, width) and (top, left)."""
-    kept = [item for item in items if item is not None]
+def _reason(err: BaseException) -> str:
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def collate_skip_none(items: list[dict[str, Any] | Unreadable | None]) -> dict[str, Any]:
+    """Stack the readable items; "skipped" = how many were not (None or `Unreadable`), "unreadable" = the
+    `Unreadable` ones. pixel_values: (B, 3, H, W), B may be 0; original_size and crop_top_left: (B, 2) as
+    (height, width) and (top, left)."""
+    kept = [item for item in items if isinstance(item, dict)]
     pixel_values = torch.stack([i["pixel_values"] for i in kept]) if kept else torch.empty(0, 3, 0, 0)
     return {
         "pixel_values": pixel_values,
@@ -116,4 +148,5 @@ def collate_skip_none(items: list[dict[str, Any] | None]) -> dict[str, Any]:
         "original_size": torch.tensor([i["original_size"] for i in kept], dtype=torch.long).reshape(-1, 2),
         "crop_top_left": torch.tensor([i["crop_top_left"] for i in kept], dtype=torch.long).reshape(-1, 2),
         "skipped": len(items) - len(kept),
+        "unreadable": [item for item in items if isinstance(item, Unreadable)],
     }

@@ -46,11 +46,21 @@ def extract_lora_tags(prompt: str) -> tuple[str, list[LoraTag]]:
 
 
 def find_lora_file(name: str, lora_dir: str | os.PathLike) -> Path:
-    """The file `lora_dir/**/NAME.safetensors` (or .ckpt/.pt); FileNotFoundError listing what the folder has."""
+    """The file `lora_dir/**/NAME.safetensors` (or .ckpt/.pt) that lies inside `lora_dir` (links that lead out
+    are ignored); ValueError for a NAME with folders, FileNotFoundError listing what the folder has."""
+    if not name or any(sep in name for sep in ("/", "\\")) or name in (".", "..") or Path(name).is_absolute():
+        raise ValueError(
+            f"<lora:{name}>: a LoRA name is a file name in --lora-dir (without extension), no folders"
+        )
     folder = Path(lora_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"LoRA folder {folder} does not exist (--lora-dir)")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in LORA_SUFFIXES and p.is_file())
+    inside = folder.resolve()
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in LORA_SUFFIXES and p.is_file() and p.resolve().is_relative_to(inside)
+    )  # a link that leads out of the folder is not one of its LoRAs
     matches = [p for p in files if p.stem == name]
     if not matches:
         known = ", ".join(sorted({p.stem for p in files})) or "no LoRA files"

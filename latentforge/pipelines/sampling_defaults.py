@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +65,16 @@ def check_defaults(values: dict[str, Any], source: str) -> dict[str, Any]:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"{source}: steps must be an integer >= 1, got {steps!r}")
     for name, low, high in _RANGES:
-        value = values.get(name, high)
+        if name not in values:
+            continue
+        value = values[name]
         open_low = name == "strength"  # strength 0 would run no step at all
-        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if not is_number or value > high or value < low or (open_low and value == low):
-            interval = f"{'(' if open_low else '['}{low}, {high}]"
-            raise ValueError(f"{source}: {name} must be a number in {interval}, got {value!r}")
+            interval = (
+                f"in {'(' if open_low else '['}{low}, {high}]" if math.isfinite(high) else f"finite, >= {low}"
+            )
+            raise ValueError(f"{source}: {name} must be a number {interval}, got {value!r}")
     return values
 
 

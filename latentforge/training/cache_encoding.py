@@ -4,6 +4,7 @@ bucket's size, and its mirror with random_flip), the frozen text encoder over ev
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 
 import torch
@@ -28,9 +29,9 @@ def _encode_images(vae, dataset, data: DataConfig, device, with_pixels: bool, va
     loader = image_loader(
         dataset, data, 32, False, flip=False, target_sizes=[sizes[i] for i in ids], batch_sampler=sampler
     )
-    rows, skipped = {}, 0
+    rows, unreadable = {}, []
     for batch in tqdm(loader, desc="caching latents", disable=len(dataset) < 256):
-        skipped += batch["skipped"]
+        unreadable += batch["unreadable"]
         if not len(batch["text"]):
             continue
         views = [batch["pixel_values"], batch["pixel_values"].flip(-1)][:variants]
@@ -54,9 +55,24 @@ def _encode_images(vae, dataset, data: DataConfig, device, with_pixels: bool, va
                 "original_size": batch["original_size"][j],
                 "crop_top_left": batch["crop_top_left"][j],
             }
-    if not rows:
-        raise ValueError("data: no readable image to cache")
-    return {"rows": [rows[i] for i in sorted(rows)], "sizes": sizes, "skipped": skipped}
+    check_unreadable(unreadable, len(dataset), data.max_corrupt_fraction)
+    return {"rows": [rows[i] for i in sorted(rows)], "sizes": sizes, "skipped": len(unreadable)}
+
+
+def check_unreadable(unreadable: list, total: int, limit: float, shown: int = 5) -> None:
+    """Say how many of `total` images could not be read, naming the first `shown` with the reason; ValueError
+    (nothing is cached) when they are more than `limit` (data.max_corrupt_fraction) of them, or all."""
+    if not unreadable:
+        return
+    names = "; ".join(str(u) for u in sorted(unreadable, key=lambda u: u.index)[:shown])
+    more = f" and {len(unreadable) - shown} more" if len(unreadable) > shown else ""
+    message = f"data: {len(unreadable)} of {total} images could not be read: {names}{more}"
+    if len(unreadable) > limit * total or len(unreadable) == total:
+        raise ValueError(
+            f"{message}. That is more than data.max_corrupt_fraction={limit} of them: fix or remove the files "
+            "(or raise data.max_corrupt_fraction)"
+        )
+    print(f"{message}; they are left out of training", file=sys.stderr)
 
 
 @torch.no_grad()

@@ -192,9 +192,11 @@ def load_or_build_cache(
         meta = {"key": key, "images": len(tensors["bucket"]), "captions": tensors["embeds"].shape[0]}
         (tmp / "meta.json").write_text(json.dumps(meta))  # written last: marks the cache complete
         os.replace(tmp, folder)
+        left_out = int(tensors["skipped"])
         accelerator.print(
             f"encoded the {meta['images']} training images to latents and their {meta['captions']} different "
             f"captions to text embeddings, once for the run (kept in {folder})"
+            + (f"; {left_out} unreadable image(s) left out" if left_out else "")
         )
     accelerator.wait_for_everyone()
     t = load_file(folder / "cache.safetensors")
