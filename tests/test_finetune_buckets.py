@@ -1,17 +1,22 @@
 """Aspect-ratio buckets on real photographs (scikit-image's): whole non-square photos in their bucket, batches of
 one shape in every process, the original size and crop in the cache, and a resumed run equal to a straight one."""
 
+import dataclasses
+import math
+
+import datasets
 import pytest
 import torch
 from accelerate import Accelerator
 from accelerate.data_loader import prepare_data_loader
+from PIL import Image
 from safetensors.torch import load_file
 
 from latentforge.config_loader import load_config
-from latentforge.data.buckets import BucketSampler
+from latentforge.data.buckets import AspectRatioBuckets, BucketSampler
 from latentforge.data.data_config import DataConfig
 from latentforge.data.sample_photos import write_photo_set
-from latentforge.data.training_data import assign_buckets, load_splits
+from latentforge.data.training_data import assign_buckets, load_splits, make_buckets
 from latentforge.resources import config_file
 from latentforge.training import unet as unet_trainer
 from latentforge.training.latent_cache import load_or_build_cache, sample_inputs
@@ -99,3 +104,35 @@ def test_bucket_batches_are_one_shape_and_split_across_processes_without_overlap
     assert [b["index"].tolist() for b in again] == [b.tolist() for b in shards[0]]
     with pytest.raises(ValueError, match="one bucket"):
         sample_inputs(cache, torch.tensor([0, int((cache.bucket != cache.bucket[0]).nonzero()[0])]), 1.0, 0.0)
+
+
+@pytest.mark.parametrize("width, height, limit", [(40, 30, 1.0), (20, 20, 1.0), (20, 36, 2.0), (30, 30, 1.5)])
+def test_small_photos_go_to_smaller_buckets_instead_of_being_blown_up(width, height, limit):
+    buckets = AspectRatioBuckets(64, 8)
+    unlimited = buckets.fit(width, height)
+    assert max(unlimited[0] / width, unlimited[1] / height) > limit, "the case must need the limit"
+    bucket_w, bucket_h = buckets.fit(width, height, limit)
+    assert max(bucket_w / width, bucket_h / height) <= limit, "enlarged past data.max_upscale"
+    assert bucket_w % 8 == 0 and bucket_h % 8 == 0
+    # as large as the limit allows, give or take a step, and of about the photo's shape
+    assert bucket_w * bucket_h >= 0.5 * width * height * limit**2
+    assert abs(math.log(bucket_w / bucket_h) - math.log(width / height)) < 0.5
+    assert buckets.fit(10 * width, 10 * height, limit) == buckets.fit(10 * width, 10 * height)
+
+
+def test_max_upscale_keeps_large_photos_and_groups_small_ones():
+    sizes = [(320, 240), (40, 30), (41, 31), (240, 320)]
+    data = datasets.Dataset.from_dict({"image": [Image.new("RGB", s) for s in sizes], "text": [""] * 4})
+    config = DataConfig(resolution=64, buckets=True, bucket_reso_steps=8)
+    plain_sizes, plain = assign_buckets(data, config, 8)
+    limited_sizes, limited = assign_buckets(data, dataclasses.replace(config, max_upscale=1.0), 8)
+    assert plain[1] == plain[0] and limited[1] == limited[2] != limited[0], "small photos not apart"
+    height, width = limited_sizes[limited[1]]
+    assert width <= 40 and height <= 30
+    assert [plain_sizes[i] for i in (plain[0], plain[3])] == [
+        limited_sizes[i] for i in (limited[0], limited[3])
+    ]
+    with pytest.raises(ValueError, match="max_upscale must be 0"):
+        make_buckets(dataclasses.replace(config, max_upscale=0.5))
+    with pytest.raises(ValueError, match="needs data.buckets=true"):
+        make_buckets(dataclasses.replace(config, max_upscale=1.0, buckets=False))

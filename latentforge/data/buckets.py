@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from functools import lru_cache
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -43,11 +44,42 @@ class AspectRatioBuckets:
     def __len__(self) -> int:
         return len(self.buckets)
 
+    def fit(self, width: int, height: int, max_upscale: float = 0.0) -> tuple[int, int]:
+        """(width, height) of the bucket an image of that size is resized to cover: the nearest in aspect ratio
+        (`assign`); with max_upscale > 0, when covering it would enlarge the image more than max_upscale times,
+        the nearest-aspect bucket of the largest smaller area (side resolution - k * step) that does not, so a
+        small photo trains at about its own size (kohya's bucket_no_upscale is max_upscale=1). Buckets of every
+        smaller area share the same grid, so small photos of like sizes share buckets."""
+        bucket = self.buckets[self.assign(width, height)]
+        if not max_upscale or _upscale(bucket, width, height) <= max_upscale:
+            return bucket
+        # the area that the limit allows, as a side rounded down to the step, then down step by step
+        side = min(
+            self.resolution - self.step, int(math.sqrt(width * height) * max_upscale) // self.step * self.step
+        )
+        for resolution in range(side, 0, -self.step):
+            smaller = _buckets_of_area(resolution, self.step)
+            bucket = smaller.buckets[smaller.assign(width, height)]
+            if _upscale(bucket, width, height) <= max_upscale:
+                return bucket
+        return bucket  # smaller than one step at the limit: the smallest bucket (step x step)
+
     def assign(self, width: int, height: int) -> int:
         """Index of the bucket with the nearest aspect ratio (in log space, so 2:1 and 1:2 are equally far)."""
         if width < 1 or height < 1:
             raise ValueError(f"image size must be positive, got {width}x{height}")
         return int(np.argmin(np.abs(self._log_ratios - math.log(width / height))))
+
+
+def _upscale(bucket: tuple[int, int], width: int, height: int) -> float:
+    """How many times an image of width x height is enlarged to cover `bucket` (width, height)."""
+    return max(bucket[0] / width, bucket[1] / height)
+
+
+@lru_cache(maxsize=64)
+def _buckets_of_area(resolution: int, step: int) -> AspectRatioBuckets:
+    """Buckets of about resolution^2 pixels, sides from one step to twice the resolution."""
+    return AspectRatioBuckets(resolution, step, step, 2 * resolution)
 
 
 class BucketBatchSampler(Sampler[list[int]]):

@@ -37,3 +37,8 @@ class DataConfig:
     min_bucket_reso: int = 0  # shortest bucket side in pixels (0 = max(resolution / 2, bucket_reso_steps))
     max_bucket_reso: int = 0  # longest bucket side in pixels (0 = 2 * resolution)
     bucket_reso_steps: int = 64  # bucket sides are multiples of this (and of the VAE's factor)
+    # Limit on enlarging small photos into their bucket (with buckets=true): a photo that its bucket would
+    # enlarge more than max_upscale times goes to a smaller bucket of its shape instead (fewer pixels, sides
+    # down to bucket_reso_steps), so it is not blown up into blur. 1 = never enlarge (kohya's
+    # --bucket_no_upscale); 0 = no limit.
+    max_upscale: float = 0.0

@@ -66,6 +66,12 @@ def make_buckets(config: DataConfig, vae_factor: int = 8) -> AspectRatioBuckets:
             f"data.resolution={config.resolution} is not a multiple of data.bucket_reso_steps={step}; "
             f"set data.bucket_reso_steps to a divisor of it (e.g. {max(vae_factor, config.resolution // 8)})"
         )
+    if config.max_upscale != 0 and config.max_upscale < 1:
+        raise ValueError(
+            f"data.max_upscale must be 0 (no limit) or >= 1 (1 = never enlarge), got {config.max_upscale}"
+        )
+    if config.max_upscale and not config.buckets:
+        raise ValueError("data.max_upscale sends small photos to smaller buckets: it needs data.buckets=true")
     buckets = AspectRatioBuckets(
         config.resolution, step, config.min_bucket_reso or None, config.max_bucket_reso or None
     )
@@ -88,7 +94,7 @@ def assign_buckets(
     buckets = make_buckets(config, vae_factor)
     images = hf_dataset.cast_column(config.image_column, _undecoded(hf_dataset, config.image_column))
     sizes = [image_size(v) for v in images[config.image_column]]
-    chosen = [buckets.buckets[buckets.assign(*s)] if s else square[::-1] for s in sizes]
+    chosen = [buckets.fit(*s, config.max_upscale) if s else square[::-1] for s in sizes]
     used = sorted(set(chosen), key=lambda wh: (wh[0] / wh[1], wh[0]))
     index = {wh: i for i, wh in enumerate(used)}
     return [(h, w) for w, h in used], [index[wh] for wh in chosen]

@@ -149,7 +149,13 @@ def cache_key(vae, text_encoder, tokenizer, dataset, data: DataConfig, with_pixe
         "center_crop": data.center_crop,
         "random_flip": data.random_flip,
         "columns": [data.image_column, data.caption_column],
-        "buckets": [data.buckets, data.min_bucket_reso, data.max_bucket_reso, data.bucket_reso_steps]
+        "buckets": [
+            data.buckets,
+            data.min_bucket_reso,
+            data.max_bucket_reso,
+            data.bucket_reso_steps,
+            data.max_upscale,
+        ]
         if data.buckets
         else False,
         "dataset": getattr(dataset, "_fingerprint", None) or str(len(dataset)),

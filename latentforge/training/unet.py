@@ -115,7 +115,7 @@ def _check_fit(c: Components, config: UNetTrainConfig) -> None:
         )
     if config.data.resolution % c.vae_scale_factor:
         raise ValueError(f"data.resolution must be a multiple of the VAE factor {c.vae_scale_factor}")
-    if config.data.buckets:
+    if config.data.buckets or config.data.max_upscale:
         make_buckets(config.data, c.vae_scale_factor)
     pt = c.scheduler.config.get("prediction_type", "epsilon")
     if pt not in ("epsilon", "v_prediction"):
