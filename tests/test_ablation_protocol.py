@@ -1,0 +1,80 @@
+"""benchmarks/ablation.py, the default model's ablation protocol, at a tiny size: a variant architecture, the
+budget turned into steps, a resumable run, the scores of every seed, one table row per run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
+
+
+@pytest.fixture(scope="module")
+def ablation():
+    spec = importlib.util.spec_from_file_location("ablation", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_overrides_split_into_training_and_unet_keys(ablation):
+    train, unet = ablation.split_overrides(["optim.learning_rate=1e-3", "unet.layers_per_block=3"])
+    assert train == ["optim.learning_rate=1e-3"] and unet == {"layers_per_block": 3}
+    with pytest.raises(SystemExit, match="must be JSON"):
+        ablation.split_overrides(["unet.down_block_types=[oops"])
+    with pytest.raises(SystemExit, match="not KEY=VALUE"):
+        ablation.split_overrides(["learning_rate"])
+
+
+def test_variant_architecture_changes_only_the_given_unet_keys(ablation, tmp_path):
+    assert ablation.variant_architecture("tiny", {}, tmp_path / "a") == "tiny"
+    folder = Path(ablation.variant_architecture("tiny", {"layers_per_block": 3}, tmp_path / "a"))
+    from latentforge.resources import architecture_dir
+
+    original = json.loads((architecture_dir("tiny") / "unet" / "config.json").read_text())
+    changed = json.loads((folder / "unet" / "config.json").read_text())
+    assert changed == original | {"layers_per_block": 3} and original["layers_per_block"] != 3
+    assert (folder / "vae" / "config.json").read_bytes() == (
+        architecture_dir("tiny") / "vae/config.json"
+    ).read_bytes()
+    with pytest.raises(SystemExit, match="layers_per_blok"):
+        ablation.variant_architecture("tiny", {"layers_per_blok": 3}, tmp_path / "b")
+
+
+def test_a_wider_unet_is_timed_slower_than_its_baseline(ablation, tmp_path):
+    wide = ablation.variant_architecture("tiny", {"block_out_channels": [64, 128]}, tmp_path / "wide")
+    assert ablation.speed_ratio("tiny", "tiny", 4, 1) == 1.0
+    assert ablation.speed_ratio("tiny", wide, 4, 2) < 0.8
+
+
+def test_a_row_trains_scores_every_seed_resumes_and_appends(ablation, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    table = tmp_path / "table.md"
+    argv = [
+        "tiny-row", "--config", "smoke-unet", "--architecture", "tiny", "--minutes", "0.01", "--baseline-rate",
+        "20", "--seeds", "0", "1", "--num-prompts", "1", "--images-per-prompt", "1", "--runs",
+        str(tmp_path / "runs"), "--table", str(table), "vae_from=", "text_encoder_from=", "unet.layers_per_block=2",
+    ]  # fmt: skip
+    ablation.main(argv)
+    run = tmp_path / "runs" / "tiny-row"
+    result = json.loads((run / "scores.json").read_text())
+    assert result["steps"] >= 1 and (run / "train" / "model" / "model_index.json").is_file()
+    unet = json.loads((run / "train" / "model" / "unet" / "config.json").read_text())
+    assert unet["layers_per_block"] == 2
+    for seed in (0, 1):
+        assert (run / f"eval-seed{seed}" / "compositional.json").is_file()
+    assert 0.0 <= result["scores"]["in_distribution/overall"] <= 1.0
+    trained = (run / "train" / "model" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    ablation.main(argv)  # done already: no new training, one more row
+    assert (
+        run / "train" / "model" / "unet" / "diffusion_pytorch_model.safetensors"
+    ).stat().st_mtime_ns == trained
+    rows = [line for line in table.read_text().splitlines() if line.startswith("| tiny-row |")]
+    assert (
+        len(rows) == 2
+        and "unet.layers_per_block=2" in rows[0]
+        and "benchmarks/ablation.py tiny-row" in rows[0]
+    )
