@@ -119,16 +119,35 @@ def skip_posterior_sample(
     draw_noise(shape, generator, device, dtype)
 
 
-def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+def damaged_weights(networks: dict[str, torch.nn.Module]) -> str:
+    """'' when every parameter of `networks` (name -> module) is finite, else a sentence naming the first
+    damaged tensors: what a NaN in the output means when it is not an overflow."""
+    for name, module in networks.items():
+        if module is None:
+            continue
+        bad = [key for key, value in module.state_dict().items() if not torch.isfinite(value).all()]
+        if bad:
+            return (
+                f"the {name}'s weights hold NaN or Inf ({len(bad)} tensors, e.g. {', '.join(bad[:3])}): the model "
+                "files are damaged; restore, re-download or re-export the model"
+            )
+    return ""
+
+
+def decode_latents(
+    vae, latents: torch.Tensor, networks: dict[str, torch.nn.Module] | None = None
+) -> torch.Tensor:
     """Images (B, 3, H, W) in about [-1, 1] from latents (B, 4, h, w).
 
     A half-precision VAE can overflow; when its output is not finite the decode is redone with a float32
-    copy of the VAE and a warning. Non-finite latents (an overflowed U-Net) raise FloatingPointError rather
-    than give a black image.
+    copy of the VAE and a warning. Non-finite latents raise FloatingPointError rather than give a black
+    image: naming the damaged weights when one of `networks` (the U-Net, the text encoder) has any (checked
+    only then, so a good call pays nothing), else as an overflow.
     """
     if not torch.isfinite(latents).all():
         raise FloatingPointError(
-            "the denoised latents contain NaN or Inf (the U-Net overflowed); run in float32 or bfloat16"
+            damaged_weights(networks or {})
+            or "the denoised latents contain NaN or Inf (the U-Net overflowed); run in float32 or bfloat16"
         )
     scaled = latents / vae.config.scaling_factor
     image = vae.decode(scaled.to(vae.dtype), return_dict=False)[0]
@@ -142,7 +161,9 @@ def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
         vae32 = copy.deepcopy(vae).to(torch.float32)
         image = vae32.decode(scaled.to(torch.float32), return_dict=False)[0]
     if not torch.isfinite(image).all():
-        raise FloatingPointError("the VAE decode gave NaN or Inf even in float32")
+        raise FloatingPointError(
+            damaged_weights({"VAE": vae}) or "the VAE decode gave NaN or Inf even in float32"
+        )
     return image
 
 

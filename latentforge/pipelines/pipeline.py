@@ -174,7 +174,8 @@ class _Pipeline(AdapterMethods, MemorySwitches):
         latents = denoising.denoise(job)
         if args.output_type == "latent":
             return latents
-        pixels = (denoising.decode_latents(self.vae, latents).float() * 0.5 + 0.5).clamp(0, 1)
+        networks = {"U-Net": self.unet, "text encoder": self.text_encoder}
+        pixels = (denoising.decode_latents(self.vae, latents, networks).float() * 0.5 + 0.5).clamp(0, 1)
         if masks is not None and args.paste_back:
             pixels = image_inputs.paste_back(
                 pixels, _expand(plan.images, plan.total), _expand(masks, plan.total)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import unicodedata
 
 import torch
 
@@ -106,12 +107,24 @@ def _merge_equal_weights(fragments: list[Fragment]) -> list[Fragment]:
     return merged or [Fragment("")]
 
 
+def visible_text(prompt: str) -> str:
+    """`prompt` without the characters nobody sees: control codes (NUL, terminal escapes; tabs and line breaks
+    become spaces) and format marks (zero-width space, BOM, bidi overrides; the emoji joiner U+200D stays).
+    CLIP's tokenizer would turn each into byte tokens that change the image."""
+    kept = (" " if c in "\t\n\r" else c for c in prompt if c in "\t\n\r\u200d" or _visible(c))
+    return "".join(kept)
+
+
+def _visible(char: str) -> bool:
+    return unicodedata.category(char) not in ("Cc", "Cf")
+
+
 def tokenize_chunks(
     tokenizer, prompt: str, vectors: dict[int, list[int]] | None = None
 ) -> list[tuple[list[int], list[float]]]:
     """Token ids and weights of each chunk: `(ids, weights)` of length `model_max_length` (77) each.
     `vectors`: `multi_vector_tokens(tokenizer)`, when the caller has it for several prompts."""
-    fragments = parse_prompt_weights(prompt)
+    fragments = parse_prompt_weights(visible_text(prompt))
     texts = [f.text for f in fragments if f.text is not None]
     ids_per_text = (
         iter(tokenizer(texts, add_special_tokens=False, verbose=False).input_ids) if texts else iter(())
