@@ -4,6 +4,7 @@ the trackers of `report_to`; and the run's config.yaml, written as it starts."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from latentforge.training.train_config import TrainConfig
 def make_accelerator(config: TrainConfig, project_name: str) -> Accelerator:
     """Accelerator for `config` (CPU when no CUDA), its trackers (`report_to`) under logs/, seeded per process;
     writes the run's config.yaml."""
+    refuse_sharding_without_cuda()
     run_dir = RunDir.of(config.output_dir)
     refuse_overwriting_checkpoints(run_dir.root, config.checkpoint.resume)  # before anything is written there
     trackers = trackers_of(config.report_to)
@@ -47,6 +49,17 @@ def make_accelerator(config: TrainConfig, project_name: str) -> Accelerator:
         run_dir.root.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir.config)
     return accelerator
+
+
+def refuse_sharding_without_cuda() -> None:
+    """accelerate (1.15) turns FSDP and DeepSpeed on only for GPU/accelerator process groups; launched for
+    them on CPUs, each process would train plain DDP (or alone) without saying so. ValueError naming DDP."""
+    for name, variable in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED")):
+        if os.environ.get(variable, "").lower() == "true" and not torch.cuda.is_available():
+            raise ValueError(
+                f"{name} needs CUDA GPUs: accelerate shards a model only across GPUs, and on this machine's CPUs "
+                "the processes would not shard; launch with configs/accelerate/ddp.yaml (or --multi_gpu) instead"
+            )
 
 
 def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
