@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +167,27 @@ def cache_key(vae, text_encoder, tokenizer, dataset, data: DataConfig, with_pixe
     return digest.hexdigest()[:20]
 
 
+def _intact(folder: Path) -> bool:
+    """Whether the cache in `folder` is complete (meta.json, written last) and its file is readable with the
+    image count meta.json records. A damaged cache (a cut or garbled file) is derived data: it is said and
+    built again rather than failing the run."""
+    if not (folder / "meta.json").is_file():
+        return False
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        with safe_open(folder / "cache.safetensors", framework="pt") as handle:
+            complete = handle.get_slice("bucket").get_shape() == [meta["images"]]
+        reason = "" if complete else "its image count differs from meta.json"
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as err:
+        reason = f"{type(err).__name__}: {err}"
+    if reason:
+        print(f"the latent cache in {folder} is damaged ({reason}); building it again", file=sys.stderr)
+        shutil.rmtree(folder, ignore_errors=True)
+    return not reason
+
+
 def load_or_build_cache(
     accelerator: Accelerator,
     components,
@@ -187,7 +209,7 @@ def load_or_build_cache(
         components.vae, components.text_encoder, components.tokenizer, dataset, data, with_pixels, dtype
     )
     folder = root / key
-    if accelerator.is_main_process and not (folder / "meta.json").is_file():
+    if accelerator.is_main_process and not _intact(folder):
         if root.is_dir():  # caches of other weights/settings are stale for this run
             for old in root.iterdir():
                 shutil.rmtree(old, ignore_errors=True)
