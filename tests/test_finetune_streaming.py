@@ -19,11 +19,12 @@ from latentforge.data.data_config import DataConfig
 from latentforge.data.shapes import shapes_dataset
 from latentforge.data.shards import expand_braces, find_shards, write_shards
 from latentforge.data.streaming import ShardStream, index_shard, shard_loader
-from latentforge.resources import config_file
+from latentforge.resources import config_file, configs_root
 from latentforge.training import unet as unet_trainer
 from latentforge.training import unet_data
 
 ROOT = Path(__file__).resolve().parents[1]
+DDP = configs_root() / "accelerate" / "ddp.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -173,22 +174,33 @@ sys.exit(code)
 """
 
 
-def test_two_processes_stream_disjoint_shards_and_end_equal(shards, tmp_path):
-    script = tmp_path / "run.py"
-    script.write_text(RECORDING_RUN)
-    out = tmp_path / "run"
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    launcher += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+def _launch(script: Path, shards: Path, out: Path, *overrides: str) -> list[list[str]]:
+    """2 processes under configs/accelerate/ddp.yaml; the keys each one encoded."""
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP)]
     command = [*launcher, str(script), "train", "unet", "--config", "smoke-unet", f"data.shards={shards}"]
-    command += ["optim.max_steps=3", f"output_dir={out}"]
+    command += ["optim.max_steps=4", "checkpoint.every_steps=2", *overrides, f"output_dir={out}"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    keys = [json.loads((out / f"keys-{rank}.json").read_text()) for rank in range(2)]
-    assert len(keys[0]) == len(keys[1]) == 3 * 4
-    assert not set(keys[0]) & set(keys[1]), "two processes trained on the same sample"
-    assert {k.split("/")[0] for k in keys[0]} <= {"00000.tar", "00002.tar"}
-    card = (out / "model" / "README.md").read_text()
+    return [json.loads((out / f"keys-{rank}.json").read_text()) for rank in range(2)]
+
+
+def test_two_processes_stream_disjoint_shards_and_resume_exactly(shards, tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(RECORDING_RUN)
+    straight = tmp_path / "straight"
+    keys = _launch(script, shards, straight)
+    assert len(keys[0]) == len(keys[1]) == 4 * 4  # 4 steps of 4, across an epoch end (3 batches an epoch)
+    assert not set(keys[0][:12]) & set(keys[1][:12]), "two processes trained on the same sample"
+    assert {k.split("/")[0] for k in keys[0]} == {"00000.tar", "00002.tar"}
+    card = (straight / "model" / "README.md").read_text()
     sums = json.loads(card.split("```json")[1].split("```")[0])["weight_checksum_per_process"]
     assert len(sums) == 2 and sums[0] == sums[1]
-    assert (out / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+    # both processes resume from the straight run's step 2 and train steps 3-4 on the same samples
+    resumed = tmp_path / "resumed"
+    again = _launch(script, shards, resumed, f"checkpoint.resume={straight}/checkpoints/checkpoint-2")
+    assert again == [rank_keys[8:] for rank_keys in keys]
+    a = load_file(straight / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+    b = load_file(resumed / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
