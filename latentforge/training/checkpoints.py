@@ -29,13 +29,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
-from latentforge.training.atomic_output import (
-    as_write_error,
-    fsync,
-    fsync_tree,
-    replace_folder,
-    write_failed,
-)
+from latentforge.training import atomic_output as atomic
 from latentforge.training.run_dir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -219,10 +213,10 @@ class CheckpointManager:
             if acc.is_main_process:
                 self._finish(tmp, final, step, state)
         except Exception as err:  # a full disk: no checkpoint-N; the earlier ones are untouched
-            if (failed := as_write_error(err)) is None:
+            if (failed := atomic.as_write_error(err)) is None:
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
-            raise write_failed(failed, f"checkpoint {step} to {self.root}", self._kept()) from err
+            raise atomic.write_failed(failed, f"checkpoint {step} to {self.root}", self._kept()) from err
         if acc.is_main_process:
             self._prune()
         acc.wait_for_everyone()
@@ -232,18 +226,17 @@ class CheckpointManager:
         """Add our files and the manifest to accelerate's state in `tmp`, flush, and rename it to `final`."""
         save_objects(self.objects, tmp)
         (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2))
-        fsync_tree(tmp)
+        atomic.fsync_tree(tmp)
         marker = {"step": step, "num_processes": self.accelerator.num_processes, "files": _manifest(tmp)}
         (tmp / MARKER).write_text(json.dumps(marker, indent=2))
-        fsync(tmp / MARKER)
-        fsync(tmp)
+        atomic.fsync(tmp / MARKER)
+        atomic.fsync(tmp)
         # resume=latest skipped an incomplete `final` as unloadable (when resume names a folder, later complete
         # checkpoints are refused at the start: refuse_overwriting_checkpoints)
-        replace_folder(tmp, final)
+        atomic.replace_folder(tmp, final)
 
     def _kept(self) -> str:
-        complete = [p for _, p in list_checkpoints(self.root) if is_complete(p)]
-        if not complete:
+        if not (complete := [p for _, p in list_checkpoints(self.root) if is_complete(p)]):
             return "the run has no earlier checkpoint"
         return f"the earlier checkpoints are intact (newest: {complete[-1].name}; continue with checkpoint.resume=latest)"
 

@@ -4,7 +4,6 @@ and the end-of-run summary."""
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -34,8 +33,7 @@ class TrainingRun:
     def __init__(self, config: TrainConfig, name: str) -> None:
         """Start run `name` ("vae", "clip", "unet"): its accelerator (`make_accelerator`), checkpoints, guard."""
         check_optimizer(config.optim)  # before the accelerator writes anything
-        if int(os.environ.get("RANK", "0")) == 0:  # one lock per run, taken by its first process
-            run_lock.acquire(config.output_dir)
+        run_lock.acquire(config.output_dir)  # before anything is written there
         accelerator = make_accelerator(config, name)
         self.config, self.accelerator, self.desc = config, accelerator, name
         self.dir = RunDir.of(config.output_dir)
@@ -174,8 +172,7 @@ class TrainingRun:
             "extra": self.extra_state,
             "seconds": round(self.seconds, 1),
         }
-        path = self.checkpoints.save(self.step, state, models)
-        self._saved_step = self.step
+        path, self._saved_step = self.checkpoints.save(self.step, state, models), self.step
         return path
 
     def interrupted(self, err: KeyboardInterrupt, models: list[torch.nn.Module]) -> Interrupted:

@@ -29,9 +29,12 @@ def _flock(fd: int) -> bool:
 def acquire(output_dir: str | Path) -> Path:
     """Lock `output_dir` for this process (creating it); RunLocked names the holder when another has it.
 
-    A lock this process already holds (a run in it that raised before `release`) is taken over."""
+    A lock this process already holds (a run in it that raised before `release`) is taken over. Under
+    `accelerate launch` only the first process (RANK 0) locks: the others belong to the same run."""
     root = Path(output_dir).resolve()
-    if os.name != "posix":  # no flock: one run per folder is then the user's to keep
+    if (
+        os.name != "posix" or int(os.environ.get("RANK", "0")) != 0
+    ):  # no flock, or not the run's first process
         return root / LOCK_FILE
     release(root)
     root.mkdir(parents=True, exist_ok=True)
