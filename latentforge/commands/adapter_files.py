@@ -1,7 +1,8 @@
 """The LoRAs and textual-inversion embeddings of a `generate`/`img2img`/`inpaint` run, found before any model
 loads: `--lora FILE[:WEIGHT]` (repeatable), A1111's `<lora:NAME:WEIGHT>` in the prompt with NAME looked up in
 `--lora-dir`, and `--embedding FILE` (repeatable; its token is the file's stem, as in A1111). A file a
---from-png record names is found as recorded, else beside the PNG, else (a LoRA) in --lora-dir."""
+--from-png record names is found as recorded when that is an absolute path (--record-paths), else by its name
+beside the PNG, else (a LoRA) in --lora-dir; never elsewhere (see `confined_record_path`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from latentforge.commands.model_files import check_pickle
+from latentforge.models.folder_checks import PICKLE_SUFFIXES
 from latentforge.pipelines.prompt_loras import extract_lora_tags, find_lora_file
 
 
@@ -54,19 +56,41 @@ def parse_lora_flag(text: str) -> dict[str, Any]:
         raise ValueError(f"--lora {text}: the weight {weight!r} is not a number; write FILE:0.8") from None
 
 
-def locate_file(recorded: str, flag: str, png: str | None, folder: str | None = None) -> str:
-    """The file as given, else (from a PNG's record) beside the PNG or in `folder` (--lora-dir); FileNotFoundError
-    naming `flag` otherwise."""
+def confined_record_path(recorded: str, flag: str) -> bool:
+    """Whether a path a PNG's record names may be used as recorded: only an absolute path (what --record-paths
+    writes) without `..` that exists; never a pickle (one is opened only when the user names it). A record is
+    a file from anywhere: a relative path, `..` or a link must not lead it to the user's other files."""
     path = Path(recorded)
+    if not path.is_absolute() or ".." in path.parts or not path.exists():
+        return False
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ValueError(
+            f"{flag}: the PNG's record names the pickle {path}; a pickle is opened only when you name it: pass "
+            f"{flag} {path} --allow-pickle if you trust it"
+        )
+    return True
+
+
+def locate_file(recorded: str, flag: str, png: str | None, folder: str | None = None) -> str:
+    """The file as given (else in `folder`, --lora-dir); a file a PNG's record names (`png` given) only as
+    `confined_record_path` allows, else by its name beside the PNG or in `folder`, inside them (a link that
+    leads out does not count); FileNotFoundError naming `flag` otherwise."""
+    path: Path | None = Path(recorded)
     places = [Path(png).parent] if png else []
     places += [Path(folder)] if folder else []
-    if not path.exists():
-        path = next((place / path.name for place in places if (place / path.name).is_file()), path)
-    if not path.is_file():
+    if png and not confined_record_path(recorded, flag):
+        path = next((place / path.name for place in places if _inside(place / path.name, place)), None)
+    elif not path.exists() and folder:
+        path = Path(folder) / path.name
+    if path is None or not path.is_file():
         also = ", or the folder that holds it with --lora-dir" if flag == "--lora" else ""
         where = f" (nor beside {png}; pass {flag} FILE{also})" if png else ""
         raise FileNotFoundError(f"{flag}: file {recorded} does not exist{where}")
     return str(path.resolve())
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.is_file() and path.resolve().is_relative_to(folder.resolve())
 
 
 def lora_uses(

@@ -12,6 +12,7 @@ from pathlib import Path
 from latentforge.commands.adapter_files import (
     LoraUse,
     check_embeddings,
+    confined_record_path,
     locate_file,
     lora_uses,
     parse_lora_flag,
@@ -23,6 +24,7 @@ from latentforge.commands.sampling_flags import given_sampling
 from latentforge.commands.shared_flags import check_clip_skip, check_model, model_location
 from latentforge.models.folder_checks import single_file_options
 from latentforge.pipelines.sampling_defaults import IMAGE_TASK_NAMES, check_defaults, model_settings
+from latentforge.resources import is_hub_id
 
 TASK_NAMES = ("txt2img", "img2img", "inpaint")
 MAX_SEED = 2**64 - 1  # the largest seed a torch.Generator takes
@@ -58,20 +60,23 @@ def settings_from_args(args: argparse.Namespace) -> GenerationRecord:
         record.seed = random.randrange(2**32)
     if record.task == "txt2img":
         record.strength = None
+    # a file the PNG's record names (not one given on the command line) is looked for in confined places
+    png = {name: None if given[name] is not None else args.from_png for name in ("image", "mask", "loras")}
     for name in ("image", "mask"):
         if getattr(record, name):
-            setattr(record, name, locate_file(getattr(record, name), f"--{name}", args.from_png))
+            setattr(record, name, locate_file(getattr(record, name), f"--{name}", png[name]))
     record.loras = [
-        {**e, "file": locate_file(e["file"], "--lora", args.from_png, args.lora_dir)} for e in record.loras
+        {**e, "file": locate_file(e["file"], "--lora", png["loras"], args.lora_dir)} for e in record.loras
     ]
-    record.embeddings = [locate_file(file, "--embedding", args.from_png) for file in record.embeddings]
+    from_png = None if args.embedding else args.from_png
+    record.embeddings = [locate_file(file, "--embedding", from_png) for file in record.embeddings]
     return record
 
 
 def _recorded_model(record: GenerationRecord, png: str) -> str:
     """The model a PNG's record names: `default`, a path or hub id; a bare folder name needs --model."""
     name = record.model
-    if name in ("", DEFAULT_MODEL_NAME) or Path(name).exists() or name.count("/") == 1:
+    if name in ("", DEFAULT_MODEL_NAME) or is_hub_id(name) or confined_record_path(name, "--model"):
         return name
     raise FileNotFoundError(
         f"--from-png: {png} was made with the model {name!r} (weights hash {record.model_hash or 'unknown'}), "
