@@ -4,7 +4,8 @@ architecture) or fine-tuning a diffusers model; full or LoRA; epsilon or v predi
 (Lin et al. 2024); min-SNR-gamma (Hang et al. 2023); noise offset; caption dropout to "" (the unconditional
 branch of classifier-free guidance, Ho & Salimans 2022); EMA; 9-channel inpainting U-Nets; aspect-ratio
 buckets (data.buckets); DreamBooth with prior preservation (dreambooth.*, `training.dreambooth`); LoRA on the
-text encoder too (lora.text_encoder); AdamW, 8-bit AdamW, Adafactor or Prodigy (optim.name).
+text encoder too (lora.text_encoder); AdamW, 8-bit AdamW, Adafactor or Prodigy (optim.name); sets too large to
+cache streamed from tar shards and encoded per batch (data.shards, `training.unet_data`).
 
 Exports `output_dir/model/` (a full diffusers folder) or, for LoRA, `output_dir/lora/`, with the training
 settings in the safetensors headers (`training.training_metadata`).
