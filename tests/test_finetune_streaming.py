@@ -77,6 +77,15 @@ def test_processes_get_disjoint_equal_shares_in_a_seeded_order(shards, world_siz
         assert sorted(_keys(again, 1)) == sorted(shares[0])
 
 
+def test_dataloader_workers_keep_the_order_and_the_skip(shards):
+    config = DataConfig(resolution=32, shards=[str(shards)])
+    alone = [batch["key"] for batch in shard_loader(config, 4)]
+    workers = shard_loader(DataConfig(resolution=32, shards=[str(shards)], num_workers=2), 4)
+    workers.set_epoch(0)
+    assert [batch["key"] for batch in workers] == alone
+    assert [batch["key"] for batch in workers.skip_first_batches(3)] == alone[3:]
+
+
 def _member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
