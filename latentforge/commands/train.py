@@ -36,16 +36,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=RAW,
         usage="latentforge train {vae,clip,unet} --config CONFIG [KEY=VALUE ...] [-o DIR]",
-        epilog=f"shipped configs (configs/train/): {names}.",
+        epilog=f"shipped configs (configs/train/): {names}; recipes (configs/recipes/): "
+        f"{', '.join(shipped_names('recipes'))}.",
     )
-    parser.add_argument("stage", choices=STAGES, help="what to train.")
+    parser.add_argument(
+        "stage",
+        choices=[*STAGES, "recipe"],
+        help="what to train; recipe: several stages in order (configs/recipes/).",
+    )
     add_overrides_argument(parser, "fields of the stage's config, dotted for groups", "optim.max_steps=200")
     parser.add_argument("--config", help="a config name (listed below) or a YAML path; required.")
     parser.add_argument("-o", "--output", help="the run's folder: the same as output_dir=DIR.")
+    parser.add_argument("--stop-after", metavar="STAGE", help="recipe: stop after this stage (resume later).")
     parser.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.stage == "recipe":
+        return _run_recipe(args)
     if not args.config:  # a default run is 20+ minutes of work: never start one by accident
         raise ValueError(
             f"train {args.stage}: --config is required: one of {shipped_names('train')} or a YAML file "
@@ -80,6 +88,26 @@ def _run(args: argparse.Namespace) -> int:
         )
     output = stage.train(config)
     print(f"done: {output}")
+    return 0
+
+
+def _run_recipe(args: argparse.Namespace) -> int:
+    """`train recipe --config NAME [output_dir=DIR] [STAGE.KEY=VALUE ...]`: the stages in order, then the export."""
+    from latentforge.cli import main
+    from latentforge.training.recipe import load_recipe, run_recipe
+
+    if not args.config:
+        raise ValueError(
+            f"train recipe: --config is required: one of {shipped_names('recipes')} or a YAML file"
+        )
+    overrides = [*args.overrides, *([f"output_dir={args.output}"] if args.output else [])]
+    recipe = load_recipe(config_file("recipes", args.config), overrides)
+    output = run_recipe(recipe, main, args.stop_after or "")
+    print(
+        f"done: {output}"
+        if output
+        else f"done: stages up to {args.stop_after or 'the last'} in {recipe.output_dir}"
+    )
     return 0
 
 
@@ -120,10 +148,17 @@ def check_run_inputs(config: object) -> None:
         raise ValueError(
             f"data.max_corrupt_fraction must be in [0, 1] (a share of the images), got {fraction}"
         )
+    from latentforge.data.sources import check_metadata_paths  # torch-free
+
     for source in (part.strip() for part in str(config.data.dataset).split("+")):
+        folder = Path(source).expanduser()
         looks_like_path = source.startswith((".", "/", "~")) or source.count("/") > 1
-        if looks_like_path and not Path(source).expanduser().exists():
+        if looks_like_path and not folder.exists():
             raise FileNotFoundError(
                 f"data.dataset: the folder {source} does not exist; set data.dataset= to a folder of images, "
                 "a built-in name (shapes, emoji) or a hub id"
             )
+        if folder.is_dir():
+            check_metadata_paths(
+                folder
+            )  # a file_name that leads out of the folder, named before any model loads

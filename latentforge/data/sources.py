@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,11 +62,44 @@ def _caption_folder(folder: Path) -> datasets.Dataset:
 
 
 def image_files(folder: str | Path) -> list[Path]:
-    """The images in `folder` and below, sorted by path (FileNotFoundError when it is not a folder)."""
+    """The images in `folder` and below, sorted by path (FileNotFoundError when it is not a folder; ValueError
+    for a link that leads out of it)."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder of images")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    check_inside(folder, [(str(p.relative_to(folder)), p) for p in images])
+    return images
+
+
+def check_inside(folder: Path, entries: list[tuple[str, Path]]) -> None:
+    """ValueError naming the first (name, path) of a dataset that is absolute, climbs out with `..` or is a link
+    whose target lies outside `folder`: a dataset reads its own folder and nothing else."""
+    root = folder.resolve()
+    for name, path in entries:
+        if Path(name).is_absolute() or ".." in Path(name).parts or not path.resolve().is_relative_to(root):
+            raise ValueError(
+                f"source {folder}: {name!r} leads outside the dataset folder (an absolute path, '..' or a link "
+                "out); copy the file into the folder and name it relative to it"
+            )
+
+
+def check_metadata_paths(folder: Path) -> None:
+    """Every file_name of the imagefolder metadata.jsonl files under `folder` stays inside the folder of its
+    metadata file (checked before `datasets` reads them, so the error names the entry)."""
+    for metadata in sorted(folder.rglob("metadata.jsonl")):
+        names = []
+        for number, line in enumerate(metadata.read_text(encoding="utf-8").splitlines(), 1):
+            try:
+                row = json.loads(line) if line.strip() else {}
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"source {folder}: {metadata} line {number} is not JSON ({err.msg})"
+                ) from None
+            name = row.get("file_name") if isinstance(row, dict) else None
+            if isinstance(name, str):
+                names.append((name, metadata.parent / name))
+        check_inside(metadata.parent, names)
 
 
 def prompt_folder_dataset(folder: str | Path, prompt: str, limit: int | None = None) -> datasets.Dataset:
@@ -95,7 +129,14 @@ def _load_folder(folder: Path, split: str) -> datasets.Dataset:
     if (folder / "dataset_info.json").is_file() or (folder / "dataset_dict.json").is_file():
         return _pick_split(datasets.load_from_disk(str(folder)), split, str(folder))
     if any(folder.rglob("metadata.jsonl")) or any(folder.rglob("metadata.csv")):
-        return _pick_split(datasets.load_dataset("imagefolder", data_dir=str(folder)), split, str(folder))
+        check_metadata_paths(folder)
+        try:
+            data = datasets.load_dataset("imagefolder", data_dir=str(folder))
+        except datasets.exceptions.DatasetGenerationError as err:  # its cause says which row is wrong
+            raise ValueError(
+                f"source {folder}: the imagefolder metadata is not valid ({err.__cause__ or err})"
+            ) from None
+        return _pick_split(data, split, str(folder))
     if any(folder.rglob("*.txt")):
         return _caption_folder(folder)
     raise ValueError(
