@@ -19,6 +19,7 @@ from latentforge.data.data_config import DataConfig
 from latentforge.data.shapes import shapes_dataset
 from latentforge.data.shards import expand_braces, find_shards, write_shards
 from latentforge.data.streaming import ShardStream, index_shard, shard_loader
+from latentforge.data.training_data import load_splits
 from latentforge.resources import config_file, configs_root
 from latentforge.training import unet as unet_trainer
 from latentforge.training import unet_data
@@ -163,6 +164,8 @@ def test_streaming_refuses_what_needs_the_cache(shards, tmp_path):
     with pytest.raises(FileNotFoundError, match="00004.tar does not exist"):
         unet_trainer.train(_config(tmp_path, f"{shards}/{{00000..00009}}.tar"))
     assert not any(tmp_path.iterdir()), "the errors must come before any work"
+    with pytest.raises(ValueError, match="streamed by the U-Net trainer only"):
+        load_splits(DataConfig(shards=[str(shards)]))  # what the VAE and CLIP trainers read
 
 
 # a 2-process run that writes the keys each process encoded to keys-<rank>.json

@@ -39,6 +39,10 @@ def load_splits(config: DataConfig) -> tuple[datasets.Dataset, datasets.Dataset]
     `dataset` may join sources with "+" ("shapes + emoji"): each built-in one gives num_samples pairs."""
     import datasets
 
+    if config.shards:
+        raise ValueError(
+            "data.shards is streamed by the U-Net trainer only (train unet); here give data.dataset instead"
+        )
     if not 0 <= config.held_out_fraction < 1:
         raise ValueError(f"data.held_out_fraction must be in [0, 1), got {config.held_out_fraction}")
     parts = [_load_one(source.strip(), config) for source in config.dataset.split("+")]
