@@ -1,11 +1,14 @@
-"""Pixels between PIL and torch, and image grids: the one home of these conversions for pipelines, training
-and evaluation. Tensors here are (B, 3, H, W) in [0, 1]; PIL images are RGB."""
+"""Image files, pixels between PIL and torch, and image grids: the one home of these conversions for pipelines,
+training and evaluation. Torch-free until a tensor is made, so the CLI checks input files before torch loads.
+Tensors here are (B, 3, H, W) in [0, 1]; PIL images are RGB."""
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,6 +42,24 @@ def normalized(image: PIL.Image.Image, mode: str = "RGB") -> PIL.Image.Image:
         background = PIL.Image.new("RGBA", rgba.size, BACKGROUNDS.get(mode, BACKGROUNDS["RGB"]))
         image = PIL.Image.alpha_composite(background, rgba)
     return image.convert(mode)
+
+
+def load_image(path: str | os.PathLike, argument: str = "image", mode: str = "RGB") -> PIL.Image.Image:
+    """The image file at `path` as `mode`, as a viewer shows it (`imaging.normalized`: EXIF rotation,
+    transparency, 16-bit); FileNotFoundError / ValueError naming `argument`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{argument}: file {path} does not exist")
+    try:
+        with PIL.Image.open(path) as image:
+            image.load()
+            return normalized(image, mode)
+    except PIL.Image.DecompressionBombError as err:  # refused from the header, before the pixels are read
+        raise ValueError(
+            f"{argument}: {path} is too large to open safely ({err}); resize it to a few megapixels first"
+        ) from None
+    except (PIL.UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f"{argument}: {path} is not an image file that PIL can read ({err})") from err
 
 
 def to_pil(images: torch.Tensor) -> list[PIL.Image.Image]:

@@ -160,8 +160,8 @@ CASES = [
     ([*INP, "U/truncated.png", *G], r"--mask: .*truncated.png is not an image file", True),
     (
         [*INP, "U/mask40.png", *G],
-        r"mask_image is 40x40 but image is 32x32; give a mask of the image's size",
-        False,
+        r"--mask is 40x40 but --image is 32x32; give a mask of the image's size",
+        True,
     ),
     ([*INP, "U/mask.png", *G, "--mask-blur", "-3"], r"mask_blur must be", True),
     (["inpaint", "a cat", "--image", "U/image.png", *G], r"--mask is required", True),

@@ -6,6 +6,8 @@ prompt kept exactly in the PNG record."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import PIL.Image
@@ -93,3 +95,25 @@ def test_a_prompt_of_thousands_of_tokens_makes_an_image(model, tmp_path):
     assert cli.main(_generate(model, prompt, tmp_path / "long.png")) == 0
     assert read_record(tmp_path / "long.png").prompt == prompt
     assert np.asarray(PIL.Image.open(tmp_path / "long.png")).std() > 0
+
+
+def test_end_to_end_a_bad_input_file_exits_2_with_one_line(tmp_path):
+    """As a user's shell sees it (a fresh process): exit code 2, one line on stderr, no traceback, nothing
+    written; a cut image and a decompression bomb are both found before torch is imported."""
+    (tmp_path / "x.png").write_bytes(b"")
+    with PIL.Image.new("1", (1, 1)) as small:
+        small.resize((20000, 20000)).save(tmp_path / "bomb.png")
+    script = (
+        "import sys; from latentforge import cli; code = cli.main(sys.argv[1:]); "
+        "print('torch' in sys.modules, file=sys.stderr); sys.exit(code)"
+    )
+    for image, message in (("x.png", "is not an image file that PIL can read"), ("bomb.png", "too large")):
+        argv = ["img2img", "a cat", "--image", str(tmp_path / image), "-o", str(tmp_path / "out.png")]
+        run = subprocess.run(
+            [sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=120
+        )
+        lines = run.stderr.strip().splitlines()
+        assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+        assert lines[0].startswith("latentforge img2img: error: --image: ") and message in lines[0]
+        assert lines[1] == "False"  # torch was never imported
+    assert not (tmp_path / "out.png").exists()

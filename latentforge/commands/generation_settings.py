@@ -22,6 +22,7 @@ from latentforge.commands.png_record import DEFAULT_MODEL_NAME, GenerationRecord
 from latentforge.commands.sampling_flags import NAMES as SAMPLING_NAMES
 from latentforge.commands.sampling_flags import given_sampling
 from latentforge.commands.shared_flags import check_clip_skip, check_model, model_location
+from latentforge.imaging import load_image
 from latentforge.models.folder_checks import single_file_options
 from latentforge.pipelines.sampling_defaults import IMAGE_TASK_NAMES, check_defaults, model_settings
 from latentforge.resources import is_hub_id
@@ -134,6 +135,7 @@ def check_settings(record: GenerationRecord, args: argparse.Namespace) -> None:
     check_defaults(values, "out of range")
     check_model(record.model)
     _check_size(record)
+    _check_input_images(record)
 
 
 @dataclasses.dataclass
@@ -163,6 +165,17 @@ def _check_size(record: GenerationRecord) -> None:
                 f"--size/--{name}: width and height must be positive multiples of {factor or 1} (the VAE's "
                 f"downscale factor), got {record.width}x{record.height}"
             )
+
+
+def _check_input_images(record: GenerationRecord) -> None:
+    """--image and --mask readable (not cut, not a decompression bomb) and of one size, before torch loads."""
+    image = load_image(record.image, "--image") if record.image else None
+    mask = load_image(record.mask, "--mask", mode="L") if record.mask else None
+    if image is not None and mask is not None and image.size != mask.size:
+        raise ValueError(
+            f"--mask is {mask.width}x{mask.height} but --image is {image.width}x{image.height}; give a mask of "
+            "the image's size (white = repaint)"
+        )
 
 
 def vae_factor(model: str) -> int | None:

@@ -10,34 +10,15 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import PIL.Image
 import torch
 
-from latentforge.imaging import normalized
+from latentforge.imaging import load_image, normalized
 
 ImageInput = Any  # str | Path | PIL.Image.Image | list[PIL.Image.Image] | np.ndarray | torch.Tensor
-
-
-def load_image(path: str | os.PathLike, argument: str = "image", mode: str = "RGB") -> PIL.Image.Image:
-    """The image file at `path` as `mode`, as a viewer shows it (`imaging.normalized`: EXIF rotation,
-    transparency, 16-bit); FileNotFoundError / ValueError naming `argument`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{argument}: file {path} does not exist")
-    try:
-        with PIL.Image.open(path) as image:
-            image.load()
-            return normalized(image, mode)
-    except PIL.Image.DecompressionBombError as err:  # refused from the header, before the pixels are read
-        raise ValueError(
-            f"{argument}: {path} is too large to open safely ({err}); resize it to a few megapixels first"
-        ) from None
-    except (PIL.UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"{argument}: {path} is not an image file that PIL can read ({err})") from err
 
 
 def to_tensor(image: ImageInput, argument: str, channels: int) -> torch.Tensor:
