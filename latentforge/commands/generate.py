@@ -71,7 +71,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser, task: str) -> None:
     add_model_argument(parser)
     add_sampling_arguments(parser, image_task="" if task == "txt2img" else task)
     add_scheduler_argument(parser)
-    parser.add_argument("--seed", type=int, help="seed of the first image (default: random).")
+    parser.add_argument("--seed", type=int, help="seed of the first image (default or -1: random).")
     parser.add_argument(
         "--cache-interval",
         type=int,
