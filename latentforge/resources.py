@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default-model"
-CONFIG_KINDS = ("train", "eval")
+CONFIG_KINDS = ("train", "eval", "recipes")
 
 
 def is_hub_id(text: str) -> bool:

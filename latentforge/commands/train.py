@@ -36,16 +36,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=RAW,
         usage="latentforge train {vae,clip,unet} --config CONFIG [KEY=VALUE ...] [-o DIR]",
-        epilog=f"shipped configs (configs/train/): {names}.",
+        epilog=f"shipped configs (configs/train/): {names}; recipes (configs/recipes/): "
+        f"{', '.join(shipped_names('recipes'))}.",
     )
-    parser.add_argument("stage", choices=STAGES, help="what to train.")
+    parser.add_argument(
+        "stage",
+        choices=[*STAGES, "recipe"],
+        help="what to train; recipe: several stages in order (configs/recipes/).",
+    )
     add_overrides_argument(parser, "fields of the stage's config, dotted for groups", "optim.max_steps=200")
     parser.add_argument("--config", help="a config name (listed below) or a YAML path; required.")
     parser.add_argument("-o", "--output", help="the run's folder: the same as output_dir=DIR.")
+    parser.add_argument("--stop-after", metavar="STAGE", help="recipe: stop after this stage (resume later).")
     parser.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.stage == "recipe":
+        return _run_recipe(args)
     if not args.config:  # a default run is 20+ minutes of work: never start one by accident
         raise ValueError(
             f"train {args.stage}: --config is required: one of {shipped_names('train')} or a YAML file "
@@ -81,6 +89,37 @@ def _run(args: argparse.Namespace) -> int:
     output = stage.train(config)
     print(f"done: {output}")
     return 0
+
+
+def _run_recipe(args: argparse.Namespace) -> int:
+    """`train recipe --config NAME [output_dir=DIR] [STAGE.KEY=VALUE ...]`: the stages in order, then the export."""
+    from latentforge.training.recipe import load_recipe, run_recipe
+
+    if not args.config:
+        raise ValueError(
+            f"train recipe: --config is required: one of {shipped_names('recipes')} or a YAML file"
+        )
+    overrides = [*args.overrides, *([f"output_dir={args.output}"] if args.output else [])]
+    recipe = load_recipe(config_file("recipes", args.config), overrides)
+    output = run_recipe(recipe, _train_or_export, args.stop_after or "")
+    print(
+        f"done: {output}"
+        if output
+        else f"done: stages up to {args.stop_after or 'the last'} in {recipe.output_dir}"
+    )
+    return 0
+
+
+def _train_or_export(argv: list[str]) -> int:
+    """`latentforge train ...` or `latentforge export ...` in this process (a recipe's step)."""
+    from latentforge.commands import export
+
+    parser = argparse.ArgumentParser(prog="latentforge")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    register(subparsers)
+    export.register(subparsers)
+    args = parser.parse_args(argv)
+    return int(args.run(args) or 0)
 
 
 def check_model_keys(stage: str, config: object) -> None:

@@ -1,0 +1,195 @@
+"""`latentforge train recipe --config NAME`: several training stages and an export, run in order as one
+resumable command (the default model's recipe is `configs/recipes/default-model.yaml`).
+
+A recipe is a YAML file:
+
+    output_dir: runs/default-model        # every stage's run folder goes under it
+    stages:
+      - name: vae                         # run folder output_dir/vae (or `run:`, to continue another stage's)
+        train: vae                        # vae | clip | unet
+        config: shapes-small-vae          # a shipped train config or a YAML path
+        set: [optim.max_steps=1200]       # KEY=VALUE overrides; {vae} = that stage's exported model folder
+      ...
+    export:                               # optional: `latentforge export` of one stage's model
+      stage: unet-te
+      to: default-model                   # folder under output_dir
+      args: [--dtype, float16, --steps, "20"]
+
+Each stage is a `latentforge train` command with `checkpoint.resume=latest`, so a recipe that was
+interrupted (Ctrl-C, a kill, a new machine with the run folder copied over) continues where it stopped when the
+same command is given again; a finished stage leaves `output_dir/.stages/<name>.done` and is skipped after.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+STAGE_KINDS = ("vae", "clip", "unet")
+_REFERENCE = re.compile(r"\{([A-Za-z0-9_-]+)\}")
+
+
+@dataclass
+class Stage:
+    name: str
+    train: str
+    config: str
+    set: list[str] = field(default_factory=list)
+    run: str = ""  # another stage's run folder, continued (e.g. a cosine tail after a constant rate)
+
+
+@dataclass
+class Export:
+    stage: str
+    to: str
+    args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Recipe:
+    output_dir: str
+    stages: list[Stage]
+    export: Export | None = None
+
+    def run_dir(self, stage: Stage) -> Path:
+        return Path(self.output_dir) / (stage.run or stage.name)
+
+    def model_dir(self, name: str) -> Path:
+        stage = next(s for s in self.stages if s.name == name)
+        return self.run_dir(stage) / "model"
+
+    def done_marker(self, stage: Stage) -> Path:
+        return Path(self.output_dir) / ".stages" / f"{stage.name}.done"
+
+
+def _fields(kind: type, data: object, where: str, required: tuple[str, ...]) -> dict:
+    """`data` as keyword arguments of `kind`, with an error naming `where` for anything else."""
+    names = list(kind.__dataclass_fields__)
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping with keys {names}, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; the keys are {names}")
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise ValueError(f"{where}: missing key(s) {missing}")
+    for key in ("set", "args"):
+        if key in data and not (isinstance(data[key], list) and all(isinstance(x, str) for x in data[key])):
+            raise ValueError(f"{where}.{key}: expected a list of strings, got {data[key]!r}")
+    return {k: v if isinstance(v, list) else str(v) for k, v in data.items()}
+
+
+def load_recipe(path: str | Path, overrides: list[str]) -> Recipe:
+    """The recipe in `path` with `output_dir=DIR` and `<stage>.<KEY>=VALUE` overrides (appended to that stage's
+    `set`); ValueError naming the entry for anything malformed, before any stage starts."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    fields = _fields(Recipe, data, str(path), ("output_dir", "stages"))
+    if not isinstance(data.get("stages"), list) or not data["stages"]:
+        raise ValueError(f"{path}: stages: expected a non-empty list of stages")
+    stages = [
+        Stage(**_fields(Stage, s, f"{path}: stages[{i}]", ("name", "train", "config")))
+        for i, s in enumerate(data["stages"])
+    ]
+    export = (
+        Export(**_fields(Export, data["export"], f"{path}: export", ("stage", "to")))
+        if data.get("export")
+        else None
+    )
+    recipe = Recipe(str(fields["output_dir"]), stages, export)
+    by_name = {s.name: s for s in stages}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        stage, dot, rest = key.partition(".")
+        if key == "output_dir" and sep:
+            recipe.output_dir = value
+        elif sep and dot and stage in by_name:
+            by_name[stage].set.append(f"{rest}={value}")
+        else:
+            raise ValueError(
+                f"recipe override {item!r}: give output_dir=DIR or STAGE.KEY=VALUE with STAGE one of {list(by_name)}"
+            )
+    _check(recipe, path)
+    return recipe
+
+
+def _check(recipe: Recipe, path: str | Path) -> None:
+    seen: list[str] = []
+    for stage in recipe.stages:
+        where = f"{path}: stage {stage.name!r}"
+        if stage.name in seen:
+            raise ValueError(f"{where}: a second stage of that name; names must be unique")
+        if stage.train not in STAGE_KINDS:
+            raise ValueError(f"{where}: train: {stage.train!r} is not one of {STAGE_KINDS}")
+        if stage.run and stage.run not in seen:
+            raise ValueError(f"{where}: run: {stage.run!r} is not an earlier stage {seen}")
+        for item in stage.set:
+            if "=" not in item:
+                raise ValueError(f"{where}: {item!r} is not KEY=VALUE")
+            for ref in _REFERENCE.findall(item):
+                if ref not in seen:
+                    raise ValueError(
+                        f"{where}: {item!r} refers to {{{ref}}}, which is not an earlier stage {seen}"
+                    )
+        seen.append(stage.name)
+    if recipe.export and recipe.export.stage not in seen:
+        raise ValueError(f"{path}: export.stage {recipe.export.stage!r} is not one of the stages {seen}")
+
+
+def stage_command(recipe: Recipe, stage: Stage) -> list[str]:
+    """The `latentforge train` arguments of `stage`, {name} references resolved to model folders."""
+    overrides = [_REFERENCE.sub(lambda m: str(recipe.model_dir(m.group(1))), item) for item in stage.set]
+    run = [f"output_dir={recipe.run_dir(stage)}", *overrides, "checkpoint.resume=latest"]
+    return ["train", stage.train, *run, "--config", stage.config]
+
+
+def export_command(recipe: Recipe) -> list[str]:
+    export = recipe.export
+    target = Path(recipe.output_dir) / export.to
+    return ["export", str(recipe.model_dir(export.stage)), str(target), "--overwrite", *export.args]
+
+
+def run_recipe(recipe: Recipe, latentforge: Callable[[list[str]], int], stop_after: str = "") -> Path | None:
+    """Run the stages that are not done yet, then the export, each through `latentforge(argv)` (a `train` or
+    `export` command line, run in this process; it returns an exit code or raises); the export folder (None
+    without one)."""
+    names = [s.name for s in recipe.stages]
+    if stop_after and stop_after not in names:
+        raise ValueError(f"--stop-after {stop_after!r}: not one of the stages {names}")
+    for i, stage in enumerate(recipe.stages, 1):
+        marker = recipe.done_marker(stage)
+        if marker.is_file():
+            print(f"recipe: stage {i}/{len(names)} {stage.name}: done already ({marker})", flush=True)
+        else:
+            print(f"recipe: stage {i}/{len(names)} {stage.name}", flush=True)
+            command = stage_command(recipe, stage)
+            _run(latentforge, command)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(shlex.join(["latentforge", *command]) + "\n")
+        if stage.name == stop_after:
+            return None
+    if recipe.export is None:
+        return None
+    _run(latentforge, export_command(recipe))
+    return Path(recipe.output_dir) / recipe.export.to
+
+
+def _run(latentforge: Callable[[list[str]], int], args: list[str]) -> None:
+    print("$ latentforge", shlex.join(args), flush=True)
+    hint = (
+        f"recipe: `latentforge {shlex.join(args[:2])} ...` stopped; give the same recipe command again (after "
+        "fixing what it said): finished stages are skipped and this one resumes"
+    )
+    try:
+        code = latentforge(args)
+    except BaseException:  # bad input, Ctrl-C, a crash: the command line says what; this says how to go on
+        print(hint, file=sys.stderr)
+        raise
+    if code:
+        print(hint, file=sys.stderr)
+        raise SystemExit(code)

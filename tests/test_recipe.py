@@ -1,0 +1,102 @@
+"""`latentforge train recipe`: the shipped recipes are valid to the last key, a malformed one is refused before
+any stage runs, and the smoke recipe runs its stages, stops, resumes (finished stages untouched, the continued
+stage from its checkpoint) and exports a model that stock diffusers loads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from latentforge.cli import main
+from latentforge.config_loader import load_config
+from latentforge.resources import config_file, shipped_names
+from latentforge.training.recipe import load_recipe, stage_command
+from latentforge.training.stage_configs import STAGE_CONFIGS
+
+
+@pytest.mark.parametrize("name", shipped_names("recipes"))
+def test_every_stage_of_a_shipped_recipe_is_a_valid_training_config(name):
+    recipe = load_recipe(config_file("recipes", name), [])
+    assert recipe.stages
+    for stage in recipe.stages:
+        command = stage_command(recipe, stage)
+        overrides = [arg for arg in command[2:] if "=" in arg]
+        config = load_config(STAGE_CONFIGS[stage.train], config_file("train", stage.config), overrides)
+        assert config.output_dir == str(recipe.run_dir(stage)) and config.checkpoint.resume == "latest"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """
+output_dir: runs/x
+stages:
+  - {name: vae, train: vae, config: smoke-vae}
+  - {name: unet, train: unet, config: smoke-unet, set: ["vae_from={vae}"]}
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        (GOOD.replace("train: vae", "train: vea"), [], "'vea' is not one of"),
+        (GOOD.replace("{vae}", "{vea}"), [], "refers to {vea}, which is not an earlier stage"),
+        (GOOD.replace("config: smoke-vae", "config: smoke-vae, sett: []"), [], "unknown key(s) ['sett']"),
+        (GOOD.replace("{name: vae, ", "{"), [], "missing key(s) ['name']"),
+        (GOOD.replace("name: unet", "name: vae"), [], "names must be unique"),
+        (GOOD.replace('["vae_from={vae}"]', "vae_from"), [], "expected a list of strings"),
+        (GOOD + "export: {stage: vea, to: out}\n", [], "export.stage 'vea'"),
+        ("output_dir: x\nstages: []\n", [], "non-empty list of stages"),
+        (GOOD, ["vea.optim.max_steps=3"], "STAGE one of ['vae', 'unet']"),
+    ],
+)
+def test_a_malformed_recipe_is_refused_naming_the_entry(tmp_path, text, overrides, message):
+    with pytest.raises(ValueError) as err:
+        load_recipe(write(tmp_path, text), overrides)
+    assert message in str(err.value)
+
+
+def test_overrides_reach_the_named_stage_and_the_output_dir(tmp_path):
+    recipe = load_recipe(write(tmp_path, GOOD), ["output_dir=elsewhere", "unet.optim.max_steps=3"])
+    command = stage_command(recipe, recipe.stages[1])
+    assert "output_dir=elsewhere/unet" in command and "vae_from=elsewhere/vae/model" in command
+    assert command.index("optim.max_steps=3") < command.index("checkpoint.resume=latest")
+
+
+def test_smoke_recipe_stops_resumes_and_exports(tmp_path, capsys):
+    from diffusers import StableDiffusionPipeline
+
+    out = tmp_path / "run"
+    assert main(["train", "recipe", "--config", "smoke", "-o", str(out), "--stop-after", "unet"]) == 0
+    assert sorted(p.name for p in (out / ".stages").iterdir()) == ["clip.done", "unet.done", "vae.done"]
+    assert not (out / "model-fp16").exists()
+    vae_weights = out / "vae" / "model" / "vae" / "diffusion_pytorch_model.safetensors"
+    before = vae_weights.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["train", "recipe", "--config", "smoke", "-o", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "stage 1/4 clip: done already" in said and "stage 3/4 unet: done already" in said
+    assert "resumed from" in said and "checkpoint-4 at step 4" in said  # the tail continues the unet run
+    assert vae_weights.stat().st_mtime_ns == before
+    assert json.loads((out / "model-fp16" / "generation_defaults.json").read_text())["steps"] == 4
+    with safe_open(out / "model-fp16" / "unet" / "diffusion_pytorch_model.safetensors", "pt") as f:
+        names = f.keys()
+        assert {f.get_slice(name).get_dtype() for name in names} == {"F16"}
+    pipe = StableDiffusionPipeline.from_pretrained(out / "model-fp16", safety_checker=None)
+    image = pipe("a red circle", num_inference_steps=2, output_type="np").images[0]
+    assert image.shape == (32, 32, 3) and np.isfinite(image).all()
+
+
+def test_a_failing_stage_stops_the_recipe_with_its_exit_code(tmp_path, capsys):
+    path = write(tmp_path, GOOD.replace("config: smoke-vae}", "config: smoke-vae, set: [optim.max_stepz=1]}"))
+    assert main(["train", "recipe", "--config", str(path), "-o", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "max_stepz" in err and "give the same recipe command again" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / ".stages").exists()
