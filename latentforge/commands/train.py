@@ -154,6 +154,8 @@ def check_run_inputs(config: object) -> None:
     folders into the current one; a dataset path that does not exist would fail only after the models load."""
     if not str(config.output_dir).strip():
         raise ValueError("output_dir is empty; set output_dir=DIR (or -o DIR) to the run's own folder")
+    if config.data.resolution < 16:
+        raise ValueError(f"data.resolution must be at least 16 pixels, got {config.data.resolution}")
     fraction = config.data.max_corrupt_fraction
     if not 0 <= fraction <= 1:
         raise ValueError(
