@@ -211,6 +211,7 @@ CASES = [
     ([*TRAIN, "ema.decya=0.9"], r"Did you mean 'ema.decay'\?", True),
     ([*TRAIN, "data.reslution=64"], r"Did you mean 'data.resolution'\?", True),
     ([*TRAIN, "optim=3"], r"optim is a group of settings", True),
+    ([*TRAIN, "data.resolution=0"], r"data.resolution must be at least 16 pixels, got 0", True),
     ([*TRAIN, "data.max_corrupt_fraction=2"], r"data.max_corrupt_fraction must be in \[0, 1\]", True),
     ([*TRAIN, "data.dataset=U/nope"], r"data.dataset: the folder .*nope does not exist", True),
     (
