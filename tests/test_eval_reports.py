@@ -99,6 +99,36 @@ def test_objects_kept_compares_detected_objects():
     assert not reconstruction.objects_kept(image, Image.fromarray(erased))
 
 
+def test_objects_found_per_object_shape_and_size():
+    from latentforge.data.shapes import Scene, render_scene, scene_for_prompt
+    from latentforge.evaluation.detector import detect_objects
+
+    scene = scene_for_prompt("a red star and a blue square", rng=0)
+    image = render_scene(scene)
+    star = next(o for o in scene.objects if o.shape == "star")
+    erased = np.asarray(image).copy()
+    x0, y0, x1, y1 = star.box
+    erased[y0:y1, x0:x1] = np.asarray(image)[0, 0]  # the star is gone, the square stays
+    found = reconstruction.objects_found(scene.objects, detect_objects(Image.fromarray(erased)))
+    assert found == [o.shape != "star" for o in scene.objects]
+    assert reconstruction.objects_found(scene.objects, detect_objects(image)) == [True, True]
+    moved = Scene(
+        [type(star)("star", "red", (x0 + 40, y0, x1 + 40, y1)) if o is star else o for o in scene.objects],
+        scene.background,
+    )  # the same star elsewhere is not the star that was drawn
+    assert reconstruction.objects_found(moved.objects, detect_objects(image)) == [
+        o is not star for o in scene.objects
+    ]
+    per_object = list(zip(scene.objects, found))
+    values = {m.name: m.value for m in reconstruction.object_metrics(per_object, 64)}
+    side = max(x1 - x0, y1 - y0)
+    small = next(f"object_kept_star_{a}-{b}px" for a, b in reconstruction.SIZE_BINS if a <= side <= b)
+    assert values["object_kept_star"] == 0.0 and values[small] == 0.0 and values["object_kept_square"] == 1.0
+    assert values["object_kept"] == 0.5 and values["object_kept_circle"] is None
+    held_out = reconstruction.heldout_shapes_images(1, 64, 0)[0]
+    assert Scene.from_json(held_out.info["scene"]).objects  # the ground truth travels with the image
+
+
 def test_load_vae_from_model_or_vae_folder(tmp_path):
     from latentforge.models.components import Components
 
