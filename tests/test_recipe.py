@@ -5,6 +5,8 @@ stage from its checkpoint) and exports a model that stock diffusers loads."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +102,22 @@ def test_a_failing_stage_stops_the_recipe_with_its_exit_code(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "max_stepz" in err and "give the same recipe command again" in err and "Traceback" not in err
     assert not (tmp_path / "run" / ".stages").exists()
+
+
+def test_gpu_recipe_script_runs_the_smoke_recipe_on_the_cpu(tmp_path):
+    """benchmarks/gpu_recipe.sh end to end with RECIPE=smoke in probe mode: every stage timed, the model
+    exported, both eval seeds and the VAE scored, all under the output folder (what a GPU run brings back)."""
+    env = {**os.environ, "RECIPE": "smoke", "PROBE": "1", "EVAL_PROMPTS": "1", "EVAL_VAE_IMAGES": "8"}
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_recipe.sh"
+    done = subprocess.run(["bash", str(script), str(tmp_path)], env=env | {"OMP_NUM_THREADS": "1"}, text=True,
+                          capture_output=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    timed = (tmp_path / "stage_seconds.txt").read_text().split()
+    assert [timed[i].rstrip(":") for i in range(0, len(timed), 3)] == ["clip", "vae", "unet", "unet-tail"]
+    tail = json.loads((tmp_path / "run" / ".stages" / "unet-tail.done").read_text())["command"]
+    assert tail.endswith(
+        "optim.max_steps=40 checkpoint.every_steps=0 checkpoint.resume=latest --config smoke-unet"
+    )
+    for seed in (0, 1):
+        assert (tmp_path / f"eval-compositional-seed{seed}" / "compositional.json").is_file()
+    assert (tmp_path / "eval-vae" / "vae.json").is_file() and (tmp_path / "run" / "model-fp16").is_dir()

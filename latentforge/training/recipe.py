@@ -16,15 +16,18 @@ A recipe is a YAML file:
       args: [--dtype, float16, --steps, "20"]
 
 Each stage is a `latentforge train` command with `checkpoint.resume=latest`, so a recipe that was
-interrupted (Ctrl-C, a kill, a new machine with the run folder copied over) continues where it stopped when the
-same command is given again; a finished stage leaves `output_dir/.stages/<name>.done` and is skipped after.
+interrupted (Ctrl-C, a kill, a new machine with the run folder copied over) continues where it stopped when
+the same command is given again; a finished stage leaves `output_dir/.stages/<name>.done` (its command and
+seconds, JSON) and is skipped after.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,9 +171,14 @@ def run_recipe(recipe: Recipe, latentforge: Callable[[list[str]], int], stop_aft
         else:
             print(f"recipe: stage {i}/{len(names)} {stage.name}", flush=True)
             command = stage_command(recipe, stage)
+            start = time.perf_counter()
             _run(latentforge, command)
+            seconds = time.perf_counter() - start
+            print(f"recipe: stage {stage.name} took {seconds:.1f} s", flush=True)
             marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(shlex.join(["latentforge", *command]) + "\n")
+            marker.write_text(
+                json.dumps({"command": shlex.join(["latentforge", *command]), "seconds": seconds})
+            )
         if stage.name == stop_after:
             return None
     if recipe.export is None:

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The default model's recipe on a GPU in one command (issue 17 item 4): every stage of
+# configs/recipes/default-model-gpu.yaml, the fp16 export, the compositional and VAE scores, and a record of
+# each stage's seconds, all under OUT (copy OUT back; the model is OUT/run/default-model).
+#
+#   PROBE=1 bash benchmarks/gpu_recipe.sh OUT   # first: 40 steps of every stage, to time them (~2 min)
+#   bash benchmarks/gpu_recipe.sh OUT           # then the whole recipe (the same command resumes it)
+#
+# Environment: RECIPE (default default-model-gpu; the CPU test runs `smoke`), PROBE, EVAL_PROMPTS (prompts
+# per category and seed, default 10), EVAL_VAE_IMAGES (default 512), EVAL_ARGS (extra `latentforge eval` flags, e.g. --device cpu).
+set -euo pipefail
+out="${1:?usage: bash benchmarks/gpu_recipe.sh OUT}"
+recipe="${RECIPE:-default-model-gpu}"
+mkdir -p "$out"
+python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), \
+torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" | tee "$out/device.txt"
+overrides=()
+if [[ "${PROBE:-0}" == 1 ]]; then
+  stages=$(python -c "from latentforge.resources import config_file; from latentforge.training.recipe import \
+load_recipe; print(' '.join(s.name for s in load_recipe(config_file('recipes', '$recipe'), []).stages))")
+  for stage in $stages; do overrides+=("$stage.optim.max_steps=40" "$stage.checkpoint.every_steps=0"); done
+fi
+start=$(date +%s)
+latentforge train recipe --config "$recipe" -o "$out/run" "${overrides[@]}" 2>&1 | tee "$out/recipe.log" \
+  | grep -v "it/s"
+echo "recipe: $(( $(date +%s) - start )) s in all" | tee -a "$out/recipe.log"
+python - "$out/run/.stages" <<'PY' | tee "$out/stage_seconds.txt"
+import json, pathlib, sys
+for marker in sorted(pathlib.Path(sys.argv[1]).glob("*.done"), key=lambda p: p.stat().st_mtime):
+    print(f"{marker.stem:>16}: {json.loads(marker.read_text())['seconds']:8.1f} s")
+PY
+model=$(ls -d "$out"/run/*/model_index.json | head -1 | xargs dirname)
+n="${EVAL_PROMPTS:-10}"
+for seed in 0 1; do
+  latentforge eval compositional --model "$model" --seed "$seed" --num-prompts "$n" --images-per-prompt 2 \
+    -o "$out/eval-compositional-seed$seed" --overwrite ${EVAL_ARGS:-} 2>&1 | grep "overall"
+done
+latentforge eval vae --model "$model" --num-images "${EVAL_VAE_IMAGES:-512}" -o "$out/eval-vae" --overwrite ${EVAL_ARGS:-} 2>&1 \
+  | grep -E "objects_kept|psnr"
