@@ -104,3 +104,19 @@ def test_reconstruction_losses_by_hand():
     assert losses.reconstruction_loss(x, y, "l2").item() == pytest.approx(5.0)
     with pytest.raises(ValueError, match="rec_loss"):
         losses.reconstruction_loss(x, y, "huber")
+
+
+def test_edge_weighted_reconstruction_loss_by_hand():
+    # a 1x4 image with one colour edge between pixels 1 and 2: pixels 0 and 3 are flat, 1 and 2 on the edge
+    x = torch.tensor([[[[-1.0, -1.0, 1.0, 1.0]]]])
+    assert losses.edge_mask(x).flatten().tolist() == [0.0, 1.0, 1.0, 0.0]
+    assert losses.edge_mask(x + 0.01 * torch.tensor([0, 1, 0, 1.0])).sum() == 2  # tiny wiggles are no edge
+    y = x + torch.tensor([[[[1.0, 0.0, 2.0, 0.0]]]])  # errors 1 off the edge, 2 on it
+    assert losses.reconstruction_loss(x, y, "l1", edge_weight=0.0) == pytest.approx(3 / 4)
+    # weights 1, 4, 4, 1: (1 * 1 + 4 * 2) / 10
+    assert losses.reconstruction_loss(x, y, "l1", edge_weight=3.0).item() == pytest.approx(9 / 10)
+    assert losses.reconstruction_loss(x, y, "l2", edge_weight=3.0).item() == pytest.approx((1 + 4 * 4) / 10)
+    # channels: a pixel is on an edge if any channel has one; the mean runs over channels too
+    rgb = torch.cat([x, torch.zeros_like(x), torch.zeros_like(x)], dim=1)
+    assert losses.edge_mask(rgb).shape == (1, 1, 1, 4) and losses.edge_mask(rgb).sum() == 2
+    assert losses.reconstruction_loss(rgb, rgb + 1, "l1", edge_weight=3.0).item() == pytest.approx(1.0)

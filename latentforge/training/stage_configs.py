@@ -69,6 +69,7 @@ class VAELossConfig:
     """Weights of the autoencoder loss terms (LDM's LPIPSWithDiscriminator, minus LPIPS)."""
 
     rec_loss: Literal["l1", "l2"] = "l1"  # pixel reconstruction loss
+    edge_weight: float = 0.0  # pixels on an image edge weigh 1 + this in the rec loss (losses.edge_mask)
     kl_weight: float = 1e-6  # LDM's weight, relative to a pixel-SUMMED loss (we divide KL by 3*H*W to match)
     disc_weight: float = 0.5  # scale of the adaptive adversarial weight
     disc_start: int = 2000  # optimizer step at which the discriminator switches on (LDM: 50001)

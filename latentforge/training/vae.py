@@ -123,7 +123,7 @@ def _freeze_encoder(vae, source: str) -> None:
 def _generator_loss(autoencoder, raw_disc, last_layer, images, lc: VAELossConfig, disc_on: bool):
     """(reconstruction, loss, scalars): rec + kl_weight * KL (+ adaptive-weighted hinge G loss once on)."""
     recon, mean, logvar = autoencoder(images)
-    rec = losses.reconstruction_loss(images, recon, lc.rec_loss)
+    rec = losses.reconstruction_loss(images, recon, lc.rec_loss, lc.edge_weight)
     # KL summed over the latent, divided by the pixel values per image: LDM's weight was for a summed rec loss
     kl = losses.kl_divergence(mean, logvar).mean() / images[0].numel()
     loss = rec + lc.kl_weight * kl
