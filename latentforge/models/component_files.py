@@ -12,6 +12,7 @@ from diffusers import AutoencoderKL
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from latentforge.models.tokenizer import load_tokenizer
+from latentforge.models.weight_files import cast_floating
 from latentforge.resources import architecture_dir
 
 
@@ -75,7 +76,7 @@ def _assign_weights(model_cls, folder: Path, weights: Path, dtype: torch.dtype):
 
     with torch.device("meta"):
         model = model_cls.from_config(json.loads((folder / "config.json").read_text()))
-    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(weights).items()}
+    state = cast_floating(load_file(weights), dtype)
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError:  # keys of an older diffusers layout: its converters live in from_pretrained

@@ -26,6 +26,7 @@ from latentforge.models import folder_checks
 from latentforge.models.component_files import load_network
 from latentforge.models.folder_checks import FILE_ONLY_OPTIONS
 from latentforge.models.tokenizer import PAD_TOKENS, build_clip_tokenizer, load_tokenizer, save_tokenizer
+from latentforge.models.weight_files import cast_floating
 from latentforge.resources import architecture_dir, is_hub_id
 
 logger = logging.getLogger(__name__)
@@ -291,5 +292,4 @@ def _strip_private(config: dict) -> dict:
 def _cast_safetensors(file: Path, dtype: torch.dtype) -> None:
     from safetensors.torch import load_file, save_file
 
-    tensors = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in load_file(file).items()}
-    save_file(tensors, file, metadata={"format": "pt"})
+    save_file(cast_floating(load_file(file), dtype), file, metadata={"format": "pt"})

@@ -18,7 +18,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from latentforge.models.weight_files import WeightFile
+from latentforge.models.weight_files import WeightFile, cast_floating
 from latentforge.resources import architecture_dir, configs_root, shipped_names
 
 UNET_PREFIX = "model.diffusion_model."
@@ -99,35 +99,38 @@ def has_ema(checkpoint: dict) -> bool:
 
 def find_architecture(
     weights: WeightFile, architecture: str | os.PathLike | None = None, use_ema: bool = False
-) -> tuple[Path, dict[str, dict]]:
-    """(architecture folder, its configs) whose modules take exactly the file's keys and shapes; ValueError
-    naming the option to pass when none or several fit. Reads only the header."""
+) -> tuple[Path, dict[str, dict], dict[str, torch.nn.Module]]:
+    """(architecture folder, its configs, its modules on the meta device) whose modules take exactly the file's
+    keys and shapes; ValueError naming the option to pass when none or several fit. Reads only the header."""
     shapes = weights.shapes
     if use_ema and not has_ema(shapes):
         raise ValueError(f"{weights.path} has no EMA weights (model_ema.*); drop use_ema")
     if architecture is not None:
         arch = architecture_dir(architecture)
         configs = read_configs(arch)
-        problem = first_mismatch(convert_checkpoint(shapes, configs, use_ema), empty_modules(configs))
+        modules = empty_modules(configs)
+        problem = first_mismatch(convert_checkpoint(shapes, configs, use_ema), modules)
         if problem:
             raise ValueError(f"{weights.path} does not fit architecture {architecture!s}: {problem}")
-        return arch, configs
+        return arch, configs, modules
     fits, problems = [], {}
-    for name in _candidates(shapes):
-        configs = read_configs(configs_root() / "models" / name)
-        problem = first_mismatch(convert_checkpoint(shapes, configs, use_ema), empty_modules(configs))
+    for name, configs in _candidates(shapes):
+        modules = empty_modules(configs)
+        problem = first_mismatch(convert_checkpoint(shapes, configs, use_ema), modules)
         if problem:
             problems[name] = problem
         else:
-            fits.append((name, configs))
+            fits.append((name, configs, modules))
     fits = _narrow_by_metadata(fits, weights.metadata)
     if len(fits) == 1:
-        return configs_root() / "models" / fits[0][0], fits[0][1]
+        name, configs, modules = fits[0]
+        return configs_root() / "models" / name, configs, modules
     raise ValueError(_no_single_fit(weights.path, shapes, fits, problems))
 
 
-def _candidates(shapes: dict) -> list[str]:
-    """Shipped architectures whose first U-Net convolution and text-encoder layout match the file's."""
+def _candidates(shapes: dict) -> list[tuple[str, dict[str, dict]]]:
+    """(name, configs) of the shipped architectures whose first U-Net convolution and text-encoder layout
+    match the file's."""
     conv_in = shapes.get(UNET_PREFIX + "input_blocks.0.0.weight")
     if conv_in is None:
         return []
@@ -138,7 +141,7 @@ def _candidates(shapes: dict) -> list[str]:
         if tuple(conv_in.shape[:2]) == (unet["block_out_channels"][0], unet["in_channels"]) and any(
             k.startswith(prefix) for k in shapes
         ):
-            found.append(name)
+            found.append((name, configs))
     return found
 
 
@@ -148,8 +151,8 @@ def _narrow_by_metadata(fits: list, metadata: dict[str, str]) -> list:
     prediction = PREDICTION_TYPES.get(metadata.get("modelspec.prediction_type", ""))
     resolution = metadata.get("modelspec.resolution", "")
     narrowed = [
-        (name, configs)
-        for name, configs in fits
+        (name, configs, modules)
+        for name, configs, modules in fits
         if (prediction is None or configs["scheduler"].get("prediction_type", "epsilon") == prediction)
         and (not resolution or resolution == f"{_pixels(configs)}x{_pixels(configs)}")
     ]
@@ -164,11 +167,11 @@ def _no_single_fit(path: Path, shapes: dict, fits: list, problems: dict[str, str
     if fits:
         described = ", ".join(
             f"{name} ({c['scheduler'].get('prediction_type', 'epsilon')}, {_pixels(c)} px)"
-            for name, c in fits
+            for name, c, _ in fits
         )
         return (
             f"{path} fits several architectures that its keys cannot tell apart: {described}. Pass "
-            f"architecture=NAME (one of {[name for name, _ in fits]}); for v-prediction or epsilon alone, "
+            f"architecture=NAME (one of {[fit[0] for fit in fits]}); for v-prediction or epsilon alone, "
             "prediction_type= also works with the right architecture"
         )
     if not any(k.startswith(UNET_PREFIX) for k in shapes):
@@ -196,15 +199,17 @@ def load_single_file(
     if prediction_type not in (None, "epsilon", "v_prediction"):
         raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
     weights = WeightFile(path, allow_pickle, what="checkpoint")
-    arch, configs = find_architecture(weights, architecture, use_ema)  # all checks before reading weights
+    arch, configs, modules = find_architecture(
+        weights, architecture, use_ema
+    )  # checks before reading weights
     scheduler = json.loads(weights.metadata.get(SCHEDULER_KEY, "null")) or configs["scheduler"]
     if prediction_type:
         scheduler = {**scheduler, "prediction_type": prediction_type}
     dtype = torch_dtype or torch.float32
     converted = convert_checkpoint(weights.load(), configs, use_ema)
-    modules = empty_modules(configs)
     for name, module in modules.items():
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in converted[name].items()}
-        module.load_state_dict(state, strict=False, assign=True)  # exact fit checked above
+        module.load_state_dict(
+            cast_floating(converted[name], dtype), strict=False, assign=True
+        )  # exact fit checked above
         module.eval()
     return modules, arch, scheduler

@@ -17,6 +17,11 @@ import torch
 from latentforge.models.folder_checks import PICKLE_SUFFIXES, SAFETENSORS_SUFFIX
 
 
+def cast_floating(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """`state` with its floating-point tensors cast to `dtype` (integer buffers such as position ids kept)."""
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+
+
 def check_weight_file(path: str | os.PathLike, allow_pickle: bool = False, what: str = "weights") -> Path:
     """`path` as a Path when it is a file we may read; FileNotFoundError or ValueError naming the fix."""
     path = Path(path)
