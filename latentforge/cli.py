@@ -5,6 +5,7 @@ the first image and every mistake stay quick."""
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import warnings
 from collections.abc import Sequence
@@ -41,6 +42,10 @@ def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None)
     return args
 
 
+# a full disk, a quota or a file-size limit: the writer says what is intact, the command says it in one line
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_arguments(build_parser(), argv)
 
@@ -58,6 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"latentforge {args.command}: error: {err}; check the path and its permissions", file=sys.stderr
         )
+        return 2
+    except OSError as err:
+        if err.errno not in FULL_DISK:
+            raise
+        hint = "" if "free some space" in str(err) else "; free some space there and run again"
+        where = f" ({err.filename})" if err.filename and err.strerror else ""
+        print(f"latentforge {args.command}: error: {err.strerror or err}{where}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # Ctrl-C: one line and the shell's exit code, not a traceback from torch
         # a training run says where it saved its checkpoint, and a SIGTERM gives 143

@@ -5,6 +5,7 @@ an output that looks complete, and an earlier output at the target survives byte
 from __future__ import annotations
 
 import errno
+import os
 import sys
 from pathlib import Path
 
@@ -75,3 +76,32 @@ def test_a_kill_between_the_two_renames_gives_the_earlier_output_back(tmp_path):
         _write(staging, "new")
     assert (target / "weights").read_text() == "new" and (target / "sub" / "config.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
+def test_a_full_disk_is_one_line_from_the_command_line(monkeypatch, capsys, code):
+    from latentforge.cli import main
+    from latentforge.commands import export
+
+    def full(args):
+        raise OSError(code, os.strerror(code), "out/model/unet/diffusion_pytorch_model.safetensors")
+
+    monkeypatch.setattr(export, "_run", full)
+    assert main(["export", "a", "b"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("latentforge export: error: ")
+    assert (
+        os.strerror(code) in err and "diffusion_pytorch_model.safetensors" in err and "free some space" in err
+    )
+
+
+def test_other_os_errors_are_not_hidden(monkeypatch):
+    from latentforge.cli import main
+    from latentforge.commands import export
+
+    def broken(args):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(export, "_run", broken)
+    with pytest.raises(OSError, match="Input/output"):
+        main(["export", "a", "b"])
