@@ -1,6 +1,7 @@
 """Faults during training (issue 21 item 2): a U-Net run killed with SIGKILL during the cache build, a step, a
-checkpoint write and the export, and stopped by an outside SIGTERM, resumes each time with
-checkpoint.resume=latest and ends with the straight run's weights (EMA included); nothing half-written is
+checkpoint write and the export, or after the cache build but before its first checkpoint (it starts over),
+and stopped by an outside SIGTERM, resumes each time with checkpoint.resume=latest and ends with the straight
+run's weights (EMA included); nothing half-written is
 taken as complete; a full disk during a checkpoint keeps the earlier one resumable; a second process on the
 same output_dir is refused, and a killed one's stale lock does not block the resume.
 
@@ -97,6 +98,19 @@ def test_kills_in_every_phase_and_a_sigterm_each_resume_to_the_straight_run(stra
 
     _train(out, "checkpoint.resume=latest")  # the dead holder's lock file is still there: not in the way
     assert not list(out.glob(".model.tmp-*")) and (out / "model" / "README.md").is_file()
+    _assert_equal_to_straight(straight, out)
+
+
+def test_a_kill_before_the_first_checkpoint_restarts_on_the_straight_runs_noise(straight, tmp_path, capsys):
+    """Killed after the latent cache is built but before checkpoint 2, the run starts over from nothing and
+    finds the cache: building it must not have drawn from the RNG that the straight run then trained with
+    (it did: the restart ended 0.01 away from the straight run)."""
+    out = tmp_path / "run"
+    killed = fault_runs.run_training(out, OVERRIDES, fault_runs.STEP.format(n=1))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert list((out / "cache").glob("*/meta.json")) and _names(out / "checkpoints") == []
+    _train(out, "checkpoint.resume=latest")
+    assert "no complete checkpoint" in capsys.readouterr().out, "the restart did not start fresh"
     _assert_equal_to_straight(straight, out)
 
 

@@ -214,7 +214,11 @@ def load_or_build_cache(
             for old in root.iterdir():
                 shutil.rmtree(old, ignore_errors=True)
         root.mkdir(parents=True, exist_ok=True)
-        tensors = build_cache(components, dataset, data, accelerator.device, with_pixels, dtype)
+        # the build draws from the global RNG (its loader's seed) and a rerun that finds the cache does not: a
+        # run restarted before its first checkpoint would train on other noise than one run straight through
+        device = accelerator.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            tensors = build_cache(components, dataset, data, device, with_pixels, dtype)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
         save_file(tensors, tmp / "cache.safetensors")
         meta = {"key": key, "images": len(tensors["bucket"]), "captions": tensors["embeds"].shape[0]}
