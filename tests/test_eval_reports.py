@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from latentforge.evaluation import distribution, emoji_fidelity, reconstruction
 from latentforge.evaluation.features import PixelFeatures
@@ -127,6 +127,15 @@ def test_objects_found_per_object_shape_and_size():
     assert values["object_kept"] == 0.5 and values["object_kept_circle"] is None
     held_out = reconstruction.heldout_shapes_images(1, 64, 0)[0]
     assert Scene.from_json(held_out.info["scene"]).objects  # the ground truth travels with the image
+    # solidity: the drawn star's is a star's, a blurred one's rises towards a blob's, an erased one's is 1
+    assert reconstruction.region_solidity(image, star) < 0.65
+    blurred = image.filter(ImageFilter.GaussianBlur(2))
+    assert 0.75 < reconstruction.region_solidity(blurred, star) < 1
+    assert reconstruction.region_solidity(Image.fromarray(erased), star) == 1.0
+    metric = reconstruction.small_star_solidity([image], [scene.objects], 64)
+    assert metric.name == "star_14-20px_solidity"
+    assert small == "object_kept_star_14-20px"  # a 16 px star
+    assert metric.value == reconstruction.region_solidity(image, star)
 
 
 def test_load_vae_from_model_or_vae_folder(tmp_path):
