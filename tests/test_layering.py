@@ -21,6 +21,7 @@ FLOORS = {
     "latentforge.config_loader": 0,
     "latentforge.imaging": 0,
     "latentforge.image_metrics": 0,
+    "latentforge.atomic_files": 0,
     "latentforge.models": 1,
     "latentforge.pipelines": 2,
     "latentforge.data": 2,

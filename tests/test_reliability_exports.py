@@ -11,14 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from latentforge.training.atomic_output import staged_folder
+from latentforge.atomic_files import staged_folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import disk_full  # noqa: E402
-
-# Components.save_pretrained (latentforge export to a folder) lets safetensors' own error through: the user
-# gets "SafetensorError: Error while serializing: I/O error" and a traceback (models/components.py)
-UNCLEAR = {"diffusers folder"}
 
 
 @pytest.mark.parametrize("fault", list(disk_full.FAULTS))
@@ -28,8 +24,6 @@ def test_a_full_disk_keeps_the_earlier_output_and_says_so(tmp_path, case, fault)
     assert outcome.error, "the write under a full disk did not fail"
     assert outcome.intact, f"{case}: the earlier output changed"
     assert outcome.leftovers == [], f"{case}: left {outcome.leftovers}"
-    if case in UNCLEAR:
-        pytest.xfail(f"{case}: {outcome.error}")
     assert outcome.clear, outcome.error
     assert "[Errno" not in outcome.error and "Traceback" not in outcome.error
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -50,7 +51,9 @@ def test_a_read_only_output_folder_is_refused_before_the_model_loads(model, tmp_
 
 
 @pytest.mark.parametrize("images", [1, 2])
-def test_a_failing_png_write_leaves_no_file_and_keeps_the_old_one(model, tmp_path, monkeypatch, images):
+def test_a_failing_png_write_leaves_no_file_and_keeps_the_old_one(
+    model, tmp_path, monkeypatch, capsys, images
+):
     """The encoder dies after writing some bytes (a full disk): no PNG that looks complete, no temporary file,
     and the file that was at the target (--overwrite) is kept; the same run then succeeds."""
     out = tmp_path / "x.png"
@@ -63,14 +66,17 @@ def test_a_failing_png_write_leaves_no_file_and_keeps_the_old_one(model, tmp_pat
     def dying_save(self, fp, *args, **kwargs):
         calls.append(fp)
         if len(calls) == len(targets):  # the last file: the grid when there are several
-            fp.write(b"\x89PNG\r\n\x1a\n half")
+            Path(fp).write_bytes(b"\x89PNG\r\n\x1a\n half")
             raise OSError(28, "No space left on device")
         return real_save(self, fp, *args, **kwargs)
 
     monkeypatch.setattr(PIL.Image.Image, "save", dying_save)
     argv = [*_generate(model, "a cat", out), "--overwrite", "--num-images", str(images)]
-    with pytest.raises(OSError, match="No space left"):
-        cli.main(argv)
+    assert cli.main(argv) == 2  # one line: what failed, what is intact, the fix
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1 and "No space left" in err and "is unchanged" in err and "free some space" in err
+    )
     assert targets[-1].read_bytes() == b"the user's earlier image"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(t.name for t in targets)  # no temporary file
     monkeypatch.setattr(PIL.Image.Image, "save", real_save)

@@ -14,7 +14,6 @@ import os
 import re
 import types
 import typing
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import PIL.Image
 from PIL.PngImagePlugin import PngInfo
 
 from latentforge import __version__
+from latentforge.atomic_files import staged_file
 from latentforge.pipelines.sampling_defaults import FALLBACK
 from latentforge.pipelines.schedulers import SCHEDULERS
 from latentforge.resources import DEFAULT_MODEL
@@ -182,20 +182,10 @@ def png_info(record: GenerationRecord) -> PngInfo:
 
 
 def save_png(image: PIL.Image.Image, path: str | os.PathLike, record: GenerationRecord) -> None:
-    """Save `image` as PNG at `path` with `record` in its text chunks, atomically: the bytes go to a hidden
-    temporary file beside `path`, flushed to disk, then renamed over it (`os.replace`), so a kill, a full disk
-    or a failed encode never leaves a PNG that looks complete, nor destroys the file that was there."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "xb") as file:
-            image.save(file, format="PNG", pnginfo=png_info(record))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Save `image` as PNG at `path` with `record` in its text chunks, atomically (`staged_file`): a kill, a
+    full disk or a failed encode never leaves a PNG that looks complete, nor destroys the file that was there."""
+    with staged_file(Path(path)) as tmp:
+        image.save(tmp, format="PNG", pnginfo=png_info(record))
 
 
 def read_record(path: str | os.PathLike) -> GenerationRecord:

@@ -12,8 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from latentforge.atomic_files import staged_folder
 from latentforge.models import folder_checks
 from latentforge.models.component_files import load_network
 from latentforge.models.folder_checks import FILE_ONLY_OPTIONS
@@ -119,7 +118,8 @@ class Components:
         """Write a diffusers folder that stock `StableDiffusion[Inpaint]Pipeline.from_pretrained` loads.
 
         Safetensors only; `fp16=True` stores floating weights as float16. Written to a temporary folder
-        beside `path` and renamed into place, so a crash never leaves a half-written model at `path`.
+        beside `path` and renamed into place (`staged_folder`), so a crash or a full disk never leaves a
+        half-written model at `path`, and an earlier one there survives a write that fails.
         A `path` ending in `.safetensors` gets one single-file checkpoint instead (`save_single_file`).
         """
         from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
@@ -142,8 +142,7 @@ class Components:
             feature_extractor=None,
             requires_safety_checker=False,
         )
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
+        with staged_folder(path) as tmp:
             pipeline.save_pretrained(tmp, safe_serialization=True)
             save_tokenizer(self.tokenizer, tmp / "tokenizer")
             if fp16:
@@ -153,11 +152,6 @@ class Components:
                 config = json.loads(file.read_text())
                 if config.pop("_name_or_path", None) is not None:
                     file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-            if path.exists():
-                shutil.rmtree(path)
-            tmp.rename(path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     def save_single_file(self, path: str | os.PathLike, fp16: bool = False, overwrite: bool = False) -> Path:
         """Write one `.safetensors` checkpoint in the original (LDM) layout that A1111, ComfyUI and diffusers'

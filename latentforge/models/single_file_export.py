@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from latentforge.atomic_files import staged_file
 from latentforge.models.modelspec import modelspec
 from latentforge.models.single_file import CLIP_PREFIX, OPEN_CLIP_PREFIX, SCHEDULER_KEY, text_encoder_prefix
 
@@ -187,15 +188,6 @@ def save_single_file(
     pixels = components.unet.config.sample_size * components.vae_scale_factor
     spec = modelspec(v2, prediction, pixels, components.name or "latentforge model")
     metadata = {**spec, SCHEDULER_KEY: json.dumps(dict(components.scheduler.config))}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with staged_file(path) as tmp:
         save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except Exception as err:  # a full disk (safetensors says so in its own error type)
-        kept = f"the earlier {path} is unchanged" if path.exists() else f"nothing was written at {path}"
-        reason = getattr(err, "strerror", None) or err
-        raise OSError(f"could not write {path} ({reason}); {kept}; check the free space there") from err
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

@@ -29,7 +29,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
-from latentforge.training import atomic_output as atomic
+from latentforge import atomic_files as atomic
 from latentforge.training.run_dir import RunDir
 
 logger = logging.getLogger(__name__)

@@ -23,11 +23,11 @@ from accelerate import Accelerator
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from latentforge.atomic_files import staged_folder
 from latentforge.data.training_data import data_note, image_loader, load_splits
 from latentforge.models.openclip import open_clip_text_to_hf, open_clip_token_features
 from latentforge.models.tokenizer import save_tokenizer, tokenize
 from latentforge.resources import architecture_dir
-from latentforge.training.atomic_output import staged_folder
 from latentforge.training.clip_model import ShortTextCLIP, architecture_tokenizer, param_groups
 from latentforge.training.model_card import write_model_card
 from latentforge.training.optimization import OptimizerUpdate, make_ema, make_optimizer

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
+from latentforge.atomic_files import staged_folder
 from latentforge.data.training_data import data_note
 from latentforge.models.components import Components
-from latentforge.training.atomic_output import staged_folder
 from latentforge.training.lora import save_lora
 from latentforge.training.model_card import write_model_card
 from latentforge.training.training_metadata import add_header_metadata, training_metadata

@@ -16,12 +16,12 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from latentforge.atomic_files import staged_folder
 from latentforge.data.training_data import data_note, image_loader, load_splits
 from latentforge.image_metrics import psnr, ssim
 from latentforge.imaging import make_grid, to_pil
 from latentforge.models.component_files import component_folder, has_weights, load_vae
 from latentforge.training import losses
-from latentforge.training.atomic_output import staged_folder
 from latentforge.training.model_card import write_model_card
 from latentforge.training.optimization import OptimizerUpdate, make_ema, make_optimizer
 from latentforge.training.run import Backward, Trainer, TrainingRun, train_loop

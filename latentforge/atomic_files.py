@@ -1,6 +1,7 @@
-"""Outputs that are whole or absent: a folder is written under a temporary name beside its target and renamed
-into place when complete, so a kill or a full disk never leaves a folder that looks finished, and an earlier
-output at the target survives a write that fails."""
+"""Outputs that are whole or absent: a file or folder is written under a temporary name beside its target and
+renamed into place when complete, so a kill or a full disk never leaves an output that looks finished, and an
+earlier output at the target survives a write that fails. Every writer of a model, checkpoint or image uses
+`staged_folder` or `staged_file`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,6 +80,14 @@ def write_failed(err: OSError, what: str, kept: str) -> OSError:
     return failed
 
 
+def _failed_write(err: Exception, final: Path) -> OSError | None:
+    """`err` as the OSError to raise when it is a failed write of `final` (saying what is intact), else None."""
+    if (failed := as_write_error(err)) is None:
+        return None
+    kept = f"the earlier {final} is unchanged" if final.exists() else f"nothing was written at {final}"
+    return write_failed(failed, final, kept)
+
+
 @contextmanager
 def staged_folder(final: Path) -> Iterator[Path]:
     """A new temporary folder beside `final` to write the output into; when the block ends it replaces `final`.
@@ -90,9 +100,28 @@ def staged_folder(final: Path) -> Iterator[Path]:
         fsync_tree(tmp)
         replace_folder(tmp, final)
     except Exception as err:
-        if (failed := as_write_error(err)) is None:
+        if (failed := _failed_write(err, final)) is None:
             raise
-        kept = f"the earlier {final} is unchanged" if final.exists() else f"nothing was written at {final}"
-        raise write_failed(failed, final, kept) from err
+        raise failed from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def staged_file(final: Path) -> Iterator[Path]:
+    """A hidden temporary path beside `final` to write one file to; when the block ends the file is flushed and
+    renamed over `final`. When the block fails the temporary file goes and `final` is as it was (a failed write:
+    an OSError that says so)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        fsync(tmp)
+        os.replace(tmp, final)
+    except Exception as err:
+        if (failed := _failed_write(err, final)) is None:
+            raise
+        raise failed from err
+    finally:
+        tmp.unlink(missing_ok=True)
