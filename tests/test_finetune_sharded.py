@@ -68,3 +68,67 @@ def test_fsdp_launch_on_cpus_stops_with_the_reason(tmp_path):
     assert result.returncode != 0
     assert "FSDP needs CUDA GPUs" in result.stderr + result.stdout
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "model").exists()
+
+
+WORKER = """
+import sys, torch, torch.distributed as dist
+from torch.distributed.fsdp import fully_shard
+from latentforge.models.components import Components
+from latentforge.training.sharding import full_copy, is_sharded
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+unet = Components.from_architecture("tiny", seed=0).unet
+reference = {k: v.clone() for k, v in unet.state_dict().items()}
+mesh = torch.distributed.device_mesh.init_device_mesh("cpu", (dist.get_world_size(),))
+for block in [*unet.down_blocks, *unet.up_blocks]:
+    fully_shard(block, mesh=mesh)
+fully_shard(unet, mesh=mesh)
+assert is_sharded(unet)
+local = sum(p.to_local().numel() for p in unet.parameters())
+copy = full_copy(unet, rank == 0)
+if rank == 0:
+    state = copy.state_dict()
+    assert type(copy).__name__ == "UNet2DConditionModel" and not is_sharded(copy)
+    assert state.keys() == reference.keys() and all(torch.equal(state[k], reference[k]) for k in reference)
+    assert local < sum(v.numel() for v in reference.values())  # this process held a shard only
+    open(sys.argv[1], "w").write("equal")
+else:
+    assert copy is None
+dist.destroy_process_group()
+"""
+
+
+def test_full_copy_gathers_fsdp2_shards_into_the_whole_model(tmp_path):
+    """The export's gather under real FSDP2 sharding (torch's fully_shard on 2 gloo CPU processes, which
+    accelerate itself enables only on GPUs): the main process gets the exact unsharded weights."""
+    (tmp_path / "worker.py").write_text(WORKER)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        str(tmp_path / "worker.py"),
+    ]
+    done = subprocess.run([*command, str(tmp_path / "result")], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "result").read_text() == "equal"
+
+
+def test_full_copy_of_an_unsharded_module_is_the_module_itself():
+    from latentforge.models.components import Components
+    from latentforge.training.sharding import full_copy
+
+    unet = Components.from_architecture("tiny").unet
+    assert full_copy(unet, True) is unet and full_copy(unet, False) is unet
+
+
+def test_lora_under_fsdp_is_refused_naming_ddp(monkeypatch, tmp_path):
+    from latentforge.training.unet import check_config
+
+    config = load_config(UNetTrainConfig, config_file("train", "smoke-lora"), [f"output_dir={tmp_path}"])
+    check_config(config)  # fine unsharded
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ValueError, match="LoRA under FSDP.*ddp.yaml"):
+        check_config(config)

@@ -16,6 +16,7 @@ settings in the safetensors headers (`training.training_metadata`).
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -82,6 +83,11 @@ def load_components(config: UNetTrainConfig) -> Components:
 
 def check_config(config: UNetTrainConfig) -> None:
     """Settings that contradict each other, before anything is loaded."""
+    if config.lora.rank and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        raise ValueError(
+            "LoRA under FSDP: the adapters are small enough to train unsharded, and their export does not "
+            "gather shards; launch LoRA runs with configs/accelerate/ddp.yaml (or deepspeed-zero2.yaml)"
+        )
     if config.train_text_encoder and config.lora.rank:
         raise ValueError(
             "train_text_encoder=true needs full training: with LoRA (lora.rank > 0) set lora.text_encoder=true "

@@ -4,6 +4,7 @@ written beside its place and renamed into it when complete."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from accelerate import Accelerator
@@ -13,6 +14,7 @@ from latentforge.data.training_data import data_note
 from latentforge.models.components import Components
 from latentforge.training.lora import save_lora
 from latentforge.training.model_card import write_model_card
+from latentforge.training.sharding import full_copy
 from latentforge.training.training_metadata import add_header_metadata, training_metadata
 
 
@@ -27,6 +29,12 @@ def export_unet_run(
     """Write the export on the main process (collective: every process waits); returns its folder.
     images: (training or instance images, class images of prior preservation)."""
     out = run.dir.lora if config.lora.rank else run.dir.model
+    if not config.lora.rank:  # FSDP: the whole weights gathered from every process's shards (collective)
+        trained = ("unet", "text_encoder") if config.train_text_encoder else ("unet",)
+        gathered = {
+            name: full_copy(getattr(components, name), accelerator.is_main_process) for name in trained
+        }
+        components = dataclasses.replace(components, **gathered)
     if accelerator.is_main_process:
         components.unet.eval()
         metadata = training_metadata(config, metrics, *images)
