@@ -7,6 +7,7 @@ each other at every op make the tiny models ten times slower.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 
@@ -115,3 +116,27 @@ def train_tiny_lora(tmp_path, *overrides: str):
     extra = [f"output_dir={tmp_path / 'run'}", f"base={base}", *overrides]
     config = load_config(unet_trainer.UNetTrainConfig, config_file("train", "smoke-lora"), extra)
     return base, unet_trainer.train(config)
+
+
+class ModelRan(AssertionError):
+    """A network ran although the input should have been refused before it."""
+
+
+@contextlib.contextmanager
+def guarded_pipelines(networks: tuple[str, ...] = ("unet", "vae", "text_encoder")):
+    """{task: pipeline} over tiny components whose `networks` raise ModelRan if they run (checks that bad
+    input is refused before any work)."""
+    from latentforge import ImageToImagePipeline, InpaintPipeline, TextToImagePipeline
+
+    components = tiny()
+
+    def forbid(module, args):
+        raise ModelRan(f"{type(module).__name__} ran before the bad input was reported")
+
+    handles = [getattr(components, name).register_forward_pre_hook(forbid) for name in networks]
+    classes = {"txt2img": TextToImagePipeline, "img2img": ImageToImagePipeline, "inpaint": InpaintPipeline}
+    try:
+        yield {task: cls.from_components(components) for task, cls in classes.items()}
+    finally:
+        for handle in handles:
+            handle.remove()

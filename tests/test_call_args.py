@@ -12,6 +12,7 @@ import torch
 from pipeline_helpers import (
     PROMPT,
     box_mask,
+    guarded_pipelines,
     one_thread,  # noqa: F401  (autouse fixture)
     random_image,
     tiny,
@@ -27,23 +28,10 @@ INPUTS = {"txt2img": {}, "img2img": {"image": IMAGE}, "inpaint": {"image": IMAGE
 FIELDS = [f.name for f in dataclasses.fields(CallArgs)]
 
 
-class ModelRan(AssertionError):
-    pass
-
-
 @pytest.fixture(scope="module")
 def pipes():
-    """The three pipelines over tiny components whose networks fail the test if they run."""
-    components = tiny()
-
-    def forbid(module, args):
-        raise ModelRan(f"{type(module).__name__} ran: the bad argument was not caught by the validation")
-
-    modules = (components.unet, components.vae, components.text_encoder)
-    handles = [module.register_forward_pre_hook(forbid) for module in modules]
-    yield {task: cls.from_components(components) for task, cls in CLASSES.items()}
-    for handle in handles:
-        handle.remove()
+    with guarded_pipelines() as pipelines:
+        yield pipelines
 
 
 def _doc_keywords(doc: str) -> list[str]:

@@ -9,6 +9,7 @@ from pipeline_helpers import (
     PROMPT,
     SIZE,
     box_mask,
+    guarded_pipelines,
     one_thread,  # noqa: F401  (autouse fixture)
     random_image,
     tiny,
@@ -18,28 +19,10 @@ from latentforge import ImageToImagePipeline, InpaintPipeline, TextToImagePipeli
 from latentforge.pipelines.schedulers import SCHEDULER_NAMES
 
 
-class ModelRan(AssertionError):
-    pass
-
-
 @pytest.fixture(scope="module")
 def pipes():
-    """The three pipelines over tiny components whose networks fail the test if they run."""
-    components = tiny()
-    handles = []
-
-    def forbid(module, args):
-        raise ModelRan(f"{type(module).__name__} ran before the bad input was reported")
-
-    for module in (components.unet, components.vae, components.text_encoder):
-        handles.append(module.register_forward_pre_hook(forbid))
-    yield {
-        "txt2img": TextToImagePipeline.from_components(components),
-        "img2img": ImageToImagePipeline.from_components(components),
-        "inpaint": InpaintPipeline.from_components(components),
-    }
-    for handle in handles:
-        handle.remove()
+    with guarded_pipelines() as pipelines:
+        yield pipelines
 
 
 IMAGE = random_image()

@@ -10,36 +10,20 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from pipeline_helpers import PROMPT, SIZE, box_mask, random_image, tiny
+from pipeline_helpers import PROMPT, SIZE, box_mask, guarded_pipelines, random_image, tiny
 from safetensors.torch import load_file, save_file
 
-from latentforge import ImageToImagePipeline, InpaintPipeline, TextToImagePipeline
+from latentforge import ImageToImagePipeline, TextToImagePipeline
 from latentforge.imaging import normalized
 from latentforge.models.components import Components
 from latentforge.pipelines.image_inputs import load_image, to_tensor
 from latentforge.pipelines.prompts import encode_prompt
 
 
-class ModelRan(AssertionError):
-    pass
-
-
 @pytest.fixture(scope="module")
 def pipes():
-    """The three pipelines over tiny components whose networks fail the test if they run."""
-    components = tiny()
-
-    def forbid(module, args):
-        raise ModelRan(f"{type(module).__name__} ran before the bad input was reported")
-
-    handles = [m.register_forward_pre_hook(forbid) for m in (components.unet, components.vae)]
-    yield {
-        "txt2img": TextToImagePipeline.from_components(components),
-        "img2img": ImageToImagePipeline.from_components(components),
-        "inpaint": InpaintPipeline.from_components(components),
-    }
-    for handle in handles:
-        handle.remove()
+    with guarded_pipelines(("unet", "vae")) as pipelines:
+        yield pipelines
 
 
 LATENT = (1, 4, SIZE // 2, SIZE // 2)
