@@ -120,6 +120,12 @@ def test_small_photos_go_to_smaller_buckets_instead_of_being_blown_up(width, hei
     assert buckets.fit(10 * width, 10 * height, limit) == buckets.fit(10 * width, 10 * height)
 
 
+@pytest.mark.parametrize("width, height", [(40, 40), (50, 20)])
+def test_a_photo_below_one_step_gets_the_smallest_bucket_not_the_full_resolution(width, height):
+    # sqrt(w * h) * max_upscale < step: the smallest bucket (step x step) is the least enlargement there is
+    assert AspectRatioBuckets(256, 64).fit(width, height, 1.0) == (64, 64)
+
+
 def test_max_upscale_keeps_large_photos_and_groups_small_ones():
     sizes = [(320, 240), (40, 30), (41, 31), (240, 320)]
     data = datasets.Dataset.from_dict({"image": [Image.new("RGB", s) for s in sizes], "text": [""] * 4})

@@ -57,6 +57,9 @@ class AspectRatioBuckets:
         side = min(
             self.resolution - self.step, int(math.sqrt(width * height) * max_upscale) // self.step * self.step
         )
+        side = max(
+            side, self.step
+        )  # a photo smaller than one step at the limit still gets the smallest bucket
         for resolution in range(side, 0, -self.step):
             smaller = _buckets_of_area(resolution, self.step)
             bucket = smaller.buckets[smaller.assign(width, height)]
