@@ -1,14 +1,20 @@
 """Registered training objects (EMA, LR schedulers) go to safetensors + JSON and come back exactly; older
 checkpoints' pickles are read with torch's weights-only loader, which refuses code."""
 
+import errno
 import json
+import os
 import pickle
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
+from latentforge.resources import configs_root
 from latentforge.training.checkpoints import OBJECTS_JSON, OBJECTS_TENSORS, load_objects, save_objects
 
 
@@ -109,3 +115,46 @@ def test_a_checkpoint_from_before_objects_json_still_resumes(tmp_path):
     assert manager.load("latest") == {"step": 3}
     assert fresh[3].optimization_step == 3 and fresh[2].state_dict() == scheduler.state_dict()
     assert all(torch.equal(a, b) for a, b in zip(fresh[3].shadow_params, ema.shadow_params))
+
+
+# 2 processes save a checkpoint; the main process's finishing step meets a full disk
+FULL_DISK_SAVE = """
+import errno, sys
+import torch
+from accelerate import Accelerator
+from latentforge.training.checkpoints import CheckpointManager
+
+def full_disk(self, tmp, *args):
+    raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "trainer_state.json"))
+
+CheckpointManager._finish = full_disk
+accelerator = Accelerator(cpu=True)
+model = accelerator.prepare(torch.nn.Linear(2, 2))
+manager = CheckpointManager(accelerator, sys.argv[1])
+try:
+    manager.save(1, {}, [model])
+except OSError as err:
+    print(f"process {accelerator.process_index}: errno {err.errno}: {err}", flush=True)
+    sys.exit(3)
+"""
+
+
+def test_a_failed_save_on_the_main_process_stops_every_process(tmp_path):
+    # the other process used to wait at the save's last barrier for a main process that had raised
+    script = tmp_path / "save.py"
+    script.write_text(FULL_DISK_SAVE)
+    ddp = configs_root() / "accelerate" / "ddp.yaml"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ddp), str(script)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    run = subprocess.Popen(
+        [*command, str(tmp_path / "run")], env=env, text=True, stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        stdout, _ = run.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.communicate()
+        pytest.fail("a process waited forever for the main process's failed save")
+    for rank in (0, 1):
+        assert f"process {rank}: errno {errno.ENOSPC}: could not write checkpoint 1" in stdout, stdout
+    assert not list((tmp_path / "run" / "checkpoints").iterdir()), "a partial checkpoint was left"

@@ -216,3 +216,38 @@ def test_two_processes_stream_disjoint_shards_and_resume_exactly(shards, tmp_pat
     a = load_file(straight / "model" / "unet" / "diffusion_pytorch_model.safetensors")
     b = load_file(resumed / "model" / "unet" / "diffusion_pytorch_model.safetensors")
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+
+
+def _junk_shard(path: Path, first_key: int, count: int) -> None:
+    """A tar of `count` samples whose images are not images."""
+    with tarfile.open(path, "w") as tar:
+        for key in range(first_key, first_key + count):
+            _member(tar, f"{key:09d}.png", b"not a png")
+            _member(tar, f"{key:09d}.txt", b"a broken image")
+
+
+def test_unreadable_shards_of_one_process_stop_every_process(tmp_path):
+    # shards 0 and 2 go to process 0 (readable), 1 and 3 to process 1 (every image unreadable): process 1 alone
+    # passes data.max_corrupt_fraction; judged on the counts of both, both stop with the one-line error
+    folder = tmp_path / "shards"
+    data = shapes_dataset(32, size=32).cast_column("image", datasets.Image(decode=False))
+    good = write_shards(data, folder, samples_per_shard=16)
+    os.replace(good[1], folder / "00002.tar")
+    for number in (1, 3):
+        _junk_shard(folder / f"{number:05d}.tar", 100 * number, 16)
+    out = tmp_path / "run"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP)]
+    command = [*launcher, "-m", "latentforge", "train", "unet", "--config", "smoke-unet"]
+    command += [f"data.shards={folder}", "optim.batch_size=8", f"output_dir={out}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    run = subprocess.Popen(
+        command, cwd=ROOT, env=env, text=True, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        _, stderr = run.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, 9)
+        run.communicate()
+        pytest.fail("a process stopped alone and the other waited for it")
+    assert run.returncode != 0
+    assert stderr.count("error: data: 32 of 64 images could not be read") == 2, stderr[-3000:]

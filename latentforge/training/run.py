@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from latentforge.training import run_lock
 from latentforge.training.accelerator import make_accelerator
 from latentforge.training.checkpoints import CheckpointManager
+from latentforge.training.image_counts import ImageCounts
 from latentforge.training.optimization import OptimizerUpdate, check_optimizer, ema_weights
 from latentforge.training.run_dir import RunDir
 from latentforge.training.stopping import Interrupted, NonFiniteGuard, signals_ignored, sigterm_as_interrupt
@@ -46,9 +47,7 @@ class TrainingRun:
         self._step_consumed = 0  # micro-batches consumed when the last optimizer step ended
         self._saved_step = -1  # step of the last checkpoint written or resumed from
         self.extra_state: dict[str, Any] = {}  # trainer-specific JSON state, saved with each checkpoint
-        self._seen = self._corrupt = 0  # this process, since start or resume
-        self._restored = {"seen": 0, "corrupt": 0, "empty_batches": 0}
-        self._empty = 0
+        self.images = ImageCounts(accelerator, config.data.max_corrupt_fraction)
         self._bar: tqdm | None = None
         self._t0 = time.perf_counter()
         self._seconds_before = 0.0  # training time of the segments before a resume, up to their checkpoint
@@ -68,7 +67,7 @@ class TrainingRun:
             self.step, self.consumed = state["step"], state["consumed_batches"]
             self._step_consumed, self._saved_step = self.consumed, self.step
             self.guard.total = state["nonfinite_steps"]
-            self._restored = state["images"]
+            self.images.restored = state["images"]
             self.extra_state = state.get("extra", {})
             self._seconds_before = float(state.get("seconds", 0.0))
         if self.done and self.accelerator.is_main_process:
@@ -103,39 +102,13 @@ class TrainingRun:
             active.set_epoch(epoch)
             for batch in active:
                 self.consumed += 1
-                size = int(batch["pixel_values"].shape[0]) if "pixel_values" in batch else len(batch["index"])
-                self._seen += size + int(batch.get("skipped", 0))
-                self._corrupt += int(batch.get("skipped", 0))
-                self._check_corrupt_fraction()
-                empty = torch.tensor([float(size == 0)], device=self.accelerator.device)
-                if self.accelerator.reduce(empty, reduction="sum").item() > 0:
-                    self._empty += 1
-                    continue
-                yield batch
-
-    def _check_corrupt_fraction(self) -> None:
-        limit = self.config.data.max_corrupt_fraction
-        if self._seen >= 50 and self._corrupt > limit * self._seen:
-            raise ValueError(
-                f"data: {self._corrupt} of {self._seen} images could not be read (more than "
-                f"data.max_corrupt_fraction={limit}); check the dataset files"
-            )
+                if not self.images.add(batch):  # counted on every process; too many unreadable: all raise
+                    yield batch
 
     def close(self) -> None:
         """Flush the trackers and leave the process group (after the export: it needs the barrier); unlock."""
         self.accelerator.end_training()
         run_lock.release(self.config.output_dir)
-
-    def image_counts(self) -> dict[str, int]:
-        """Images seen / unreadable and empty batches, all processes, whole run (collective: call on all ranks)."""
-        local = torch.tensor([self._seen, self._corrupt, self._empty], device=self.accelerator.device)
-        seen, corrupt, empty = (int(v) for v in self.accelerator.reduce(local, reduction="sum").tolist())
-        r = self._restored
-        return {
-            "seen": r["seen"] + seen,
-            "corrupt": r["corrupt"] + corrupt,
-            "empty_batches": r["empty_batches"] + empty,
-        }
 
     def apply_updates(self, updates: list[OptimizerUpdate]) -> bool:
         """At the end of an accumulation window: apply each active update, unless a loss of the window was
@@ -168,7 +141,7 @@ class TrainingRun:
             "consumed_batches": self._step_consumed,
             "batches_per_epoch": self.batches_per_epoch,
             "nonfinite_steps": self.guard.total,
-            "images": self.image_counts(),
+            "images": self.images.totals(),
             "extra": self.extra_state,
             "seconds": round(self.seconds, 1),
         }
@@ -215,7 +188,7 @@ class TrainingRun:
         if self._bar is not None:
             self._bar.close()
         checksums = self.rank_checksums(params)
-        counts = self.image_counts()
+        counts = self.images.totals()
         if counts["corrupt"]:
             self.accelerator.print(
                 f"skipped {counts['corrupt']} unreadable image(s) of {counts['seen']} loaded "
