@@ -8,6 +8,7 @@ import os
 import signal
 
 import pytest
+import torch
 
 from latentforge import cli
 from latentforge.training import vae
@@ -57,3 +58,14 @@ def test_validation_lines_are_written_above_the_progress_bar(tmp_path, monkeypat
     monkeypatch.setattr(vae.tqdm, "write", lambda line, *args, **kwargs: written.append(line))
     assert cli.main(["train", "vae", "--config", "smoke-vae", "-o", str(tmp_path / "run")]) == 0
     assert any(line.startswith("step 4: held-out PSNR") for line in written), written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+@pytest.mark.parametrize("stage", ["vae", "unet"])
+def test_a_refused_fsdp_launch_leaves_no_output_folder(stage, tmp_path, monkeypatch, capsys):
+    # the run lock used to create output_dir (and its .lock) before the refusal
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    run = tmp_path / "run"
+    assert cli.main(["train", stage, "--config", f"smoke-{stage}", "-o", str(run)]) == 2
+    assert "FSDP needs CUDA GPUs" in capsys.readouterr().err
+    assert not run.exists()

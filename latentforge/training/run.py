@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from latentforge.training import run_lock
-from latentforge.training.accelerator import make_accelerator
+from latentforge.training.accelerator import make_accelerator, refuse_sharding_without_cuda
 from latentforge.training.checkpoints import CheckpointManager
 from latentforge.training.image_counts import ImageCounts
 from latentforge.training.optimization import OptimizerUpdate, check_optimizer, ema_weights
@@ -34,6 +34,7 @@ class TrainingRun:
     def __init__(self, config: TrainConfig, name: str) -> None:
         """Start run `name` ("vae", "clip", "unet"): its accelerator (`make_accelerator`), checkpoints, guard."""
         check_optimizer(config.optim)  # before the accelerator writes anything
+        refuse_sharding_without_cuda()  # before the lock creates output_dir
         run_lock.acquire(config.output_dir)  # before anything is written there
         accelerator = make_accelerator(config, name)
         self.config, self.accelerator, self.desc = config, accelerator, name
