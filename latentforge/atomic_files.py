@@ -6,6 +6,7 @@ earlier output at the target survives a write that fails. Every writer of a mode
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import re
 import shutil
@@ -38,12 +39,13 @@ def fsync_tree(folder: Path) -> None:
 def _tidy(final: Path) -> None:
     """Remove what an interrupted write left beside `final`; an earlier output moved aside just before a kill
     (`final` missing) is put back."""
-    for old in sorted(final.parent.glob(f".{final.name}{OLD_MARK}*")):
+    name = glob.escape(final.name)  # a name such as "model[1]" is not a pattern
+    for old in sorted(final.parent.glob(f".{name}{OLD_MARK}*")):
         if not final.exists():
             os.replace(old, final)
         else:
             shutil.rmtree(old, ignore_errors=True)
-    for tmp in final.parent.glob(f".{final.name}{TMP_MARK}*"):
+    for tmp in final.parent.glob(f".{name}{TMP_MARK}*"):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -70,12 +72,16 @@ def as_write_error(err: Exception) -> OSError | None:
 
 
 def write_failed(err: OSError, what: str, kept: str) -> OSError:
-    """`err` (a full disk, a file-size limit, a read-only folder) as an OSError that says what was not written
-    and what is intact."""
+    """`err` (a full disk, a file-size limit, a read-only folder) as an OSError of its own class (a
+    PermissionError stays one) that says what was not written and what is intact."""
     reason = err.strerror or str(err)
     full = err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
     hint = "; free some space and run again" if full else "; check the free space and permissions there"
-    failed = OSError(f"could not write {what} ({reason}); {kept}{hint}")
+    message = f"could not write {what} ({reason}); {kept}{hint}"
+    try:
+        failed = type(err)(message)
+    except TypeError:  # a subclass whose constructor wants other arguments
+        failed = OSError(message)
     failed.errno = err.errno  # kept for callers; the message stays free of "[Errno N]"
     return failed
 

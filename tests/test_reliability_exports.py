@@ -54,22 +54,23 @@ def test_an_error_that_is_not_a_write_passes_through_and_keeps_the_earlier_outpu
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
-def test_a_kill_between_the_two_renames_gives_the_earlier_output_back(tmp_path):
+@pytest.mark.parametrize("name", ["model", "model[1]"])  # a name with glob characters
+def test_a_kill_between_the_two_renames_gives_the_earlier_output_back(tmp_path, name):
     """replace_folder moves the old output aside, then the new one in: a kill between the two leaves only the
     hidden old one; the next write puts it back first, and a stale staging folder is removed."""
-    target = tmp_path / "model"
-    aside = tmp_path / ".model.old-12345"
+    target = tmp_path / name
+    aside = tmp_path / f".{name}.old-12345"
     aside.mkdir()
     _write(aside, "old")
-    (tmp_path / ".model.tmp-abc").mkdir()  # a staging folder of the killed process
-    with pytest.raises(OSError, match="the earlier .*model is unchanged"), staged_folder(target):
+    (tmp_path / f".{name}.tmp-abc").mkdir()  # a staging folder of the killed process
+    with pytest.raises(OSError, match="the earlier .* is unchanged"), staged_folder(target):
         raise OSError(errno.ENOSPC, "No space left on device")
     assert (target / "weights").read_text() == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
     with staged_folder(target) as staging:
         _write(staging, "new")
     assert (target / "weights").read_text() == "new" and (target / "sub" / "config.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
@@ -99,3 +100,17 @@ def test_other_os_errors_are_not_hidden(monkeypatch):
     monkeypatch.setattr(export, "_run", broken)
     with pytest.raises(OSError, match="Input/output"):
         main(["export", "a", "b"])
+
+
+def test_a_permission_error_inside_a_staged_write_stays_one_permission_line(monkeypatch, capsys, tmp_path):
+    from latentforge.cli import main
+    from latentforge.commands import export
+
+    def read_only(args):
+        with staged_folder(tmp_path / "model") as staging:
+            raise PermissionError(errno.EACCES, "Permission denied", str(staging / "weights"))
+
+    monkeypatch.setattr(export, "_run", read_only)
+    assert main(["export", "a", "b"]) == 2  # was an OSError the full-disk handler re-raised
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Permission denied" in err and "its permissions" in err
