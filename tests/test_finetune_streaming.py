@@ -104,9 +104,11 @@ def test_unreadable_members_are_skipped_and_counted(shards, tmp_path):
         _member(tar, "captiononly.txt", b"no image here")
         _member(tar, "meta.png", source.extractfile("000000000.png").read())
         _member(tar, "meta.json", json.dumps({"caption": "a caption from json"}).encode())
+        _member(tar, "listed.png", source.extractfile("000000000.png").read())
+        _member(tar, "listed.json", json.dumps(["valid JSON, not an object"]).encode())
     config = DataConfig(resolution=32, shards=[str(bad)])
-    batch = next(iter(shard_loader(config, batch_size=5)))
-    assert batch["skipped"] == 2 and len(batch["key"]) == 3
+    batch = next(iter(shard_loader(config, batch_size=6)))
+    assert batch["skipped"] == 3 and len(batch["key"]) == 3
     assert "a caption from json" in batch["text"]
     cut = tmp_path / "cut.tar"
     second_image = index_shard(good)[1][1]["png"][0]
@@ -163,6 +165,10 @@ def test_streaming_refuses_what_needs_the_cache(shards, tmp_path):
         unet_trainer.train(_config(tmp_path, shards, "data.buckets=true"))
     with pytest.raises(FileNotFoundError, match="00004.tar does not exist"):
         unet_trainer.train(_config(tmp_path, f"{shards}/{{00000..00009}}.tar"))
+    junk = tmp_path.parent / f"{tmp_path.name}-junk.tar"
+    junk.write_bytes(b"\0junk" * 300)
+    with pytest.raises(ValueError, match="junk.tar is not a readable uncompressed tar"):
+        unet_trainer.train(_config(tmp_path, f"{shards}/00000.tar,{junk}"))
     assert not any(tmp_path.iterdir()), "the errors must come before any work"
     with pytest.raises(ValueError, match="streamed by the U-Net trainer only"):
         load_splits(DataConfig(shards=[str(shards)]))  # what the VAE and CLIP trainers read

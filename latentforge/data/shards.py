@@ -70,6 +70,22 @@ def find_shards(patterns: str | Sequence[str]) -> list[Path]:
     return [Path(p) for p in found]
 
 
+def not_a_tar(path: Path, err: Exception) -> ValueError:
+    """The error for a shard that tarfile cannot read."""
+    return ValueError(f"data.shards: {path} is not a readable uncompressed tar file ({err})")
+
+
+def check_readable(paths: Sequence[Path]) -> None:
+    """ValueError naming the first of `paths` that is not an uncompressed tar; reads each one's first header
+    only, so that a junk shard is named before any model loads, not when its stream is indexed."""
+    for path in paths:
+        try:
+            with tarfile.open(path, "r:"):  # opening reads the first header
+                pass
+        except (tarfile.TarError, OSError) as err:
+            raise not_a_tar(path, err) from None
+
+
 def _image_bytes(value: Any) -> tuple[bytes, str]:
     """(file bytes, extension) of a `datasets` image value; files keep their bytes, PIL images become PNG."""
     if isinstance(value, dict):

@@ -27,7 +27,7 @@ import torch
 
 from latentforge.data.data_config import DataConfig
 from latentforge.data.image_dataset import _IMAGE_ERRORS, collate_skip_none, open_image
-from latentforge.data.shards import SHARD_IMAGE_EXTENSIONS, find_shards
+from latentforge.data.shards import SHARD_IMAGE_EXTENSIONS, find_shards, not_a_tar
 from latentforge.data.transforms import ImageCaptionTransform
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def index_shard(path: Path) -> list[tuple[str, Members]]:
                     )
     except (tarfile.ReadError, OSError) as err:
         if not samples:
-            raise ValueError(f"data.shards: {path} is not a readable uncompressed tar file ({err})") from None
+            raise not_a_tar(path, err) from None
         logger.warning("%s: unreadable after %d samples (%s); using those", path, len(samples), err)
     return list(samples.items())
 
@@ -136,6 +136,8 @@ class ShardStream:
             return _read(path, members["txt"]).decode("utf-8").strip()
         if "json" in members:
             record = json.loads(_read(path, members["json"]))
+            if not isinstance(record, dict):  # a list or a string: a bad member, skipped like a broken image
+                raise ValueError(f"{path}: its .json caption is a {type(record).__name__}, not an object")
             return str(record.get(self.config.caption_column, record.get("caption", "")) or "")
         return ""
 

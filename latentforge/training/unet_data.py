@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from latentforge.data.shards import find_shards
+from latentforge.data.shards import check_readable, find_shards
 from latentforge.data.streaming import shard_loader
 from latentforge.data.training_data import load_splits
 from latentforge.models.components import Components
@@ -20,8 +20,8 @@ from latentforge.training.stream_encoding import stream_inputs
 
 
 def check_streaming(config: UNetTrainConfig) -> None:
-    """data.shards: the shards exist, and nothing asks for what only the latent cache gives."""
-    find_shards(config.data.shards)
+    """data.shards: the shards exist and are tars, and nothing asks for what only the latent cache gives."""
+    check_readable(find_shards(config.data.shards))
     if config.dreambooth.instance_data:
         raise ValueError(
             "data.shards streams a large set; DreamBooth (dreambooth.instance_data) needs neither"
