@@ -42,3 +42,14 @@ class DataConfig:
     # down to bucket_reso_steps), so it is not blown up into blur. 1 = never enlarge (kohya's
     # --bucket_no_upscale); 0 = no limit.
     max_upscale: float = 0.0
+
+
+def check_max_upscale(config: DataConfig) -> None:
+    """data.max_upscale is 0 (no limit) or >= 1, and set only with buckets (ValueError naming the fix);
+    torch-free, so the train command checks it before any model loads."""
+    if config.max_upscale != 0 and config.max_upscale < 1:
+        raise ValueError(
+            f"data.max_upscale must be 0 (no limit) or >= 1 (1 = never enlarge), got {config.max_upscale}"
+        )
+    if config.max_upscale and not config.buckets:
+        raise ValueError("data.max_upscale sends small photos to smaller buckets: it needs data.buckets=true")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from latentforge.data.buckets import AspectRatioBuckets
-from latentforge.data.data_config import DataConfig
+from latentforge.data.data_config import DataConfig, check_max_upscale
 from latentforge.data.image_dataset import ImageCaptionDataset, collate_skip_none, image_size
 from latentforge.data.shapes import HELD_OUT_PAIRS
 from latentforge.data.sources import load_image_text_dataset
@@ -70,12 +70,7 @@ def make_buckets(config: DataConfig, vae_factor: int = 8) -> AspectRatioBuckets:
             f"data.resolution={config.resolution} is not a multiple of data.bucket_reso_steps={step}; "
             f"set data.bucket_reso_steps to a divisor of it (e.g. {max(vae_factor, config.resolution // 8)})"
         )
-    if config.max_upscale != 0 and config.max_upscale < 1:
-        raise ValueError(
-            f"data.max_upscale must be 0 (no limit) or >= 1 (1 = never enlarge), got {config.max_upscale}"
-        )
-    if config.max_upscale and not config.buckets:
-        raise ValueError("data.max_upscale sends small photos to smaller buckets: it needs data.buckets=true")
+    check_max_upscale(config)
     buckets = AspectRatioBuckets(
         config.resolution, step, config.min_bucket_reso or None, config.max_bucket_reso or None
     )
