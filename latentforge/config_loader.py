@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -165,9 +166,13 @@ def _coerce_union(value: Any, args: tuple, name: str) -> Any:
     raise ConfigError(f"{name}: {value!r} fits none of the allowed types: " + "; ".join(errors))
 
 
+# a comma that separates list items: not one inside braces, so the shard pattern "a/{x,y}.tar" stays one item
+_LIST_COMMA = re.compile(r",(?![^{}]*\})")
+
+
 def _coerce_sequence(value: Any, origin: Any, args: tuple, name: str) -> list | tuple:
     if isinstance(value, str):
-        value = [v.strip() for v in value.split(",")] if value else []
+        value = [v.strip() for v in _LIST_COMMA.split(value)] if value else []
     if not isinstance(value, (list, tuple)):
         value = [value]
     if origin is tuple and args and args[-1] is not Ellipsis:

@@ -44,6 +44,19 @@ def test_yaml_then_command_line_overrides(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("value", "items"),
+    [
+        ("a/{x,y}.tar", ["a/{x,y}.tar"]),
+        ("a/{000..009}.tar,b/{x,y}-{1,2}.tar", ["a/{000..009}.tar", "b/{x,y}-{1,2}.tar"]),
+        ("a.tar, b.tar", ["a.tar", "b.tar"]),
+    ],
+)
+def test_list_overrides_split_on_commas_outside_braces(value, items):
+    # data.shards takes brace patterns ("shards/{x,y}.tar"), whose commas are not list separators
+    assert load_config(Run, None, [f"prompts={value}"]).prompts == items
+
+
+@pytest.mark.parametrize(
     ("override", "field", "expected"),
     [
         ("lr=1e-3", "lr", 1e-3),
