@@ -72,7 +72,7 @@ def test_overrides_reach_the_named_stage_and_the_output_dir(tmp_path):
     assert command.index("optim.max_steps=3") < command.index("checkpoint.resume=latest")
 
 
-def test_smoke_recipe_stops_resumes_and_exports(tmp_path, capsys):
+def test_smoke_recipe_stops_resumes_and_exports(tmp_path, capfd):
     from diffusers import StableDiffusionPipeline
 
     out = tmp_path / "run"
@@ -81,9 +81,9 @@ def test_smoke_recipe_stops_resumes_and_exports(tmp_path, capsys):
     assert not (out / "model-fp16").exists()
     vae_weights = out / "vae" / "model" / "vae" / "diffusion_pytorch_model.safetensors"
     before = vae_weights.stat().st_mtime_ns
-    capsys.readouterr()
+    capfd.readouterr()
     assert main(["train", "recipe", "--config", "smoke", "-o", str(out)]) == 0
-    said = capsys.readouterr().out
+    said = capfd.readouterr().out
     assert "stage 1/4 clip: done already" in said and "stage 3/4 unet: done already" in said
     assert "resumed from" in said and "checkpoint-4 at step 4" in said  # the tail continues the unet run
     assert vae_weights.stat().st_mtime_ns == before
@@ -96,12 +96,36 @@ def test_smoke_recipe_stops_resumes_and_exports(tmp_path, capsys):
     assert image.shape == (32, 32, 3) and np.isfinite(image).all()
 
 
-def test_a_failing_stage_stops_the_recipe_with_its_exit_code(tmp_path, capsys):
-    path = write(tmp_path, GOOD.replace("config: smoke-vae}", "config: smoke-vae, set: [optim.max_stepz=1]}"))
+def test_a_bad_key_in_any_stage_is_refused_before_the_first_stage_runs(tmp_path, capsys):
+    path = write(tmp_path, GOOD.replace('["vae_from={vae}"]', '["vae_from={vae}", optim.max_stepz=1]'))
     assert main(["train", "recipe", "--config", str(path), "-o", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert "max_stepz" in err and "give the same recipe command again" in err and "Traceback" not in err
+    assert "recipe stage 'unet'" in err and "max_stepz" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_recipe_that_is_not_yaml_is_one_line(tmp_path, capsys):
+    path = write(tmp_path, GOOD.replace("config: smoke-vae}", "config: [smoke-vae}"))
+    assert main(["train", "recipe", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not valid YAML text" in err
+
+
+def test_a_stage_that_fails_stops_the_recipe_with_its_exit_code(tmp_path, capfd):
+    path = write(tmp_path, GOOD.replace("config: smoke-vae}", "config: smoke-vae, set: [model=no/such/vae]}"))
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", "recipe", "--config", str(path), "-o", str(tmp_path / "run")])
+    err = capfd.readouterr().err
+    assert (
+        stopped.value.code == 2 and "model=no/such/vae" in err and "give the same recipe command again" in err
+    )
     assert not (tmp_path / "run" / ".stages").exists()
+
+
+def test_a_recipe_under_several_processes_is_refused(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train", "recipe", "--config", "smoke"]) == 2
+    assert "not under accelerate launch" in capsys.readouterr().err
 
 
 def test_gpu_recipe_script_runs_the_smoke_recipe_on_the_cpu(tmp_path):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from latentforge.commands.png_record import DEFAULT_MODEL_NAME
@@ -95,6 +97,11 @@ def _run_recipe(args: argparse.Namespace) -> int:
     """`train recipe --config NAME [output_dir=DIR] [STAGE.KEY=VALUE ...]`: the stages in order, then the export."""
     from latentforge.training.recipe import load_recipe, run_recipe
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(
+            "train recipe runs its stages one after another, each in its own process: start it as a plain "
+            "command, not under accelerate launch (launch a single stage with accelerate instead)"
+        )
     if not args.config:
         raise ValueError(
             f"train recipe: --config is required: one of {shipped_names('recipes')} or a YAML file"
@@ -111,15 +118,9 @@ def _run_recipe(args: argparse.Namespace) -> int:
 
 
 def _train_or_export(argv: list[str]) -> int:
-    """`latentforge train ...` or `latentforge export ...` in this process (a recipe's step)."""
-    from latentforge.commands import export
-
-    parser = argparse.ArgumentParser(prog="latentforge")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    register(subparsers)
-    export.register(subparsers)
-    args = parser.parse_args(argv)
-    return int(args.run(args) or 0)
+    """`latentforge train ...` or `latentforge export ...` in a process of its own (a recipe's step): each
+    stage starts with fresh memory and accelerate state, as when its command is typed."""
+    return subprocess.run([sys.executable, "-m", "latentforge", *argv]).returncode
 
 
 def check_model_keys(stage: str, config: object) -> None:
@@ -161,8 +162,10 @@ def check_run_inputs(config: object) -> None:
         raise ValueError(
             f"data.max_corrupt_fraction must be in [0, 1] (a share of the images), got {fraction}"
         )
+    from latentforge.data.data_config import check_max_upscale  # torch-free
     from latentforge.data.sources import check_metadata_paths  # torch-free
 
+    check_max_upscale(config.data)
     for source in (part.strip() for part in str(config.data.dataset).split("+")):
         folder = Path(source).expanduser()
         looks_like_path = source.startswith((".", "/", "~")) or source.count("/") > 1

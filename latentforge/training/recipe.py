@@ -15,7 +15,8 @@ A recipe is a YAML file:
       to: default-model                   # folder under output_dir
       args: [--dtype, float16, --steps, "20"]
 
-Each stage is a `latentforge train` command with `checkpoint.resume=latest`, so a recipe that was
+Each stage is a `latentforge train` command in its own process (fresh memory and accelerate state), with
+`checkpoint.resume=latest`, so a recipe that was
 interrupted (Ctrl-C, a kill, a new machine with the run folder copied over) continues where it stopped when
 the same command is given again; a finished stage leaves `output_dir/.stages/<name>.done` (its command and
 seconds, JSON) and is skipped after.
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from latentforge.atomic_files import staged_file
 
 STAGE_KINDS = ("vae", "clip", "unet")
 _REFERENCE = re.compile(r"\{([A-Za-z0-9_-]+)\}")
@@ -91,7 +94,11 @@ def _fields(kind: type, data: object, where: str, required: tuple[str, ...]) -> 
 def load_recipe(path: str | Path, overrides: list[str]) -> Recipe:
     """The recipe in `path` with `output_dir=DIR` and `<stage>.<KEY>=VALUE` overrides (appended to that stage's
     `set`); ValueError naming the entry for anything malformed, before any stage starts."""
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"recipe {path} is not valid YAML text ({first}); fix the file") from None
     fields = _fields(Recipe, data, str(path), ("output_dir", "stages"))
     if not isinstance(data.get("stages"), list) or not data["stages"]:
         raise ValueError(f"{path}: stages: expected a non-empty list of stages")
@@ -118,7 +125,23 @@ def load_recipe(path: str | Path, overrides: list[str]) -> Recipe:
                 f"recipe override {item!r}: give output_dir=DIR or STAGE.KEY=VALUE with STAGE one of {list(by_name)}"
             )
     _check(recipe, path)
+    _check_stage_configs(recipe)
     return recipe
+
+
+def _check_stage_configs(recipe: Recipe) -> None:
+    """Every stage's training config with its overrides, read as its command will read it: a misspelt key or
+    a bad value in the last stage fails now, not after the stages before it have trained for hours."""
+    from latentforge.config_loader import load_config
+    from latentforge.resources import config_file
+    from latentforge.training.stage_configs import STAGE_CONFIGS
+
+    for stage in recipe.stages:
+        overrides = [arg for arg in stage_command(recipe, stage)[2:] if "=" in arg]
+        try:
+            load_config(STAGE_CONFIGS[stage.train], config_file("train", stage.config), overrides)
+        except (ValueError, FileNotFoundError) as err:
+            raise ValueError(f"recipe stage {stage.name!r}: {err}") from None
 
 
 def _check(recipe: Recipe, path: str | Path) -> None:
@@ -159,8 +182,8 @@ def export_command(recipe: Recipe) -> list[str]:
 
 def run_recipe(recipe: Recipe, latentforge: Callable[[list[str]], int], stop_after: str = "") -> Path | None:
     """Run the stages that are not done yet, then the export, each through `latentforge(argv)` (a `train` or
-    `export` command line, run in this process; it returns an exit code or raises); the export folder (None
-    without one)."""
+    `export` command line run in its own process; it returns the exit code); the export folder (None without
+    one)."""
     names = [s.name for s in recipe.stages]
     if stop_after and stop_after not in names:
         raise ValueError(f"--stop-after {stop_after!r}: not one of the stages {names}")
@@ -175,10 +198,10 @@ def run_recipe(recipe: Recipe, latentforge: Callable[[list[str]], int], stop_aft
             _run(latentforge, command)
             seconds = time.perf_counter() - start
             print(f"recipe: stage {stage.name} took {seconds:.1f} s", flush=True)
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(
-                json.dumps({"command": shlex.join(["latentforge", *command]), "seconds": seconds})
-            )
+            with staged_file(marker) as tmp:  # whole or absent: a torn marker must not skip its stage
+                tmp.write_text(
+                    json.dumps({"command": shlex.join(["latentforge", *command]), "seconds": seconds})
+                )
         if stage.name == stop_after:
             return None
     if recipe.export is None:
