@@ -5,8 +5,9 @@ training config and `unet.KEY=VALUE` overrides of the `small` architecture's U-N
 2-core wall-clock time, turned into samples so that rows stay comparable when the machine is shared:
 samples = minutes x 60 x baseline samples/s (`--baseline-rate`, measured on 2 free cores by
 benchmarks/train_throughput.py) x the variant's speed relative to the baseline U-Net, timed side by side in
-this process (forward + backward at the run's batch size). The run resumes from its last checkpoint when the
-same command is given again. The model is then scored with `latentforge eval compositional` at fixed
+this process (forward + backward at the run's batch size; a text encoder trained alongside is not counted),
+once: the plan is kept in RUNS/NAME/plan.json, so the same command given again continues the same run (its
+steps and schedule) from its last checkpoint, and a finished row is not added twice. The model is then scored with `latentforge eval compositional` at fixed
 sampling settings for every `--seeds` (each seed draws its own prompts and images), and one row is appended
 to the table (docs/ablations.md by default) with the command that made it.
 
@@ -211,11 +212,22 @@ def main(argv: list[str] | None = None) -> None:
     train = [f"output_dir={run / 'train'}", f"base={base}", *defaults, *train]
     config = load_config(UNetTrainConfig, config_file("train", args.config), train)  # typos fail here
     batch = config.optim.batch_size
-    ratio = speed_ratio(args.architecture, base, batch, args.probe_steps)
-    rate = args.baseline_rate * ratio
-    steps = args.max_steps or math.ceil(args.minutes * 60 * rate / batch)
+    done = run / "scores.json"
+    if done.is_file():  # the row is in the table already
+        print(f"ablation {args.name}: done already ({done})")
+        return
+    plan_file = run / "plan.json"
+    if plan_file.is_file():  # a rerun continues the same run: the same steps, so the same schedule
+        plan = json.loads(plan_file.read_text())
+    else:
+        ratio = speed_ratio(args.architecture, base, batch, args.probe_steps)
+        rate = args.baseline_rate * ratio
+        steps = args.max_steps or math.ceil(args.minutes * 60 * rate / batch)
+        plan = {"steps": steps, "rate": rate, "ratio": ratio}
+        plan_file.write_text(json.dumps(plan))
+    steps, rate = plan["steps"], plan["rate"]
     print(
-        f"ablation {args.name}: {rate:.1f} samples/s ({ratio:.2f}x the baseline) -> {steps} steps of {batch}"
+        f"ablation {args.name}: {rate:.1f} samples/s ({plan['ratio']:.2f}x the baseline) -> {steps} steps of {batch}"
     )
     start = time.perf_counter()
     model = run / "train" / "model"
@@ -224,13 +236,13 @@ def main(argv: list[str] | None = None) -> None:
         resume = ["checkpoint.resume=latest"] if (run / "train" / "checkpoints").is_dir() else []
         latentforge("train", "unet", "--config", args.config, *train, f"optim.max_steps={steps}", *resume)
     scores = score(model, run, args.seeds, args)
-    (run / "scores.json").write_text(json.dumps({"steps": steps, "rate": rate, "scores": scores}, indent=2))
     table = Path(args.table)
     table.parent.mkdir(parents=True, exist_ok=True)
     if not table.is_file():
         table.write_text(TABLE_HEAD)
     with table.open("a") as f:
         f.write(table_row(args, argv, steps, batch, rate, scores, time.perf_counter() - start))
+    done.write_text(json.dumps({**plan, "scores": scores}, indent=2))
     print(f"ablation {args.name}: overall {scores['in_distribution/overall']:.3f} in distribution, "
           f"{scores['held_out/overall']:.3f} held out -> {table}")  # fmt: skip
 
