@@ -29,4 +29,8 @@ def full_copy(module: torch.nn.Module, is_main_process: bool) -> torch.nn.Module
     with torch.device("meta"):
         copy = plain.from_config(module.config) if hasattr(plain, "from_config") else plain(module.config)
     copy.load_state_dict(state, strict=True, assign=True)
+    for name, buffer in module.named_buffers():  # not in a state dict (e.g. CLIP's position_ids): not sharded
+        owner, _, attr = name.rpartition(".")
+        if copy.get_buffer(name).is_meta:
+            copy.get_submodule(owner)._buffers[attr] = buffer.detach().cpu().clone()
     return copy.eval()
