@@ -83,7 +83,13 @@ def write_failed(err: OSError, what: str, kept: str) -> OSError:
     except TypeError:  # a subclass whose constructor wants other arguments
         failed = OSError(message)
     failed.errno = err.errno  # kept for callers; the message stays free of "[Errno N]"
+    failed.kept = kept  # marks it as said: a caller passes it on as it is (`is_said`)
     return failed
+
+
+def is_said(err: BaseException | None) -> bool:
+    """Whether `err` is already a `write_failed` error (saying what is intact), not to be wrapped again."""
+    return isinstance(err, OSError) and isinstance(getattr(err, "kept", None), str)
 
 
 def _failed_write(err: Exception, final: Path) -> OSError | None:

@@ -2,6 +2,9 @@
 instance prompt moves toward the cat, and prior preservation keeps the class prompt's images near the base
 model's, where without it they drift. Class images are generated once, resumably, image i from seed + i."""
 
+import errno
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +116,24 @@ def test_class_images_are_generated_once_and_a_stopped_generation_makes_only_the
         unet_trainer.check_config(
             load_config(unet_trainer.UNetTrainConfig, None, [f"dreambooth.instance_data={tmp_path / 'full'}"])
         )
+
+
+def test_a_full_disk_while_writing_class_images_leaves_no_partial_one(tmp_path, monkeypatch):
+    components = Components.from_architecture("tiny", seed=0)
+    db = DreamBoothConfig(
+        instance_data="x", class_prompt="a red circle", num_class_images=3, class_inference_steps=2
+    )
+    accelerator, folder, save = Accelerator(cpu=True), tmp_path / "class", Image.Image.save
+
+    def full_at_the_second(image, fp, *args, **kwargs):
+        if "class-00001" in str(fp):
+            Path(fp).write_bytes(b"\x89PNG cut short")  # what got written before the disk filled
+            raise OSError(errno.ENOSPC, "No space left on device", str(fp))
+        return save(image, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", full_at_the_second)
+    with pytest.raises(OSError, match=r"could not write .*class-00001.png \(No space left on device\)"):
+        generate_class_images(accelerator, components, db, 16, folder, seed=5)
+    assert sorted(p.name for p in folder.iterdir()) == ["class-00000.png"], "a partial image was left"
+    monkeypatch.setattr(Image.Image, "save", save)
+    assert generate_class_images(accelerator, components, db, 16, folder, seed=5) == 2  # the missing ones

@@ -2,6 +2,7 @@
 unreadable members skipped and counted, a U-Net run on them, and a stopped-and-resumed run that trains on the
 same samples in the same order as a straight one, without reading the samples it skips."""
 
+import errno
 import io
 import json
 import os
@@ -118,6 +119,24 @@ def test_unreadable_members_are_skipped_and_counted(shards, tmp_path):
     (tmp_path / "junk.tar").write_bytes(b"\0junk" * 300)
     with pytest.raises(ValueError, match="not a readable uncompressed tar"):
         shard_loader(DataConfig(shards=[str(tmp_path / "junk.tar")]), batch_size=2)
+
+
+def test_a_full_disk_while_writing_shards_leaves_only_whole_ones(tmp_path, monkeypatch):
+    from latentforge.data import shards as shards_module
+
+    data = shapes_dataset(4, size=32).cast_column("image", datasets.Image(decode=False))
+    add = shards_module._add
+
+    def full_at_the_third_sample(tar, name, payload):
+        if name.startswith("000000002."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        add(tar, name, payload)
+
+    monkeypatch.setattr(shards_module, "_add", full_at_the_third_sample)
+    with pytest.raises(OSError, match=r"could not write .*00001.tar \(No space left on device\)"):
+        write_shards(data, tmp_path, samples_per_shard=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00000.tar"], "a partial shard was left"
+    assert len(index_shard(tmp_path / "00000.tar")) == 2
 
 
 def _config(out, shards, *overrides):

@@ -114,3 +114,25 @@ def test_a_permission_error_inside_a_staged_write_stays_one_permission_line(monk
     assert main(["export", "a", "b"]) == 2  # was an OSError the full-disk handler re-raised
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Permission denied" in err and "its permissions" in err
+
+
+def test_a_full_disk_while_writing_the_latent_cache_leaves_no_cache_and_says_so(
+    tmp_path, monkeypatch, capsys
+):
+    from safetensors import SafetensorError
+
+    from latentforge.cli import main
+    from latentforge.training import latent_cache
+
+    def full_disk(tensors, path):
+        Path(path).write_bytes(b"\0" * 64)  # what got written before the disk filled
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(latent_cache, "save_file", full_disk)
+    run = tmp_path / "run"
+    assert main(["train", "unet", "--config", "smoke-unet", "-o", str(run)]) == 2
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if line.startswith("latentforge train: error: ")]
+    assert len(said) == 1 and "Traceback" not in err, err
+    assert str(run / "cache") in said[0] and "No space left" in said[0] and "free some space" in said[0]
+    assert not any((run / "cache").iterdir()), "a cache (or its staging folder) was left"

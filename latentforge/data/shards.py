@@ -22,6 +22,8 @@ from typing import Any
 
 from PIL import Image
 
+from latentforge.atomic_files import staged_file
+
 SHARD_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 _CHOICE = re.compile(r"\{([^{}]*,[^{}]*)\}")
@@ -112,8 +114,8 @@ def write_shards(
     caption_column: str = "text",
 ) -> list[Path]:
     """Write `rows` (e.g. a `datasets.Dataset`, images undecoded or PIL) as folder/00000.tar, ... with members
-    <key>.<ext> and <key>.txt, key = the row's number (9 digits); each shard appears whole (written as
-    .tmp first). A list of captions keeps its first. Returns the shard paths."""
+    <key>.<ext> and <key>.txt, key = the row's number (9 digits); each shard appears whole (`staged_file`). A
+    list of captions keeps its first. Returns the shard paths."""
     if samples_per_shard < 1:
         raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
     folder = Path(folder)
@@ -122,14 +124,13 @@ def write_shards(
     numbered = enumerate(rows)
     while chunk := list(itertools.islice(numbered, samples_per_shard)):
         path = folder / f"{len(paths):05d}.tar"
-        with tarfile.open(path.with_suffix(".tmp"), "w", format=tarfile.USTAR_FORMAT) as tar:
+        with staged_file(path) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
             for i, row in chunk:
                 data, ext = _image_bytes(row[image_column])
                 caption = row[caption_column]
                 caption = (caption[0] if caption else "") if isinstance(caption, list | tuple) else caption
                 _add(tar, f"{i:09d}.{ext}", data)
                 _add(tar, f"{i:09d}.txt", str(caption or "").encode())
-        os.replace(path.with_suffix(".tmp"), path)
         paths.append(path)
     if not paths:
         raise ValueError("write_shards: no rows to write")

@@ -38,8 +38,8 @@ def run_together(
     if not failed:
         return
     write = atomic.as_write_error(err) if err is not None else None
-    if err is not None and write is None:
-        raise err
+    if err is not None and (write is None or atomic.is_said(err)):
+        raise err  # another error, or a failed write that already says what is intact
     rank, code = failed[0]
     if write is None and not code:
         raise RuntimeError(f"could not write {what}: process {rank} failed (its error is above)")

@@ -15,7 +15,9 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from latentforge.atomic_files import staged_file
 from latentforge.data.sources import image_files, prompt_folder_dataset
+from latentforge.training.all_processes import run_together
 from latentforge.training.run_dir import RunDir
 from latentforge.training.stage_configs import DreamBoothConfig
 
@@ -57,32 +59,40 @@ def generate_class_images(
 ) -> int:
     """Make the class images `folder` lacks (up to num_class_images) with the base model, on the main process;
     image i is `class-<i>.png` from seed + i, written whole or not at all. Returns how many were made."""
-    from latentforge.pipelines import TextToImagePipeline
-
     have = len(image_files(folder)) if folder.is_dir() else 0
     todo = [i for i in range(db.num_class_images) if not (folder / f"class-{i:05d}.png").exists()]
     todo = todo[: max(0, db.num_class_images - have)]
-    if accelerator.is_main_process and todo:
-        folder.mkdir(parents=True, exist_ok=True)
-        pipe = TextToImagePipeline.from_components(components)
-        pipe.set_progress_bar_config(disable=True)
-        for start in tqdm(range(0, len(todo), 4), desc="class images", unit="batch"):
-            chunk = todo[start : start + 4]
-            with torch.random.fork_rng(devices=[]):  # training randomness must not depend on this
-                images = pipe(
-                    prompt=[db.class_prompt] * len(chunk),
-                    num_inference_steps=db.class_inference_steps,
-                    guidance_scale=db.class_guidance_scale,
-                    generator=[torch.Generator().manual_seed(seed + i) for i in chunk],
-                    height=size,
-                    width=size,
-                ).images
-            for i, image in zip(chunk, images):
-                tmp = folder / f".tmp-class-{i:05d}.png"
-                image.save(tmp)
-                tmp.replace(folder / f"class-{i:05d}.png")
-    accelerator.wait_for_everyone()
+
+    def generate() -> None:  # the main process; the others wait, and stop with it when it fails
+        if accelerator.is_main_process and todo:
+            _generate(components, db, size, folder, seed, todo)
+
+    what = f"class images to {folder}"
+    run_together(accelerator, generate, what, lambda: "the class images written before are kept")
     return len(todo)
+
+
+def _generate(components, db: DreamBoothConfig, size: int, folder: Path, seed: int, todo: list[int]) -> None:
+    """Class images number `todo` into `folder`, image i from seed + i, each file whole or absent."""
+    from latentforge.pipelines import TextToImagePipeline
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pipe = TextToImagePipeline.from_components(components)
+    pipe.set_progress_bar_config(disable=True)
+    for start in tqdm(range(0, len(todo), 4), desc="class images", unit="batch"):
+        chunk = todo[start : start + 4]
+        with torch.random.fork_rng(devices=[]):  # training randomness must not depend on this
+            images = pipe(
+                prompt=[db.class_prompt] * len(chunk),
+                num_inference_steps=db.class_inference_steps,
+                guidance_scale=db.class_guidance_scale,
+                generator=[torch.Generator().manual_seed(seed + i) for i in chunk],
+                height=size,
+                width=size,
+            ).images
+        for i, image in zip(chunk, images):
+            with staged_file(folder / f"class-{i:05d}.png") as tmp:
+                image.save(tmp, format="PNG")
 
 
 def dreambooth_images(accelerator: Accelerator, components, config, run_dir: RunDir):

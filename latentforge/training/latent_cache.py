@@ -18,10 +18,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +27,10 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
+from latentforge.atomic_files import staged_folder
 from latentforge.data.buckets import BucketSampler
 from latentforge.data.data_config import DataConfig
+from latentforge.training.all_processes import run_together
 from latentforge.training.cache_encoding import DTYPES, build_cache
 from latentforge.training.run_dir import RunDir
 
@@ -209,28 +209,31 @@ def load_or_build_cache(
         components.vae, components.text_encoder, components.tokenizer, dataset, data, with_pixels, dtype
     )
     folder = root / key
-    if accelerator.is_main_process and not _intact(folder):
+
+    def build() -> None:  # the main process, when there is no intact cache
+        if not accelerator.is_main_process or _intact(folder):
+            return
         if root.is_dir():  # caches of other weights/settings are stale for this run
             for old in root.iterdir():
                 shutil.rmtree(old, ignore_errors=True)
-        root.mkdir(parents=True, exist_ok=True)
         # the build draws from the global RNG (its loader's seed) and a rerun that finds the cache does not: a
         # run restarted before its first checkpoint would train on other noise than one run straight through
         device = accelerator.device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             tensors = build_cache(components, dataset, data, device, with_pixels, dtype)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
-        save_file(tensors, tmp / "cache.safetensors")
         meta = {"key": key, "images": len(tensors["bucket"]), "captions": tensors["embeds"].shape[0]}
-        (tmp / "meta.json").write_text(json.dumps(meta))  # written last: marks the cache complete
-        os.replace(tmp, folder)
+        with staged_folder(folder) as staging:  # a full disk leaves no cache that looks complete
+            save_file(tensors, staging / "cache.safetensors")
+            (staging / "meta.json").write_text(json.dumps(meta))
         left_out = int(tensors["skipped"])
         accelerator.print(
             f"encoded the {meta['images']} training images to latents and their {meta['captions']} different "
             f"captions to text embeddings, once for the run (kept in {folder})"
             + (f"; {left_out} unreadable image(s) left out" if left_out else "")
         )
-    accelerator.wait_for_everyone()
+
+    # the other processes wait for the build, and stop with the main process when it fails
+    run_together(accelerator, build, f"the latent cache to {folder}", lambda: "no cache was kept")
     t = load_file(folder / "cache.safetensors")
     n = len(t["sizes"])
     return LatentCache(
