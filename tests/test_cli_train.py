@@ -5,6 +5,7 @@ above the progress bar."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import pytest
@@ -68,4 +69,24 @@ def test_a_refused_fsdp_launch_leaves_no_output_folder(stage, tmp_path, monkeypa
     run = tmp_path / "run"
     assert cli.main(["train", stage, "--config", f"smoke-{stage}", "-o", str(run)]) == 2
     assert "FSDP needs CUDA GPUs" in capsys.readouterr().err
+    assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("data.max_upscale=0.5", "must be 0 .no limit. or >= 1"),
+        ("data.max_upscale=1", "needs data.buckets=true"),
+    ],
+)
+def test_a_bad_max_upscale_is_named_before_any_model_loads(setting, message, tmp_path, monkeypatch, capsys):
+    from latentforge.training import unet
+
+    def load_components(config):
+        raise AssertionError("the models loaded before the check")
+
+    monkeypatch.setattr(unet, "load_components", load_components)
+    run = tmp_path / "run"
+    assert cli.main(["train", "unet", "--config", "smoke-unet", setting, "-o", str(run)]) == 2
+    assert re.search(message, capsys.readouterr().err)
     assert not run.exists()
