@@ -60,9 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"latentforge {args.command}: error: {err}", file=sys.stderr)
         return 2
     except (PermissionError, IsADirectoryError) as err:  # a read-only output folder, an unreadable input
-        print(
-            f"latentforge {args.command}: error: {err}; check the path and its permissions", file=sys.stderr
-        )
+        hint = "" if "permissions" in str(err) else "; check the path and its permissions"
+        print(f"latentforge {args.command}: error: {err}{hint}", file=sys.stderr)
         return 2
     except OSError as err:
         if err.errno not in FULL_DISK:
