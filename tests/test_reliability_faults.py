@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from latentforge import cli
 from latentforge.config_loader import load_config
@@ -40,6 +42,16 @@ def _train(out: Path, *extra: str) -> Path:
         unet.UNetTrainConfig, config_file("train", "smoke-unet"), [f"output_dir={out}", *OVERRIDES, *extra]
     )
     return unet.train(config)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def children_threads():
+    """Runs in this process use the thread count of the killed children (fault_runs: OMP_NUM_THREADS, else
+    1): CPU float sums depend on how many threads split them, so the comparison needs the same count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
