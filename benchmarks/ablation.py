@@ -69,38 +69,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)
 
 
-def split_overrides(overrides: list[str]) -> tuple[list[str], dict]:
-    """(training KEY=VALUE pairs, {unet config key: parsed JSON value})."""
-    train, unet = [], {}
+def split_overrides(overrides: list[str], prefix: str = "unet.") -> tuple[list[str], dict]:
+    """(training KEY=VALUE pairs, {`prefix`ed config key: parsed JSON value})."""
+    train, component = [], {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"ablation: {item!r} is not KEY=VALUE")
-        if key.startswith("unet."):
-            try:
-                unet[key[5:]] = json.loads(value)
-            except json.JSONDecodeError as err:
-                raise SystemExit(f"ablation: {item!r}: the value must be JSON ({err})") from None
-        else:
+        if not key.startswith(prefix):
             train.append(item)
-    return train, unet
+            continue
+        try:
+            component[key[len(prefix) :]] = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise SystemExit(f"ablation: {item!r}: the value must be JSON ({err})") from None
+    return train, component
 
 
-def variant_architecture(architecture: str, unet: dict, folder: Path) -> str:
-    """`architecture` itself, or a copy of its folder in `folder` with the U-Net config keys replaced."""
+def variant_architecture(architecture: str, keys: dict, folder: Path, subfolder: str = "unet") -> str:
+    """`architecture` itself, or a copy of its folder in `folder` with keys of `subfolder`/config.json replaced."""
     from latentforge.resources import architecture_dir
 
-    if not unet:
+    if not keys:
         return architecture
     source = architecture_dir(architecture)
-    config = json.loads((source / "unet" / "config.json").read_text())
-    unknown = sorted(set(unet) - set(config))
+    config = json.loads((source / subfolder / "config.json").read_text())
+    unknown = sorted(set(keys) - set(config))
     if unknown:
-        raise SystemExit(f"ablation: unet keys {unknown} are not in {architecture}'s unet/config.json")
+        raise SystemExit(
+            f"ablation: {subfolder} keys {unknown} are not in {architecture}'s {subfolder}/config.json"
+        )
     if folder.exists():
         shutil.rmtree(folder)
     shutil.copytree(source, folder)
-    (folder / "unet" / "config.json").write_text(json.dumps(config | unet, indent=2))
+    (folder / subfolder / "config.json").write_text(json.dumps(config | keys, indent=2))
     return str(folder)
 
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import latentforge  # noqa: E402  (the U-Net protocol's CLI runner)
+import ablation  # noqa: E402  (the U-Net protocol: CLI runner, overrides, architecture copies)
+from ablation import latentforge  # noqa: E402
 
 SHAPE_COLUMNS = ("circle", "square", "triangle", "star", "star_14-20px")
 TABLE_HEAD = """# VAE ablations
@@ -69,39 +69,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)
 
 
-def split_overrides(overrides: list[str], prefix: str = "vae.") -> tuple[list[str], dict]:
-    """(training KEY=VALUE pairs, {`prefix`ed config key: parsed JSON value})."""
-    train, component = [], {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"vae_ablation: {item!r} is not KEY=VALUE")
-        if not key.startswith(prefix):
-            train.append(item)
-            continue
-        try:
-            component[key[len(prefix) :]] = json.loads(value)
-        except json.JSONDecodeError as err:
-            raise SystemExit(f"vae_ablation: {item!r}: the value must be JSON ({err})") from None
-    return train, component
+def split_overrides(overrides: list[str]) -> tuple[list[str], dict]:
+    """(training KEY=VALUE pairs, {VAE config key: parsed JSON value}) of `vae.KEY=VALUE` items."""
+    return ablation.split_overrides(overrides, prefix="vae.")
 
 
 def variant_architecture(architecture: str, subfolder: str, keys: dict, folder: Path) -> str:
-    """`architecture` itself, or a copy of its folder in `folder` with keys of `subfolder`/config.json replaced."""
-    from latentforge.resources import architecture_dir
-
-    if not keys:
-        return architecture
-    source = Path(architecture) if Path(architecture).is_dir() else architecture_dir(architecture)
-    config = json.loads((source / subfolder / "config.json").read_text())
-    unknown = sorted(set(keys) - set(config))
-    if unknown:
-        raise SystemExit(f"vae_ablation: {subfolder} keys {unknown} are not in {architecture}'s config.json")
-    if folder.exists():
-        shutil.rmtree(folder)
-    shutil.copytree(source, folder)
-    (folder / subfolder / "config.json").write_text(json.dumps(config | keys, indent=2))
-    return str(folder)
+    """`architecture`, or a copy in `folder` with keys of `subfolder`/config.json replaced (ablation's)."""
+    return ablation.variant_architecture(architecture, keys, folder, subfolder)
 
 
 def train_once(args: argparse.Namespace, train: list[str], run: Path) -> dict:
