@@ -367,3 +367,48 @@ def test_inpainting_unet_trains_and_loads_in_stock_inpaint_pipeline(tmp_path):
     assert result.shape == (32, 32, 3)
     initial = Components.from_architecture("tiny-inpaint", seed=0).unet
     assert not torch.equal(initial.conv_in.weight, pipe.unet.conv_in.weight)
+
+
+def test_widening_a_text_to_image_unet_keeps_its_predictions_and_refuses_an_inpainting_one():
+    from latentforge.training.inpaint_masks import widen_to_inpaint
+
+    unet = Components.from_architecture("tiny", seed=0).unet.eval()
+    latents, t = torch.randn(2, 4, 8, 8), torch.tensor([10, 500])
+    context = torch.randn(2, 7, unet.config.cross_attention_dim)
+    with torch.no_grad():
+        before = unet(latents, t, context).sample
+        widen_to_inpaint(unet)
+        extra = torch.randn(2, 5, 8, 8)  # any mask and masked-image latents: their weights start at zero
+        after = unet(torch.cat([latents, extra], 1), t, context).sample
+    assert unet.config.in_channels == 9 and unet.conv_in.weight.shape[1] == 9
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="inpainting U-Net already; drop inpaint_variant"):
+        widen_to_inpaint(unet)
+
+
+def test_inpaint_variant_of_a_trained_model_trains_and_inpaints(tmp_path):
+    from latentforge import InpaintPipeline
+
+    base = tmp_path / "base"
+    Components.from_architecture("tiny", seed=0).save_pretrained(base)
+    config = load_config(
+        unet_trainer.UNetTrainConfig,
+        config_file("train", "smoke-unet"),
+        [f"output_dir={tmp_path / 'run'}", f"base={base}", "inpaint_variant=true", "optim.max_steps=2"],
+    )
+    out = unet_trainer.train(config)
+    pipe = InpaintPipeline.from_pretrained(out)
+    assert (
+        pipe.unet.config.in_channels == 9
+        and json.loads((out / "model_index.json").read_text())["_class_name"]
+        == "StableDiffusionInpaintPipeline"
+    )
+    base_weight = Components.from_pretrained(base).unet.conv_in.weight
+    trained = pipe.unet.conv_in.weight
+    assert trained[:, 4:].abs().max() > 0  # the new channels learned from the masks
+    assert (trained[:, :4] - base_weight).abs().max() < 0.05  # two small steps from the base's
+    image = torch.rand(1, 3, 32, 32)
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., :16] = 1
+    result = pipe("a red circle", image=image, mask_image=mask, num_inference_steps=2, output_type="np")
+    assert result.images[0].shape == (32, 32, 3)

@@ -176,8 +176,8 @@ class Components:
 
     @property
     def is_inpaint(self) -> bool:
-        """True for a 9-channel inpainting U-Net (latents + mask + masked-image latents)."""
-        return self.unet.config.in_channels == 9
+        """True for an inpainting U-Net: 2C + 1 input channels (latents + mask + masked-image latents; 9 for SD)."""
+        return self.unet.config.in_channels == 2 * self.unet.config.out_channels + 1
 
     @property
     def device(self) -> torch.device:

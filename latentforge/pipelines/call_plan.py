@@ -40,7 +40,7 @@ class CallPlan:
 
 def plan_call(pipe: Any, task: str, args: CallArgs) -> CallPlan:
     """Check every argument of a `task` ("txt2img", "img2img", "inpaint") call and derive the plan."""
-    _check_unet(pipe.unet, task)
+    _check_unet(pipe.unet, pipe.vae.config.latent_channels, task)
     _check_task_keywords(args, task)
     prompts, negatives, batch = _check_prompts(args)
     _check_numbers(args)
@@ -78,16 +78,17 @@ def plan_call(pipe: Any, task: str, args: CallArgs) -> CallPlan:
     return CallPlan(checked, prompts, negatives, batch, height, width, generator, images, masks)
 
 
-def _check_unet(unet, task: str) -> None:
+def _check_unet(unet, latent_channels: int, task: str) -> None:
     channels = unet.config.in_channels
-    if channels not in (4, 9):
+    if channels not in (latent_channels, 2 * latent_channels + 1):
         raise ValueError(
-            f"unet: in_channels must be 4 (latents) or 9 (inpainting), this model has {channels}"
+            f"unet: in_channels must be the VAE's {latent_channels} latent channels or {2 * latent_channels + 1} "
+            f"(inpainting: latents + mask + masked-image latents), this model has {channels}"
         )
-    if channels == 9 and task != "inpaint":
+    if channels != latent_channels and task != "inpaint":
         raise ValueError(
-            "this model has a 9-channel inpainting U-Net (latents + mask + masked image), which needs a mask: "
-            "use InpaintPipeline (`latentforge inpaint`), or a 4-channel model for this task"
+            f"this model has a {channels}-channel inpainting U-Net (latents + mask + masked image), which needs a "
+            f"mask: use InpaintPipeline (`latentforge inpaint`), or a {latent_channels}-channel model for this task"
         )
 
 

@@ -90,7 +90,7 @@ def prepare_latents(
 def encode_images(
     vae, images: torch.Tensor, repeats: int, generator: Generator, device: torch.device
 ) -> torch.Tensor:
-    """Latents (N * repeats, 4, h, w) of `images` (N, 3, H, W) in [-1, 1], each image repeated `repeats` times.
+    """Latents (N * repeats, C, h, w) of `images` (N, 3, H, W) in [-1, 1], each image repeated `repeats` times.
 
     The latents are sampled from the VAE's posterior with the generator(s), as diffusers does; a list of
     generators gives image i its own sample.
@@ -137,7 +137,7 @@ def damaged_weights(networks: dict[str, torch.nn.Module]) -> str:
 def decode_latents(
     vae, latents: torch.Tensor, networks: dict[str, torch.nn.Module] | None = None
 ) -> torch.Tensor:
-    """Images (B, 3, H, W) in about [-1, 1] from latents (B, 4, h, w).
+    """Images (B, 3, H, W) in about [-1, 1] from latents (B, C, h, w).
 
     A half-precision VAE can overflow; when its output is not finite the decode is redone with a float32
     copy of the VAE and a warning. Non-finite latents raise FloatingPointError rather than give a black
@@ -171,8 +171,8 @@ def decode_latents(
 class InpaintCondition:
     """What the inpainting step needs: mask (B, 1, h, w) in [0, 1], 1 = repaint.
 
-    9-channel U-Net: `masked_image_latents` (B, 4, h, w) are concatenated to the input with the mask.
-    4-channel U-Net: `image_latents` noised with `noise` to the next timestep replace the kept region.
+    Inpainting U-Net (2C + 1 input channels): `masked_image_latents` (B, C, h, w) are concatenated to the input with the mask.
+    Text-to-image U-Net: `image_latents` noised with `noise` to the next timestep replace the kept region.
     """
 
     mask: torch.Tensor
@@ -206,7 +206,7 @@ class DenoiseJob:
     unet: torch.nn.Module
     scheduler: Any  # a private copy for this call
     timesteps: torch.Tensor
-    latents: torch.Tensor  # (B, 4, h, w)
+    latents: torch.Tensor  # (B, C, h, w)
     embeddings: torch.Tensor  # (2B, L, D) = [negative; prompt] with guidance, else (B, L, D)
     guidance_scale: float
     guidance_rescale: float = 0.0
@@ -234,7 +234,7 @@ def step_kwargs(scheduler, generator: Generator, eta: float) -> dict[str, Any]:
 
 
 def denoise(job: DenoiseJob) -> torch.Tensor:
-    """Run the sampling loop; returns the final latents (B, 4, h, w).
+    """Run the sampling loop; returns the final latents (B, C, h, w).
 
     With step caching switched on for `job.unet` (`step_cache.enable`), this call gets its own cache: the
     steps between full ones reuse the U-Net's deep features.

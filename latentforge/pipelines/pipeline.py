@@ -33,7 +33,7 @@ from latentforge.pipelines.schedulers import make_scheduler
 
 @dataclasses.dataclass
 class PipelineOutput(BaseOutput):
-    """`images`: PIL images, numpy (B, H, W, 3) or torch (B, 3, H, W) in [0, 1], or latents (B, 4, h, w)."""
+    """`images`: PIL images, numpy (B, H, W, 3) or torch (B, 3, H, W) in [0, 1], or latents (B, C, h, w)."""
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     nsfw_content_detected: list[bool] | None = None  # no safety checker; kept for diffusers compatibility

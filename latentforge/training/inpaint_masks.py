@@ -1,6 +1,6 @@
-"""Inputs of a 9-channel inpainting U-Net during training: random masks (a quarter of them the whole image,
-as in the SD-inpainting recipe) and the latents of the masked image, made as the inpainting pipeline
-makes them (diffusers' `prepare_mask_latents`)."""
+"""Inpainting U-Nets in training: a text-to-image U-Net widened into one (`widen_to_inpaint`), random masks (a
+quarter of them the whole image, as in the SD-inpainting recipe) and the latents of the masked image, made as
+the inpainting pipeline makes them (diffusers' `prepare_mask_latents`)."""
 
 from __future__ import annotations
 
@@ -42,3 +42,25 @@ def inpaint_conditioning(vae, pixels: torch.Tensor, masks: torch.Tensor, scale_f
         latents = vae.encode(masked.to(vae.dtype)).latent_dist.sample() * vae.config.scaling_factor
     small = F.interpolate(masks, size=(pixels.shape[-2] // scale_factor, pixels.shape[-1] // scale_factor))
     return torch.cat([small.to(latents.dtype), latents], dim=1)
+
+
+def widen_to_inpaint(unet) -> None:
+    """Make a text-to-image U-Net (C input channels) an inpainting one in place: 2C + 1 input channels (the
+    noisy latents, the mask, the masked image's latents), as SD's inpainting model was made from SD 1.2. The
+    new input weights of `conv_in` start at zero, so the widened U-Net first predicts exactly what it did."""
+    old = unet.conv_in
+    channels = old.in_channels
+    if channels != unet.config.out_channels:
+        raise ValueError(
+            f"inpaint_variant=true: the base U-Net has {channels} input channels for {unet.config.out_channels} "
+            "latent channels, so it is an inpainting U-Net already; drop inpaint_variant"
+        )
+    new = torch.nn.Conv2d(
+        2 * channels + 1, old.out_channels, old.kernel_size, old.stride, old.padding, device=old.weight.device
+    ).to(old.weight.dtype)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, :channels] = old.weight
+        new.bias.copy_(old.bias)
+    unet.conv_in = new
+    unet.register_to_config(in_channels=2 * channels + 1)

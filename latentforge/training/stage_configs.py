@@ -164,7 +164,10 @@ class UNetTrainConfig(TrainConfig):
     # scripts can: the diffusion loss then also separates words the text encoder's own training left close.
     train_text_encoder: bool = False
     text_encoder_lr: float = 0.0  # its learning rate; 0 = optim.learning_rate (same warm-up and schedule)
-    inpaint_full_mask_fraction: float = 0.25  # 9-channel U-Nets: fraction of masks covering everything
+    inpaint_full_mask_fraction: float = 0.25  # inpainting U-Nets: fraction of masks covering everything
+    # Widen the base's text-to-image U-Net into an inpainting one (2C + 1 input channels, the new weights zero:
+    # how SD's inpainting model was made from SD) and train it on masked images; the export inpaints.
+    inpaint_variant: bool = False
     gradient_checkpointing: bool = False  # trade compute for activation memory
     cache_dtype: str = (
         "float16"  # storage of cached latents/embeddings: float16 halves RAM/disk, float32 exact

@@ -2,10 +2,11 @@
 cached, and the text encoder cached too or trained alongside (`train_text_encoder`). From scratch (an
 architecture) or fine-tuning a diffusers model; full or LoRA; epsilon or v prediction; zero terminal SNR
 (Lin et al. 2024); min-SNR-gamma (Hang et al. 2023); noise offset; caption dropout to "" (the unconditional
-branch of classifier-free guidance, Ho & Salimans 2022); EMA; 9-channel inpainting U-Nets; aspect-ratio
-buckets (data.buckets); DreamBooth with prior preservation (dreambooth.*, `training.dreambooth`); LoRA on the
-text encoder too (lora.text_encoder); AdamW, 8-bit AdamW, Adafactor or Prodigy (optim.name); sets too large to
-cache streamed from tar shards and encoded per batch (data.shards, `training.unet_data`).
+branch of classifier-free guidance, Ho & Salimans 2022); EMA; inpainting U-Nets (2C + 1 input channels), also
+widened from a text-to-image base (inpaint_variant); aspect-ratio buckets (data.buckets); DreamBooth with prior
+preservation (dreambooth.*, `training.dreambooth`); LoRA on the text encoder too (lora.text_encoder); AdamW, 8-bit
+AdamW, Adafactor or Prodigy (optim.name); sets too large to cache streamed from tar shards and encoded per batch
+(data.shards, `training.unet_data`).
 
 Exports `output_dir/model/` (a full diffusers folder) or, for LoRA, `output_dir/lora/`, with the training
 settings in the safetensors headers (`training.training_metadata`).
@@ -30,7 +31,7 @@ from latentforge.training import losses
 from latentforge.training.dreambooth import (
     check_dreambooth,
 )
-from latentforge.training.inpaint_masks import inpaint_conditioning, random_masks
+from latentforge.training.inpaint_masks import inpaint_conditioning, random_masks, widen_to_inpaint
 from latentforge.training.optimization import OptimizerUpdate, make_ema, make_optimizer
 from latentforge.training.run import Backward, Trainer, TrainingRun, train_loop
 from latentforge.training.stage_configs import UNetTrainConfig
@@ -75,6 +76,8 @@ def load_components(config: UNetTrainConfig) -> Components:
     if overrides:
         sched = components.scheduler
         components.scheduler = type(sched).from_config(sched.config, **overrides)
+    if config.inpaint_variant:
+        widen_to_inpaint(components.unet)
     _check_fit(components, config)
     components.vae.requires_grad_(False).eval()
     components.text_encoder.requires_grad_(config.train_text_encoder).train(config.train_text_encoder)
