@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The default model's recipe on a GPU in one command (issue 17 item 4): every stage of
 # configs/recipes/default-model-gpu.yaml, the fp16 export, the compositional and VAE scores, and a record of
-# each stage's seconds, all under OUT (copy OUT back; the model is OUT/run/default-model).
+# each stage's seconds, all under OUT (copy OUT back; the model is OUT/run/default-model, its inpainting
+# variant OUT/run/default-inpaint-model with its inpainting check in OUT/eval-default-inpaint-model).
 #
 #   PROBE=1 bash benchmarks/gpu_recipe.sh OUT   # first: 40 steps of every stage, to time them (~2 min)
 #   bash benchmarks/gpu_recipe.sh OUT           # then the whole recipe (the same command resumes it)
@@ -29,7 +30,10 @@ import json, pathlib, sys
 for marker in sorted(pathlib.Path(sys.argv[1]).glob("*.done"), key=lambda p: p.stat().st_mtime):
     print(f"{marker.stem:>16}: {json.loads(marker.read_text())['seconds']:8.1f} s")
 PY
-model=$(ls -d "$out"/run/*/model_index.json | head -1 | xargs dirname)
+# the recipe's exports: the text-to-image model first, then (default-model, smoke) the inpainting variant
+read -r -a exports <<< "$(python -c "from latentforge.resources import config_file; from latentforge.training.recipe \
+import load_recipe; print(' '.join(e.to for e in load_recipe(config_file('recipes', '$recipe'), []).export))")"
+model="$out/run/${exports[0]}"
 n="${EVAL_PROMPTS:-10}"
 for seed in 0 1; do
   latentforge eval compositional --model "$model" --seed "$seed" --num-prompts "$n" --images-per-prompt 2 \
@@ -37,3 +41,7 @@ for seed in 0 1; do
 done
 latentforge eval vae --model "$model" --num-images "${EVAL_VAE_IMAGES:-512}" -o "$out/eval-vae" --overwrite ${EVAL_ARGS:-} 2>&1 \
   | grep -E "objects_kept|psnr"
+for inpaint in "${exports[@]:1}"; do
+  latentforge eval inpainting --model "$out/run/$inpaint" --num-prompts "$(( n * 6 ))" -o "$out/eval-$inpaint" \
+    --overwrite ${EVAL_ARGS:-} 2>&1 | grep "inpainting"
+done

@@ -77,14 +77,14 @@ def test_smoke_recipe_stops_resumes_and_exports(tmp_path, capfd):
 
     out = tmp_path / "run"
     assert main(["train", "recipe", "--config", "smoke", "-o", str(out), "--stop-after", "unet"]) == 0
-    assert sorted(p.name for p in (out / ".stages").iterdir()) == ["clip.done", "unet.done", "vae.done"]
+    assert sorted(p.name for p in (out / ".stages").iterdir()) == ["unet.done", "vae.done"]
     assert not (out / "model-fp16").exists()
     vae_weights = out / "vae" / "model" / "vae" / "diffusion_pytorch_model.safetensors"
     before = vae_weights.stat().st_mtime_ns
     capfd.readouterr()
     assert main(["train", "recipe", "--config", "smoke", "-o", str(out)]) == 0
     said = capfd.readouterr().out
-    assert "stage 1/4 clip: done already" in said and "stage 3/4 unet: done already" in said
+    assert "stage 1/4 vae: done already" in said and "stage 2/4 unet: done already" in said
     assert "resumed from" in said and "checkpoint-4 at step 4" in said  # the tail continues the unet run
     assert vae_weights.stat().st_mtime_ns == before
     assert json.loads((out / "model-fp16" / "generation_defaults.json").read_text())["steps"] == 4
@@ -94,6 +94,10 @@ def test_smoke_recipe_stops_resumes_and_exports(tmp_path, capfd):
     pipe = StableDiffusionPipeline.from_pretrained(out / "model-fp16", safety_checker=None)
     image = pipe("a red circle", num_inference_steps=2, output_type="np").images[0]
     assert image.shape == (32, 32, 3) and np.isfinite(image).all()
+    inpaint = json.loads((out / "inpaint-fp16" / "model_index.json").read_text())
+    assert inpaint["_class_name"] == "StableDiffusionInpaintPipeline"
+    assert json.loads((out / "inpaint-fp16" / "generation_defaults.json").read_text())["strength"] == 1.0
+    assert json.loads((out / "inpaint-fp16" / "unet" / "config.json").read_text())["in_channels"] == 9
 
 
 def test_a_bad_key_in_any_stage_is_refused_before_the_first_stage_runs(tmp_path, capsys):
@@ -137,7 +141,7 @@ def test_gpu_recipe_script_runs_the_smoke_recipe_on_the_cpu(tmp_path):
                           capture_output=True)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     timed = (tmp_path / "stage_seconds.txt").read_text().split()
-    assert [timed[i].rstrip(":") for i in range(0, len(timed), 3)] == ["clip", "vae", "unet", "unet-tail"]
+    assert [timed[i].rstrip(":") for i in range(0, len(timed), 3)] == ["vae", "unet", "unet-tail", "inpaint"]
     tail = json.loads((tmp_path / "run" / ".stages" / "unet-tail.done").read_text())["command"]
     assert tail.endswith(
         "optim.max_steps=40 checkpoint.every_steps=0 checkpoint.resume=latest --config smoke-unet"
@@ -145,3 +149,4 @@ def test_gpu_recipe_script_runs_the_smoke_recipe_on_the_cpu(tmp_path):
     for seed in (0, 1):
         assert (tmp_path / f"eval-compositional-seed{seed}" / "compositional.json").is_file()
     assert (tmp_path / "eval-vae" / "vae.json").is_file() and (tmp_path / "run" / "model-fp16").is_dir()
+    assert (tmp_path / "eval-inpaint-fp16" / "inpainting.json").is_file()

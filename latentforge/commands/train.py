@@ -108,10 +108,10 @@ def _run_recipe(args: argparse.Namespace) -> int:
         )
     overrides = [*args.overrides, *([f"output_dir={args.output}"] if args.output else [])]
     recipe = load_recipe(config_file("recipes", args.config), overrides)
-    output = run_recipe(recipe, _train_or_export, args.stop_after or "")
+    outputs = run_recipe(recipe, _train_or_export, args.stop_after or "")
     print(
-        f"done: {output}"
-        if output
+        f"done: {', '.join(map(str, outputs))}"
+        if outputs
         else f"done: stages up to {args.stop_after or 'the last'} in {recipe.output_dir}"
     )
     return 0

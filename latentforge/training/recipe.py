@@ -10,7 +10,7 @@ A recipe is a YAML file:
         config: shapes-small-vae          # a shipped train config or a YAML path
         set: [optim.max_steps=1200]       # KEY=VALUE overrides; {vae} = that stage's exported model folder
       ...
-    export:                               # optional: `latentforge export` of one stage's model
+    export:                               # optional: `latentforge export` of one stage's model (or a list)
       stage: unet-te
       to: default-model                   # folder under output_dir
       args: [--dtype, float16, --steps, "20"]
@@ -61,7 +61,7 @@ class Export:
 class Recipe:
     output_dir: str
     stages: list[Stage]
-    export: Export | None = None
+    export: list[Export] = field(default_factory=list)  # `export:` in the file: one mapping or a list of them
 
     def run_dir(self, stage: Stage) -> Path:
         return Path(self.output_dir) / (stage.run or stage.name)
@@ -106,12 +106,19 @@ def load_recipe(path: str | Path, overrides: list[str]) -> Recipe:
         Stage(**_fields(Stage, s, f"{path}: stages[{i}]", ("name", "train", "config")))
         for i, s in enumerate(data["stages"])
     ]
-    export = (
-        Export(**_fields(Export, data["export"], f"{path}: export", ("stage", "to")))
-        if data.get("export")
-        else None
-    )
-    recipe = Recipe(str(fields["output_dir"]), stages, export)
+    exports = data.get("export") or []
+    exports = [
+        Export(
+            **_fields(
+                Export,
+                e,
+                f"{path}: export" + (f"[{i}]" if isinstance(exports, list) else ""),
+                ("stage", "to"),
+            )
+        )
+        for i, e in enumerate(exports if isinstance(exports, list) else [exports])
+    ]
+    recipe = Recipe(str(fields["output_dir"]), stages, exports)
     by_name = {s.name: s for s in stages}
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -163,8 +170,9 @@ def _check(recipe: Recipe, path: str | Path) -> None:
                         f"{where}: {item!r} refers to {{{ref}}}, which is not an earlier stage {seen}"
                     )
         seen.append(stage.name)
-    if recipe.export and recipe.export.stage not in seen:
-        raise ValueError(f"{path}: export.stage {recipe.export.stage!r} is not one of the stages {seen}")
+    for export in recipe.export:
+        if export.stage not in seen:
+            raise ValueError(f"{path}: export.stage {export.stage!r} is not one of the stages {seen}")
 
 
 def stage_command(recipe: Recipe, stage: Stage) -> list[str]:
@@ -174,16 +182,15 @@ def stage_command(recipe: Recipe, stage: Stage) -> list[str]:
     return ["train", stage.train, *run, "--config", stage.config]
 
 
-def export_command(recipe: Recipe) -> list[str]:
-    export = recipe.export
+def export_command(recipe: Recipe, export: Export) -> list[str]:
     target = Path(recipe.output_dir) / export.to
     return ["export", str(recipe.model_dir(export.stage)), str(target), "--overwrite", *export.args]
 
 
-def run_recipe(recipe: Recipe, latentforge: Callable[[list[str]], int], stop_after: str = "") -> Path | None:
-    """Run the stages that are not done yet, then the export, each through `latentforge(argv)` (a `train` or
-    `export` command line run in its own process; it returns the exit code); the export folder (None without
-    one)."""
+def run_recipe(recipe: Recipe, latentforge: Callable[[list[str]], int], stop_after: str = "") -> list[Path]:
+    """Run the stages that are not done yet, then the exports, each through `latentforge(argv)` (a `train` or
+    `export` command line run in its own process; it returns the exit code); the export folders (none after
+    `stop_after`)."""
     names = [s.name for s in recipe.stages]
     if stop_after and stop_after not in names:
         raise ValueError(f"--stop-after {stop_after!r}: not one of the stages {names}")
@@ -203,11 +210,10 @@ def run_recipe(recipe: Recipe, latentforge: Callable[[list[str]], int], stop_aft
                     json.dumps({"command": shlex.join(["latentforge", *command]), "seconds": seconds})
                 )
         if stage.name == stop_after:
-            return None
-    if recipe.export is None:
-        return None
-    _run(latentforge, export_command(recipe))
-    return Path(recipe.output_dir) / recipe.export.to
+            return []
+    for export in recipe.export:
+        _run(latentforge, export_command(recipe, export))
+    return [Path(recipe.output_dir) / export.to for export in recipe.export]
 
 
 def _run(latentforge: Callable[[list[str]], int], args: list[str]) -> None:
