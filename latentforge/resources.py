@@ -1,5 +1,6 @@
 """What ships inside the package: the configs (the repository's `configs/` folder, installed as the package
-`latentforge.configs`) and the default model (`latentforge/assets/default-model`). Every lookup of a shipped
+`latentforge.configs`) and the default model (`latentforge/assets/default-model`, with its inpainting variant
+beside it). Every lookup of a shipped
 file by name goes through here, so a wheel installed anywhere finds the same files as a checkout."""
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from importlib import resources
 from pathlib import Path
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default-model"
+# Its inpainting variant (a 2C + 1-channel U-Net fine-tuned from it): the built-in model of inpainting, when shipped.
+DEFAULT_INPAINT_MODEL = DEFAULT_MODEL.parent / "default-inpaint-model"
 CONFIG_KINDS = ("train", "eval", "recipes")
 
 

@@ -134,3 +134,30 @@ def test_eval_uses_the_built_in_model_by_default_and_set_still_works(tmp_path):
     with pytest.warns(DeprecatedFlag, match=r"--set KEY=VALUE is deprecated .* after the task"):
         config = evaluate.eval_config(parse(["eval", "vae", "--set", "image_size=32", "-o", str(tmp_path)]))
     assert config.image_size == 32
+
+
+def test_inpainting_uses_the_built_in_inpainting_variant_when_it_is_installed(model, tmp_path, monkeypatch):
+    from latentforge.commands import png_record, shared_flags
+
+    text_to_image, variant = tmp_path / "default-model", tmp_path / "default-inpaint-model"
+    shutil.copytree(model, text_to_image)
+    (text_to_image / "generation_defaults.json").write_text('{"steps": 2, "strength": 0.5}')
+    tiny("tiny-inpaint").save_pretrained(variant)
+    (variant / "generation_defaults.json").write_text('{"steps": 1, "strength": 1.0}')
+    for module in (shared_flags, png_record):
+        monkeypatch.setattr(module, "DEFAULT_MODEL", text_to_image)
+        monkeypatch.setattr(module, "DEFAULT_INPAINT_MODEL", variant)
+    random_image(2).save(tmp_path / "in.png")
+    box_mask().save(tmp_path / "mask.png")
+    argv = ["inpaint", "a star", "--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png")]
+    assert cli.main([*argv, "-o", str(tmp_path / "a.png")]) == 0
+    record = read_record(tmp_path / "a.png")
+    assert (record.model, record.strength) == ("default", 1.0)  # the variant's defaults: it was the model
+    assert cli.main(["generate", "a star", "-o", str(tmp_path / "b.png")]) == 0
+    assert read_record(tmp_path / "b.png").model == "default"
+    parse = cli.build_parser().parse_args
+    assert evaluate.eval_config(parse(["eval", "inpainting", "-o", str(tmp_path / "e")])).model == str(variant)
+    assert evaluate.eval_config(parse(["eval", "vae", "-o", str(tmp_path / "e")])).model == str(text_to_image)
+    shutil.rmtree(variant)  # not installed: the text-to-image model inpaints
+    assert cli.main([*argv, "-o", str(tmp_path / "c.png")]) == 0
+    assert read_record(tmp_path / "c.png").strength == 0.5

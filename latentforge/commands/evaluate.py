@@ -104,7 +104,7 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
     # flags last, as typed values: a path is never re-read as YAML (e.g. a folder named "1e3" or "on")
     flags = {d: getattr(args, d) for d in _DESTS if getattr(args, d) is not None}
     config = dataclasses.replace(config, **flags, overwrite=bool(args.overwrite or config.overwrite))
-    config = dataclasses.replace(config, model=model_location(config.model))
+    config = dataclasses.replace(config, model=model_location(config.model, args.task))
     check_model(config.model, hub_ids=False)
     check_single_file(config.model, single_file_options(config))
     check_dtype(config.dtype)

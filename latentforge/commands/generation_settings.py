@@ -45,7 +45,7 @@ def settings_from_args(args: argparse.Namespace) -> GenerationRecord:
         "cache_interval": args.cache_interval,
         "device": args.device,
         "dtype": args.dtype,
-        "model": model_location(model),
+        "model": model_location(model, record.task),
         "image": getattr(args, "image", None),
         "mask": getattr(args, "mask", None),
         "paste_back": getattr(args, "paste_back", None),

@@ -24,7 +24,7 @@ from latentforge import __version__
 from latentforge.atomic_files import staged_file
 from latentforge.pipelines.sampling_defaults import FALLBACK
 from latentforge.pipelines.schedulers import SCHEDULERS
-from latentforge.resources import DEFAULT_MODEL
+from latentforge.resources import DEFAULT_INPAINT_MODEL, DEFAULT_MODEL
 
 DEFAULT_MODEL_NAME = "default"  # --model default, and the built-in model's name in a record
 
@@ -156,7 +156,7 @@ def shareable(record: GenerationRecord, keep_paths: bool = False) -> GenerationR
     if keep_paths:
         return record
     model = record.model
-    if model == str(DEFAULT_MODEL):
+    if model in (str(DEFAULT_MODEL), str(DEFAULT_INPAINT_MODEL)):  # `default` reads back as the same one
         model = DEFAULT_MODEL_NAME
     elif Path(model).exists():
         model = Path(model).name

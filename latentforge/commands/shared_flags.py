@@ -10,7 +10,7 @@ from pathlib import Path
 
 from latentforge.commands.png_record import DEFAULT_MODEL_NAME
 from latentforge.models.folder_checks import PICKLE_SUFFIXES, SAFETENSORS_SUFFIX
-from latentforge.resources import DEFAULT_MODEL, is_hub_id
+from latentforge.resources import DEFAULT_INPAINT_MODEL, DEFAULT_MODEL, is_hub_id
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")  # --dtype of generate and eval
 
@@ -25,9 +25,14 @@ def add_model_argument(
     )
 
 
-def model_location(value: str | None) -> str:
-    """The folder or hub id to load: the built-in default model for None, "" and "default"."""
-    return str(DEFAULT_MODEL) if value in (None, "", DEFAULT_MODEL_NAME) else str(value)
+def model_location(value: str | None, task: str = "txt2img") -> str:
+    """The folder or hub id to load: for None, "" and "default" the built-in default model, or for inpainting
+    its inpainting variant when that is installed."""
+    if value not in (None, "", DEFAULT_MODEL_NAME):
+        return str(value)
+    if task in ("inpaint", "inpainting") and DEFAULT_INPAINT_MODEL.is_dir():
+        return str(DEFAULT_INPAINT_MODEL)
+    return str(DEFAULT_MODEL)
 
 
 def check_model(model: str, hub_ids: bool = True, flag: str = "--model") -> None:
