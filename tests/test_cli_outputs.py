@@ -156,7 +156,9 @@ def test_inpainting_uses_the_built_in_inpainting_variant_when_it_is_installed(mo
     assert cli.main(["generate", "a star", "-o", str(tmp_path / "b.png")]) == 0
     assert read_record(tmp_path / "b.png").model == "default"
     parse = cli.build_parser().parse_args
-    assert evaluate.eval_config(parse(["eval", "inpainting", "-o", str(tmp_path / "e")])).model == str(variant)
+    assert evaluate.eval_config(parse(["eval", "inpainting", "-o", str(tmp_path / "e")])).model == str(
+        variant
+    )
     assert evaluate.eval_config(parse(["eval", "vae", "-o", str(tmp_path / "e")])).model == str(text_to_image)
     shutil.rmtree(variant)  # not installed: the text-to-image model inpaints
     assert cli.main([*argv, "-o", str(tmp_path / "c.png")]) == 0
