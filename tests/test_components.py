@@ -1,12 +1,14 @@
 """Components load, build and save in the diffusers layout; stock diffusers reads what we write."""
 
 import json
+import shutil
 
 import open_clip
 import pytest
 import torch
 from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 from latentforge.cli import main as cli_main
 from latentforge.models.components import Components
@@ -239,3 +241,33 @@ def test_export_command(tmp_path, capsys):
     assert cli_main(["export", str(out), str(tmp_path / "bad"), "--guidance-rescale", "1.5"]) == 2
     assert "guidance_rescale must be a number in [0.0, 1.0], got 1.5" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_export_with_another_vae_saves_that_vae_and_refuses_one_of_another_latent_space(tmp_path, capsys):
+    base, donor = tmp_path / "base", tmp_path / "donor"
+    assert cli_main(["export", "tiny", str(base), "--architecture", "--seed", "1"]) == 0
+    assert cli_main(["export", "tiny", str(donor), "--architecture", "--seed", "2", "--fp16"]) == 0
+    out = tmp_path / "out"
+    assert cli_main(["export", str(base), str(out), "--vae", str(donor)]) == 0
+    saved = load_file(out / "vae" / "diffusion_pytorch_model.safetensors")
+    theirs = load_file(donor / "vae" / "diffusion_pytorch_model.safetensors")
+    ours = load_file(base / "vae" / "diffusion_pytorch_model.safetensors")
+    assert saved.keys() == theirs.keys() and all(saved[k].dtype == torch.float32 for k in saved)
+    assert all(torch.equal(saved[k], theirs[k].float()) for k in saved)  # the donor's, in the base's precision
+    assert not all(torch.equal(saved[k], ours[k]) for k in saved)
+    unet = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
+    base_unet = load_file(base / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(unet[k], base_unet[k]) for k in unet)
+    StableDiffusionPipeline.from_pretrained(out)
+
+    wide = tmp_path / "wide"
+    shutil.copytree(donor, wide)
+    config = json.loads((wide / "vae" / "config.json").read_text())
+    (wide / "vae" / "config.json").write_text(json.dumps({**config, "latent_channels": 8}))
+    Components.from_architecture(wide).vae.save_pretrained(wide / "vae")
+    capsys.readouterr()
+    assert cli_main(["export", str(base), str(tmp_path / "bad"), "--vae", str(wide)]) == 2
+    err = capsys.readouterr().err
+    assert "--vae:" in err and "8 channels" in err and "4 channels" in err and not (tmp_path / "bad").exists()
+    assert cli_main(["export", str(base), str(tmp_path / "bad"), "--vae", str(tmp_path / "none")]) == 2
+    assert "--vae: folder" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from latentforge.cli import main
 from latentforge.config_loader import load_config
 from latentforge.resources import config_file, shipped_names
-from latentforge.training.recipe import load_recipe, stage_command
+from latentforge.training.recipe import export_command, load_recipe, stage_command
 from latentforge.training.stage_configs import STAGE_CONFIGS
 
 
@@ -55,6 +55,8 @@ stages:
         (GOOD.replace("name: unet", "name: vae"), [], "names must be unique"),
         (GOOD.replace('["vae_from={vae}"]', "vae_from"), [], "expected a list of strings"),
         (GOOD + "export: {stage: vea, to: out}\n", [], "export.stage 'vea'"),
+        (GOOD + "export: [{stage: unet, to: a}, {stage: vea, to: b}]\n", [], "export.stage 'vea'"),
+        (GOOD + 'export: {stage: unet, to: a, args: [--vae, "{vea}"]}\n', [], "export args refer to {vea}"),
         ("output_dir: x\nstages: []\n", [], "non-empty list of stages"),
         (GOOD, ["vea.optim.max_steps=3"], "STAGE one of ['vae', 'unet']"),
     ],
@@ -63,6 +65,21 @@ def test_a_malformed_recipe_is_refused_naming_the_entry(tmp_path, text, override
     with pytest.raises(ValueError) as err:
         load_recipe(write(tmp_path, text), overrides)
     assert message in str(err.value)
+
+
+def test_export_args_name_stage_models(tmp_path):
+    text = GOOD + 'export: [{stage: unet, to: out, args: [--vae, "{vae}"]}, {stage: vae, to: v}]\n'
+    recipe = load_recipe(write(tmp_path, text), ["output_dir=elsewhere"])
+    first, second = (export_command(recipe, export) for export in recipe.export)
+    assert first == [
+        "export",
+        "elsewhere/unet/model",
+        "elsewhere/out",
+        "--overwrite",
+        "--vae",
+        "elsewhere/vae/model",
+    ]
+    assert second[1:3] == ["elsewhere/vae/model", "elsewhere/v"]
 
 
 def test_overrides_reach_the_named_stage_and_the_output_dir(tmp_path):

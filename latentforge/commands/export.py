@@ -6,7 +6,8 @@ SOURCE is a diffusers-layout model (local folder, or hub id when online), a sing
 (.safetensors, or .ckpt with --allow-pickle), or with --architecture an architecture (a name in
 configs/models/ or a folder of configs) filled with seeded random weights. The weights keep SOURCE's
 precision (float16 stays float16) unless --dtype asks for another. A folder OUTPUT also gets SOURCE's model
-card and generation defaults; a single file holds the weights (and the scheduler's settings) only.
+card and generation defaults; a single file holds the weights (and the scheduler's settings) only. --vae
+swaps in another VAE of the same latent space (a fine-tuned decoder), as the export's VAE.
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--fp16", action="store_true", help="deprecated: use --dtype float16.")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists.")
+    parser.add_argument(
+        "--vae",
+        metavar="FOLDER",
+        help="save this VAE instead of SOURCE's (a model folder with vae/, or a vae/ folder), e.g. a fine-tuned "
+        "decoder: it must make the latents SOURCE's U-Net works on.",
+    )
     recommended = parser.add_argument_group(
         "recommended sampling settings",
         "stored in OUTPUT/generation_defaults.json (over SOURCE's); `generate` and `eval` use them when a "
@@ -75,6 +82,8 @@ def _run(args: argparse.Namespace) -> int:
             f"{output} is a single file: leave them out or export to a folder"
         )
     options = _source_options(args)
+    if args.vae:
+        check_model(args.vae, hub_ids=False, flag="--vae")
     has_own = not args.architecture and (Path(args.source) / FILE).is_file()
     defaults = read_defaults(args.source).updated(**given) if has_own or given else None
     fp16 = args.fp16 or args.dtype == "float16" or (args.dtype == "auto" and _stored_in_fp16(args.source))
@@ -87,6 +96,8 @@ def _run(args: argparse.Namespace) -> int:
         components = Components.from_architecture(args.source, seed=args.seed)
     else:
         components = Components.from_pretrained(args.source, **options)
+    if args.vae:
+        components.vae = _replacement_vae(args.vae, components)
     components.save_pretrained(output, fp16=fp16, overwrite=args.overwrite)  # a .safetensors path: one file
     card = Path(args.source) / "README.md"
     if not single_file and not args.architecture and card.is_file():  # the model card goes along
@@ -95,6 +106,24 @@ def _run(args: argparse.Namespace) -> int:
         write_defaults(output, defaults)
     print(f"saved {output} ({'float16' if fp16 else 'float32'} weights)")
     return 0
+
+
+def _replacement_vae(folder: str, components):
+    """The VAE of `folder`, checked to fit the U-Net of `components` (latent channels and size) and cast to its
+    precision."""
+    from latentforge.models.component_files import component_folder, has_weights, load_vae
+
+    if not has_weights(component_folder(folder, "vae")):
+        raise FileNotFoundError(f"--vae: {folder} holds no trained VAE weights (vae/ with a safetensors file)")
+    vae, old = load_vae(folder), components.vae
+    ours = (vae.config.latent_channels, len(vae.config.block_out_channels))
+    theirs = (old.config.latent_channels, len(old.config.block_out_channels))
+    if ours != theirs:
+        raise ValueError(
+            f"--vae: {folder} makes latents of {ours[0]} channels at 1/{2 ** (ours[1] - 1)} size, the model's U-Net "
+            f"works on {theirs[0]} channels at 1/{2 ** (theirs[1] - 1)}; give a VAE of the same latent space"
+        )
+    return vae.to(old.dtype)
 
 
 def _output(args: argparse.Namespace) -> str:

@@ -13,7 +13,7 @@ A recipe is a YAML file:
     export:                               # optional: `latentforge export` of one stage's model (or a list)
       stage: unet-te
       to: default-model                   # folder under output_dir
-      args: [--dtype, float16, --steps, "20"]
+      args: [--dtype, float16, --steps, "20"]   # {name} here too, e.g. [--vae, "{vae-decoder}"]
 
 Each stage is a `latentforge train` command in its own process (fresh memory and accelerate state), with
 `checkpoint.resume=latest`, so a recipe that was
@@ -173,18 +173,34 @@ def _check(recipe: Recipe, path: str | Path) -> None:
     for export in recipe.export:
         if export.stage not in seen:
             raise ValueError(f"{path}: export.stage {export.stage!r} is not one of the stages {seen}")
+        for ref in _REFERENCE.findall(" ".join(export.args)):
+            if ref not in seen:
+                raise ValueError(
+                    f"{path}: export args refer to {{{ref}}}, which is not one of the stages {seen}"
+                )
+
+
+def _resolved(recipe: Recipe, items: list[str]) -> list[str]:
+    """`items` with each {name} replaced by that stage's exported model folder."""
+    return [_REFERENCE.sub(lambda m: str(recipe.model_dir(m.group(1))), item) for item in items]
 
 
 def stage_command(recipe: Recipe, stage: Stage) -> list[str]:
     """The `latentforge train` arguments of `stage`, {name} references resolved to model folders."""
-    overrides = [_REFERENCE.sub(lambda m: str(recipe.model_dir(m.group(1))), item) for item in stage.set]
+    overrides = _resolved(recipe, stage.set)
     run = [f"output_dir={recipe.run_dir(stage)}", *overrides, "checkpoint.resume=latest"]
     return ["train", stage.train, *run, "--config", stage.config]
 
 
 def export_command(recipe: Recipe, export: Export) -> list[str]:
     target = Path(recipe.output_dir) / export.to
-    return ["export", str(recipe.model_dir(export.stage)), str(target), "--overwrite", *export.args]
+    return [
+        "export",
+        str(recipe.model_dir(export.stage)),
+        str(target),
+        "--overwrite",
+        *_resolved(recipe, export.args),
+    ]
 
 
 def run_recipe(recipe: Recipe, latentforge: Callable[[list[str]], int], stop_after: str = "") -> list[Path]:
