@@ -6,7 +6,9 @@ interval b, exact, ...) so that machine load hits every mode alike. Prints per m
 pipeline calls, the speed ratio against the exact path, the overall score (in-distribution and held-out) and
 the mean absolute pixel difference (pixels in [0, 1]) from the exact images.
 
-    python benchmarks/step_cache_quality.py [--model PATH] [--num-prompts 10] [--intervals 2 3]
+    python benchmarks/step_cache_quality.py [--model PATH] [--num-prompts 10] [--intervals 2 3 3:2]
+
+An interval written N:W also runs the first W steps in full (`enable_step_cache(N, warmup=W)`).
 """
 
 from __future__ import annotations
@@ -24,8 +26,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--num-prompts", type=int, default=10, help="prompts per category")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--intervals", type=int, nargs="+", default=[3])
+    parser.add_argument("--intervals", type=_mode, nargs="+", default=[(3, 0)], help="N or N:W (warmup W)")
     return parser.parse_args()
+
+
+def _mode(text: str) -> tuple[int, int]:
+    interval, _, warmup = text.partition(":")
+    return int(interval), int(warmup or 0)
 
 
 def main() -> None:
@@ -50,22 +57,22 @@ def main() -> None:
             if mode is None:
                 pipe.disable_step_cache()
             else:
-                pipe.enable_step_cache(mode)
+                pipe.enable_step_cache(*mode)
             begin = time.perf_counter()
             images[mode] += generate_images(pipe, texts, seed=args.seed + start, **settings)
             seconds[mode] += time.perf_counter() - begin
     pipe.disable_step_cache()
     exact = [np.asarray(image, np.float32) / 255 for image in images[None]]
-    print(f"{'mode':10s} {'seconds':>8s} {'speed':>6s} {'overall':>8s} {'held-out':>8s} {'mean |diff|':>11s}")
+    print(f"{'mode':18s} {'seconds':>8s} {'speed':>6s} {'overall':>8s} {'held-out':>8s} {'mean |diff|':>11s}")
     for mode in modes:
         scores = score_images(prompts, images[mode]).summary()
         diff = np.mean(
             [np.abs(np.asarray(a, np.float32) / 255 - b).mean() for a, b in zip(images[mode], exact)]
         )
-        name = "exact" if mode is None else f"cache {mode}"
+        name = "exact" if mode is None else f"cache {mode[0]}" + (f" warmup {mode[1]}" if mode[1] else "")
         held_out = scores.get("held_out", {}).get("overall", float("nan"))
         print(
-            f"{name:10s} {seconds[mode]:8.2f} {seconds[None] / seconds[mode]:5.2f}x "
+            f"{name:18s} {seconds[mode]:8.2f} {seconds[None] / seconds[mode]:5.2f}x "
             f"{scores['in_distribution']['overall']:8.3f} {held_out:8.3f} {diff:11.4f}"
         )
 

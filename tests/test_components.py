@@ -253,7 +253,9 @@ def test_export_with_another_vae_saves_that_vae_and_refuses_one_of_another_laten
     theirs = load_file(donor / "vae" / "diffusion_pytorch_model.safetensors")
     ours = load_file(base / "vae" / "diffusion_pytorch_model.safetensors")
     assert saved.keys() == theirs.keys() and all(saved[k].dtype == torch.float32 for k in saved)
-    assert all(torch.equal(saved[k], theirs[k].float()) for k in saved)  # the donor's, in the base's precision
+    assert all(
+        torch.equal(saved[k], theirs[k].float()) for k in saved
+    )  # the donor's, in the base's precision
     assert not all(torch.equal(saved[k], ours[k]) for k in saved)
     unet = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     base_unet = load_file(base / "unet" / "diffusion_pytorch_model.safetensors")

@@ -275,5 +275,19 @@ def test_cache_interval_is_used_recorded_and_read_back(model, tmp_path):
     again = ["generate", "--from-png", str(tmp_path / "cached.png"), "--model", str(model)]
     assert cli.main([*again, "-o", str(tmp_path / "again.png")]) == 0
     assert np.array_equal(np.asarray(PIL.Image.open(tmp_path / "again.png")), cached)
-    assert cli.main([*base, "--cache-interval", "0", "-o", str(tmp_path / "bad.png")]) == 2
+    warm = [*base, "--cache-interval", "3", "--cache-warmup", "2"]
+    assert cli.main([*warm, "-o", str(tmp_path / "warm.png")]) == 0
+    warmed = np.asarray(PIL.Image.open(tmp_path / "warm.png"))
+    assert not np.array_equal(warmed, cached) and not np.array_equal(warmed, exact)  # full steps 0, 1, 2, 5
+    assert (
+        read_record(tmp_path / "warm.png").cache_interval,
+        read_record(tmp_path / "warm.png").cache_warmup,
+    ) == (3, 2)
+    assert "Cache interval: 3, Cache warmup: 2" in PIL.Image.open(tmp_path / "warm.png").text["parameters"]
+    again = ["generate", "--from-png", str(tmp_path / "warm.png"), "--model", str(model)]
+    assert cli.main([*again, "-o", str(tmp_path / "warm-again.png")]) == 0
+    assert np.array_equal(np.asarray(PIL.Image.open(tmp_path / "warm-again.png")), warmed)
+    assert "cache_warmup" not in PIL.Image.open(tmp_path / "cached.png").text["latentforge"]
+    for flags in (["--cache-interval", "0"], ["--cache-interval", "3", "--cache-warmup", "-1"]):
+        assert cli.main([*base, *flags, "-o", str(tmp_path / "bad.png")]) == 2
     assert not (tmp_path / "bad.png").exists()

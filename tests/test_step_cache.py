@@ -66,6 +66,25 @@ def test_deep_modules_run_only_on_full_steps(name, task):
     assert len(deep.batches) == math.ceil(STEPS / 2)
 
 
+@pytest.mark.parametrize(
+    ("interval", "warmup", "full"), [(3, 0, [0, 3, 6]), (3, 2, [0, 1, 2, 5]), (2, 9, list(range(8)))]
+)
+def test_warmup_steps_run_in_full_before_the_interval_starts(interval, warmup, full, components):
+    pipe = quiet(TextToImagePipeline(components))
+    pipe.enable_step_cache(interval, warmup=warmup)
+    deep = CallCounter(components.unet.mid_block.resnets[0])
+    steps: list[int] = []
+
+    def record(pipe, i, t, tensors):
+        steps.append(len(deep.batches))
+
+    pipe(PROMPT, generator=0, num_inference_steps=8, output_type="np", callback_on_step_end=record)
+    assert [i for i in range(8) if steps[i] > (steps[i - 1] if i else 0)] == full
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="warmup must be an int >= 0"):
+            pipe.enable_step_cache(3, warmup=bad)
+
+
 @pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
 def test_every_scheduler_samples_with_the_cache(scheduler, components):
     pipe = quiet(TextToImagePipeline(components)).set_scheduler(scheduler)
@@ -132,11 +151,11 @@ def test_disable_removes_every_hook_and_restores_the_exact_images(components):
     exact = pipe(PROMPT, generator=0, **KWARGS).images
     pipe.enable_step_cache(2)
     pipe.enable_step_cache(3)  # replaces, does not stack
-    assert step_cache.interval_of(components.unet) == 3
+    assert step_cache.settings_of(components.unet) == (3, 0)
     assert not np.array_equal(pipe(PROMPT, generator=0, **KWARGS).images, exact)
     pipe.disable_step_cache()
     pipe.disable_step_cache()  # twice is fine
-    assert step_cache.interval_of(components.unet) is None
+    assert step_cache.settings_of(components.unet) is None
     hooked = [
         name
         for name, module in components.unet.named_modules()

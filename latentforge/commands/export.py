@@ -114,7 +114,9 @@ def _replacement_vae(folder: str, components):
     from latentforge.models.component_files import component_folder, has_weights, load_vae
 
     if not has_weights(component_folder(folder, "vae")):
-        raise FileNotFoundError(f"--vae: {folder} holds no trained VAE weights (vae/ with a safetensors file)")
+        raise FileNotFoundError(
+            f"--vae: {folder} holds no trained VAE weights (vae/ with a safetensors file)"
+        )
     vae, old = load_vae(folder), components.vae
     ours = (vae.config.latent_channels, len(vae.config.block_out_channels))
     theirs = (old.config.latent_channels, len(old.config.block_out_channels))

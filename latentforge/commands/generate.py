@@ -79,6 +79,11 @@ def _add_common_arguments(parser: argparse.ArgumentParser, task: str) -> None:
         "between; 1 = off, the exact path (default); 3 is about 2.3x faster (README: Speed).",
     )
     parser.add_argument(
+        "--cache-warmup",
+        type=int,
+        help="with --cache-interval: run the first N steps all in full before caching starts (default 0).",
+    )
+    parser.add_argument(
         "--size", help="WIDTHxHEIGHT in pixels, or one number for a square (default: the model's size)."
     )
     parser.add_argument("-W", "--width", type=int, help="image width in pixels (over --size).")

@@ -43,7 +43,7 @@ def generate_images(
     _add_embeddings(pipe, record, plan.file_options["allow_pickle"])
     pipe.to(record.device)
     if record.cache_interval > 1:
-        pipe.enable_step_cache(record.cache_interval)
+        pipe.enable_step_cache(record.cache_interval, record.cache_warmup)
     if record.scheduler:
         pipe.set_scheduler(record.scheduler)
     record.model_scheduler = sampler_name(type(pipe.scheduler).__name__, dict(pipe.scheduler.config))

@@ -43,6 +43,7 @@ def settings_from_args(args: argparse.Namespace) -> GenerationRecord:
         "num_images": args.num_images,
         "clip_skip": args.clip_skip,
         "cache_interval": args.cache_interval,
+        "cache_warmup": args.cache_warmup,
         "device": args.device,
         "dtype": args.dtype,
         "model": model_location(model, record.task),
@@ -122,14 +123,12 @@ def check_settings(record: GenerationRecord, args: argparse.Namespace) -> None:
     if record.task == "inpaint" and not record.mask:
         raise ValueError("inpaint: --mask is required (white = repaint, black = keep)")
     check_clip_skip(record.clip_skip)
-    if (
-        isinstance(record.cache_interval, bool)
-        or not isinstance(record.cache_interval, int)
-        or record.cache_interval < 1
+    for flag, value, least, meaning in (
+        ("--cache-interval", record.cache_interval, 1, "1 = no step caching"),
+        ("--cache-warmup", record.cache_warmup, 0, "first steps run in full"),
     ):
-        raise ValueError(
-            f"--cache-interval must be an integer >= 1 (1 = no step caching), got {record.cache_interval}"
-        )
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{flag} must be an integer >= {least} ({meaning}), got {value}")
     sampling = (*SAMPLING_NAMES, *IMAGE_TASK_NAMES)
     values = {k: getattr(record, k) for k in sampling if getattr(record, k) is not None}
     check_defaults(values, "out of range")

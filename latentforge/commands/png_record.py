@@ -50,6 +50,7 @@ class GenerationRecord:
     guidance_rescale: float = FALLBACK.guidance_rescale
     clip_skip: int | None = None
     cache_interval: int = 1  # step caching (DeepCache): the whole U-Net every N steps; 1 = the exact path
+    cache_warmup: int = 0  # with step caching: the first N steps all run the whole U-Net
     width: int | None = None
     height: int | None = None
     strength: float | None = None
@@ -75,8 +76,9 @@ class GenerationRecord:
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
-        if data["cache_interval"] == 1:  # the exact path: records (and PNG bytes) as before step caching
-            del data["cache_interval"]
+        for name, default in (("cache_interval", 1), ("cache_warmup", 0)):
+            if data[name] == default:  # the exact path: records (and PNG bytes) as before step caching
+                del data[name]
         return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
     @classmethod
@@ -129,6 +131,7 @@ def a1111_parameters(record: GenerationRecord) -> str:
         "CFG rescale": record.guidance_rescale or None,
         "Mask blur": record.mask_blur if record.task == "inpaint" else None,
         "Cache interval": record.cache_interval if record.cache_interval > 1 else None,
+        "Cache warmup": record.cache_warmup if record.cache_interval > 1 and record.cache_warmup else None,
         "Lora hashes": _hash_list(record.lora_hashes),
         "TI hashes": _hash_list(record.embedding_hashes),
         "Version": f"latentforge {__version__}",
@@ -266,6 +269,8 @@ def _apply_a1111_params(record: GenerationRecord, params: dict[str, str]) -> Non
         record.clip_skip = max(_number(params, "Clip skip", int) - 1, 0) or None
     if "Cache interval" in params:
         record.cache_interval = _number(params, "Cache interval", int)
+    if "Cache warmup" in params:
+        record.cache_warmup = _number(params, "Cache warmup", int)
     if "Denoising strength" in params:
         record.strength = _number(params, "Denoising strength", float)
         record.task = "img2img"

@@ -89,14 +89,15 @@ class MemorySwitches:
 
     channels_last = enable_channels_last
 
-    def enable_step_cache(self, interval: int = 3) -> None:
-        """Run the whole U-Net every `interval` steps and only its shallowest branch in between (DeepCache).
+    def enable_step_cache(self, interval: int = 3, warmup: int = 0) -> None:
+        """Run the whole U-Net every `interval` steps and only its shallowest branch in between (DeepCache),
+        after `warmup` first steps that all run in full.
 
         The steps between full ones reuse the deep features of the last full step (see `step_cache`); about
         `interval` times fewer deep U-Net evaluations, at a small change of the image. Interval 1 keeps the
         images exactly. Each call keeps its own cache, so a pipeline still serves several threads.
         """
-        step_cache.enable(self.unet, interval)
+        step_cache.enable(self.unet, interval, warmup)
 
     def disable_step_cache(self) -> None:
         """Every step runs the whole U-Net again (the exact path)."""

@@ -6,7 +6,10 @@ carries the detail. Every `interval`-th step (the first one included) runs the w
 outputs of its deep modules; the steps between reuse them and compute only the shallowest branch: `conv_in`,
 the last layer of the last up block (fed the kept deep features and the fresh `conv_in` skip) and `conv_out`.
 This is DeepCache's uniform schedule at its shallowest branch (`cache_branch_id=0`), the setting its README
-uses for Stable Diffusion 1.5.
+uses for Stable Diffusion 1.5. `warmup` > 0 runs the first steps all in full before that schedule starts, as
+diffusers' caching hooks leave the first, noisiest steps uncached (FasterCache's and pyramid attention
+broadcast's timestep skip ranges, TaylorSeer's `disable_cache_before_step`): there the layout and colours are
+decided and the deep features change fastest.
 
 The switch (`enable`) puts a diffusers `ModelHook` on each deep module; the hooks do nothing unless a denoising
 call is running with a `StepCache` of its own (`call_cache`, a context variable), so the kept features are per
@@ -37,20 +40,23 @@ class StepCache:
     """One call's cache: the deep modules' outputs of the last full step, and whether this step reuses them."""
 
     interval: int
+    warmup: int = 0
     outputs: dict[int, Any] = dataclasses.field(default_factory=dict)
     reuse: bool = False
 
     def start_step(self, index: int) -> None:
-        """Step `index` of the loop (0 = first) is full when it is a multiple of the interval."""
-        self.reuse = index % self.interval != 0 and bool(self.outputs)
+        """Step `index` of the loop (0 = first) is full when it is one of the first `warmup` steps or a multiple
+        of the interval counted from there."""
+        full = index < self.warmup or (index - self.warmup) % self.interval == 0
+        self.reuse = not full and bool(self.outputs)
 
 
 class _ReuseOutput(ModelHook):
     """On a full step run the module and keep its output under `key`; on a cached step return what was kept."""
 
-    def __init__(self, key: int, interval: int):
+    def __init__(self, key: int, interval: int, warmup: int):
         super().__init__()
-        self.key, self.interval = key, interval
+        self.key, self.interval, self.warmup = key, interval, warmup
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         cache = _ACTIVE.get()
@@ -72,14 +78,16 @@ def deep_modules(unet: torch.nn.Module) -> list[torch.nn.Module]:
     return [*unet.down_blocks, *mid, *unet.up_blocks[:-1], *last.resnets[:-1], *attentions[:-1]]
 
 
-def enable(unet: torch.nn.Module, interval: int) -> None:
-    """Install the hooks on `unet`'s deep modules (replacing earlier ones); interval 1 = every step is full."""
-    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-        raise ValueError(f"enable_step_cache: interval must be an int >= 1, got {interval!r}")
+def enable(unet: torch.nn.Module, interval: int, warmup: int = 0) -> None:
+    """Install the hooks on `unet`'s deep modules (replacing earlier ones); interval 1 = every step is full;
+    the first `warmup` steps are full whatever the interval."""
+    for name, value, least in (("interval", interval, 1), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"enable_step_cache: {name} must be an int >= {least}, got {value!r}")
     disable(unet)
     for key, module in enumerate(deep_modules(unet)):
         HookRegistry.check_if_exists_or_initialize(module).register_hook(
-            _ReuseOutput(key, interval), HOOK_NAME
+            _ReuseOutput(key, interval, warmup), HOOK_NAME
         )
 
 
@@ -91,21 +99,21 @@ def disable(unet: torch.nn.Module) -> None:
             registry.remove_hook(HOOK_NAME, recurse=False)
 
 
-def interval_of(unet: torch.nn.Module) -> int | None:
-    """The interval `enable` set on `unet`, or None when step caching is off."""
+def settings_of(unet: torch.nn.Module) -> tuple[int, int] | None:
+    """The (interval, warmup) `enable` set on `unet`, or None when step caching is off."""
     registry = getattr(deep_modules(unet)[0], "_diffusers_hook", None)
     hook = registry.get_hook(HOOK_NAME) if registry is not None else None
-    return hook.interval if hook is not None else None
+    return (hook.interval, hook.warmup) if hook is not None else None
 
 
 @contextlib.contextmanager
 def call_cache(unet: torch.nn.Module) -> Iterator[StepCache | None]:
     """A fresh `StepCache` active in this thread for one denoising call (None when caching is off)."""
-    interval = interval_of(unet)
-    if interval is None:
+    settings = settings_of(unet)
+    if settings is None:
         yield None
         return
-    cache = StepCache(interval)
+    cache = StepCache(*settings)
     token = _ACTIVE.set(cache)
     try:
         yield cache

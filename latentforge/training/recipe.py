@@ -164,20 +164,18 @@ def _check(recipe: Recipe, path: str | Path) -> None:
         for item in stage.set:
             if "=" not in item:
                 raise ValueError(f"{where}: {item!r} is not KEY=VALUE")
-            for ref in _REFERENCE.findall(item):
-                if ref not in seen:
-                    raise ValueError(
-                        f"{where}: {item!r} refers to {{{ref}}}, which is not an earlier stage {seen}"
-                    )
+            _check_references(item, seen, f"{where}: {item!r} refers to", "an earlier stage")
         seen.append(stage.name)
     for export in recipe.export:
         if export.stage not in seen:
             raise ValueError(f"{path}: export.stage {export.stage!r} is not one of the stages {seen}")
-        for ref in _REFERENCE.findall(" ".join(export.args)):
-            if ref not in seen:
-                raise ValueError(
-                    f"{path}: export args refer to {{{ref}}}, which is not one of the stages {seen}"
-                )
+        _check_references(" ".join(export.args), seen, f"{path}: export args refer to", "one of the stages")
+
+
+def _check_references(text: str, seen: list[str], what: str, known: str) -> None:
+    for ref in _REFERENCE.findall(text):
+        if ref not in seen:
+            raise ValueError(f"{what} {{{ref}}}, which is not {known} {seen}")
 
 
 def _resolved(recipe: Recipe, items: list[str]) -> list[str]:
