@@ -163,3 +163,13 @@ def test_bad_arguments_are_named(tmp_path):
         tokenizer_for("sdxl")
     with pytest.raises(FileNotFoundError, match="tokenizer.json"):
         load_tokenizer(tmp_path)
+
+
+def test_training_captions_are_read_as_prompts_are_without_invisible_characters(sd1):
+    from latentforge.models.tokenizer import tokenize
+
+    plain = "a red circle to the left of a blue square"
+    hidden = "a red\u200b circle\x00 to the\u202e left\x1b of a\tblue\ufeff square"
+    assert torch.equal(tokenize(sd1, [hidden]), tokenize(sd1, [plain]))
+    emoji = "a family \U0001f468\u200d\U0001f469\u200d\U0001f467"  # the joiner is part of the emoji: kept
+    assert not torch.equal(tokenize(sd1, [emoji]), tokenize(sd1, [emoji.replace("\u200d", "")]))

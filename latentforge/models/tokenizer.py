@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import html
 import json
+import unicodedata
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -118,6 +119,20 @@ def clean_text(text: str) -> str:
 
 
 def tokenize(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
-    """Token ids (N, L) as diffusers' pipelines make them: padded to the maximum length, truncated."""
+    """Token ids (N, L) as diffusers' pipelines make them: padded to the maximum length, truncated; of the
+    visible text (`visible_text`), as the pipelines read prompts, so training captions and prompts agree."""
+    texts = [visible_text(text) for text in texts]
     ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True)
     return torch.tensor(ids.input_ids, dtype=torch.long)
+
+
+def visible_text(prompt: str) -> str:
+    """`prompt` without the characters nobody sees: control codes (NUL, terminal escapes; tabs and line breaks
+    become spaces) and format marks (zero-width space, BOM, bidi overrides; the emoji joiner U+200D stays).
+    CLIP's tokenizer would turn each into byte tokens that change the image."""
+    kept = (" " if c in "\t\n\r" else c for c in prompt if c in "\t\n\r\u200d" or _visible(c))
+    return "".join(kept)
+
+
+def _visible(char: str) -> bool:
+    return unicodedata.category(char) not in ("Cc", "Cf")

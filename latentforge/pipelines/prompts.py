@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import unicodedata
 
 import torch
+
+from latentforge.models.tokenizer import visible_text
 
 ROUND_FACTOR = 1.1  # `(text)`
 SQUARE_FACTOR = 1 / 1.1  # `[text]`
@@ -105,18 +106,6 @@ def _merge_equal_weights(fragments: list[Fragment]) -> list[Fragment]:
         else:
             merged.append(fragment)
     return merged or [Fragment("")]
-
-
-def visible_text(prompt: str) -> str:
-    """`prompt` without the characters nobody sees: control codes (NUL, terminal escapes; tabs and line breaks
-    become spaces) and format marks (zero-width space, BOM, bidi overrides; the emoji joiner U+200D stays).
-    CLIP's tokenizer would turn each into byte tokens that change the image."""
-    kept = (" " if c in "\t\n\r" else c for c in prompt if c in "\t\n\r\u200d" or _visible(c))
-    return "".join(kept)
-
-
-def _visible(char: str) -> bool:
-    return unicodedata.category(char) not in ("Cc", "Cf")
 
 
 def tokenize_chunks(
