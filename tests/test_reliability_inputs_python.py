@@ -210,6 +210,8 @@ def _damage_unet(folder, how):
         (folder / "unet" / "config.json").write_text("{oops")
     elif how == "missing":
         shutil.rmtree(folder / "unet")
+    elif how in ("index", "index-list"):
+        (folder / "model_index.json").write_text("garbage" if how == "index" else "[1, 2]")
     else:
         tensors = load_file(weights)
         key = "conv_in.weight"
@@ -231,6 +233,8 @@ def saved(tmp_path_factory):
         ("config", r"unet/config.json is not valid JSON"),
         ("missing", r"unet: folder .*unet is missing from the model"),
         ("shape", r"unet: could not load .*conv_in.weight expected shape"),
+        ("index", r"model_index.json: .*model_index.json is not valid JSON"),
+        ("index-list", r"model_index.json is not a pipeline index .*_class_name"),
     ],
 )
 def test_a_damaged_model_folder_names_the_file(saved, tmp_path, how, message):

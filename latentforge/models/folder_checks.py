@@ -52,6 +52,12 @@ def check_model_folder(root: Path) -> None:
             f"{root} is not a diffusers model folder: model_index.json is missing "
             "(save models with Components.save_pretrained or `latentforge export`)"
         )
+    index = _check_json("model_index.json", root / "model_index.json")
+    if not isinstance(index, dict) or not isinstance(index.get("_class_name"), str):
+        raise ValueError(
+            f'{root / "model_index.json"} is not a pipeline index (a JSON object with "_class_name" and one '
+            "entry per component); restore it or re-export the model"
+        )
     for component, (config, weights) in EXPECTED_FILES.items():
         folder = root / component
         if not folder.is_dir():
@@ -78,8 +84,8 @@ def loading(component: str, folder: Path) -> Iterator[None]:
         ) from err
 
 
-def _check_json(component: str, path: Path) -> None:
+def _check_json(component: str, path: Path) -> object:
     try:
-        json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{component}: {path} is not valid JSON ({err}); restore or re-export it") from err
