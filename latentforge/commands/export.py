@@ -111,6 +111,8 @@ def _run(args: argparse.Namespace) -> int:
 def _replacement_vae(folder: str, components):
     """The VAE of `folder`, checked to fit the U-Net of `components` (latent channels and size) and cast to its
     precision."""
+    import torch
+
     from latentforge.models.component_files import component_folder, has_weights, load_vae
 
     if not has_weights(component_folder(folder, "vae")):
@@ -125,7 +127,7 @@ def _replacement_vae(folder: str, components):
             f"--vae: {folder} makes latents of {ours[0]} channels at 1/{2 ** (ours[1] - 1)} size, the model's U-Net "
             f"works on {theirs[0]} channels at 1/{2 ** (theirs[1] - 1)}; give a VAE of the same latent space"
         )
-    return vae.to(old.dtype)
+    return vae.half() if old.dtype == torch.float16 else vae.float()  # (`to(dtype)` warns for nothing)
 
 
 def _output(args: argparse.Namespace) -> str:
