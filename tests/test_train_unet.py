@@ -384,6 +384,10 @@ def test_widening_a_text_to_image_unet_keeps_its_predictions_and_refuses_an_inpa
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="inpainting U-Net already; drop inpaint_variant"):
         widen_to_inpaint(unet)
+    with pytest.raises(ValueError, match="inpaint_variant=true needs full training"):
+        unet_trainer.check_config(
+            load_config(unet_trainer.UNetTrainConfig, None, ["inpaint_variant=true", "lora.rank=4"])
+        )
 
 
 def test_inpaint_variant_of_a_trained_model_trains_and_inpaints(tmp_path):

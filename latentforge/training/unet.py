@@ -98,6 +98,11 @@ def check_config(config: UNetTrainConfig) -> None:
         )
     if config.text_encoder_lr < 0 or config.lora.text_encoder_lr < 0:
         raise ValueError("text_encoder_lr and lora.text_encoder_lr must be >= 0 (0 = optim.learning_rate)")
+    if config.inpaint_variant and config.lora.rank:
+        raise ValueError(
+            "inpaint_variant=true needs full training: LoRA adapters would leave the new mask and masked-image "
+            "input weights at zero; set lora.rank=0"
+        )
     if config.lora.text_encoder and not config.lora.rank:
         raise ValueError(
             "lora.text_encoder=true adds adapters to the text encoder and needs lora.rank > 0; for full training "
