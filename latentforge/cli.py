@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Sequence
 
 from latentforge import __version__
+from latentforge.atomic_files import is_said
 from latentforge.commands import evaluate, export, generate, train
 
 # Each module has `register(subparsers)`, which adds its parsers with `set_defaults(run=...)`.
@@ -60,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"latentforge {args.command}: error: {err}", file=sys.stderr)
         return 2
     except (PermissionError, IsADirectoryError) as err:  # a read-only output folder, an unreadable input
-        hint = "" if "permissions" in str(err) else "; check the path and its permissions"
+        hint = "" if is_said(err) else "; check the path and its permissions"  # a failed write says its own
         print(f"latentforge {args.command}: error: {err}{hint}", file=sys.stderr)
         return 2
     except OSError as err:

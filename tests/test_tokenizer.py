@@ -173,3 +173,15 @@ def test_training_captions_are_read_as_prompts_are_without_invisible_characters(
     assert torch.equal(tokenize(sd1, [hidden]), tokenize(sd1, [plain]))
     emoji = "a family \U0001f468\u200d\U0001f469\u200d\U0001f467"  # the joiner is part of the emoji: kept
     assert not torch.equal(tokenize(sd1, [emoji]), tokenize(sd1, [emoji.replace("\u200d", "")]))
+
+
+def test_a_used_tokenizer_saves_the_same_files_as_a_fresh_one(tmp_path, sd1):
+    from latentforge.models.tokenizer import tokenize
+
+    fresh = tokenizer_for("sd1")
+    save_tokenizer(fresh, tmp_path / "fresh")
+    tokenize(fresh, ["a red circle"])  # leaves truncation and padding on the fast backend
+    save_tokenizer(fresh, tmp_path / "used")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (tmp_path / "fresh" / name).read_bytes() == (tmp_path / "used" / name).read_bytes(), name
+    assert fresh.backend_tokenizer.truncation is not None  # the caller's tokenizer is left as it was

@@ -11,6 +11,7 @@ with `!` (id 0, which is what open_clip's zero padding decodes to).
 
 from __future__ import annotations
 
+import copy
 import gzip
 import html
 import json
@@ -84,9 +85,13 @@ def tokenizer_for(convention: Literal["sd1", "sd2"]) -> CLIPTokenizer:
 
 def save_tokenizer(tokenizer: CLIPTokenizer, path: str | Path) -> None:
     """Save `tokenizer` with `tokenizer.json` and also the classic `vocab.json` + `merges.txt`, which older
-    transformers releases (and other tools) read."""
+    transformers releases (and other tools) read. A copy is saved without the truncation and padding that
+    calling the tokenizer leaves on its fast backend, so the same tokenizer always saves the same files."""
     path = Path(path)
-    tokenizer.save_pretrained(str(path))
+    clean = copy.deepcopy(tokenizer)
+    clean.backend_tokenizer.no_truncation()
+    clean.backend_tokenizer.no_padding()
+    clean.save_pretrained(str(path))
     vocab, merges = clip_vocab_and_merges()
     if len(tokenizer) == len(vocab):
         (path / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
