@@ -176,8 +176,8 @@ class Components:
 
     @property
     def is_inpaint(self) -> bool:
-        """True for an inpainting U-Net: 2C + 1 input channels (latents + mask + masked-image latents; 9 for SD)."""
-        return self.unet.config.in_channels == 2 * self.unet.config.out_channels + 1
+        """True for an inpainting U-Net (`inpaint_in_channels` of its latent channels)."""
+        return self.unet.config.in_channels == inpaint_in_channels(self.unet.config.out_channels)
 
     @property
     def device(self) -> torch.device:
@@ -195,6 +195,11 @@ class Components:
                 digest.update(key.encode())
                 digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
         return digest.hexdigest()[:12]
+
+
+def inpaint_in_channels(latent_channels: int) -> int:
+    """Input channels of an inpainting U-Net: 2C + 1 (noisy latents, mask, masked-image latents; 9 for SD)."""
+    return 2 * latent_channels + 1
 
 
 def resolve_device(device: str | None = "auto") -> str:

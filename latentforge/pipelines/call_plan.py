@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentforge.models.components import inpaint_in_channels
 from latentforge.pipelines import image_inputs
 from latentforge.pipelines.call_args import OUTPUT_TYPES, CallArgs
 from latentforge.pipelines.denoising import Generator
@@ -80,9 +81,10 @@ def plan_call(pipe: Any, task: str, args: CallArgs) -> CallPlan:
 
 def _check_unet(unet, latent_channels: int, task: str) -> None:
     channels = unet.config.in_channels
-    if channels not in (latent_channels, 2 * latent_channels + 1):
+    if channels not in (latent_channels, inpaint_in_channels(latent_channels)):
         raise ValueError(
-            f"unet: in_channels must be the VAE's {latent_channels} latent channels or {2 * latent_channels + 1} "
+            f"unet: in_channels must be the VAE's {latent_channels} latent channels or "
+            f"{inpaint_in_channels(latent_channels)} "
             f"(inpainting: latents + mask + masked-image latents), this model has {channels}"
         )
     if channels != latent_channels and task != "inpaint":

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from latentforge.models.components import inpaint_in_channels
+
 
 def random_masks(
     batch: int, height: int, width: int, full_fraction: float, device: torch.device
@@ -56,11 +58,16 @@ def widen_to_inpaint(unet) -> None:
             "latent channels, so it is an inpainting U-Net already; drop inpaint_variant"
         )
     new = torch.nn.Conv2d(
-        2 * channels + 1, old.out_channels, old.kernel_size, old.stride, old.padding, device=old.weight.device
+        inpaint_in_channels(channels),
+        old.out_channels,
+        old.kernel_size,
+        old.stride,
+        old.padding,
+        device=old.weight.device,
     ).to(old.weight.dtype)
     with torch.no_grad():
         new.weight.zero_()
         new.weight[:, :channels] = old.weight
         new.bias.copy_(old.bias)
     unet.conv_in = new
-    unet.register_to_config(in_channels=2 * channels + 1)
+    unet.register_to_config(in_channels=new.in_channels)

@@ -25,7 +25,7 @@ from diffusers import DDPMScheduler
 
 from latentforge.data.training_data import make_buckets
 from latentforge.models.component_files import component_folder, has_weights, load_text_encoder, load_vae
-from latentforge.models.components import Components
+from latentforge.models.components import Components, inpaint_in_channels
 from latentforge.resources import DEFAULT_MODEL, shipped_names
 from latentforge.training import losses
 from latentforge.training.dreambooth import (
@@ -122,7 +122,7 @@ def _check_fit(c: Components, config: UNetTrainConfig) -> None:
         )
     if unet.out_channels != c.vae.config.latent_channels or unet.in_channels not in (
         unet.out_channels,
-        2 * unet.out_channels + 1,
+        inpaint_in_channels(unet.out_channels),
     ):
         raise ValueError(
             f"vae_from: {c.vae.config.latent_channels} latent channels do not fit a U-Net with in/out channels "
