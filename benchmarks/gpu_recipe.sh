@@ -15,11 +15,18 @@ recipe="${RECIPE:-default-model-gpu}"
 mkdir -p "$out"
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), \
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" | tee "$out/device.txt"
+recipe_names() {  # the recipe's stage names (stages) or export folders (export), in order
+  python - "$recipe" "$1" <<'PY'
+import sys
+from latentforge.resources import config_file
+from latentforge.training.recipe import load_recipe
+recipe = load_recipe(config_file("recipes", sys.argv[1]), [])
+print(" ".join(s.name for s in recipe.stages) if sys.argv[2] == "stages" else " ".join(e.to for e in recipe.export))
+PY
+}
 overrides=()
 if [[ "${PROBE:-0}" == 1 ]]; then
-  stages=$(python -c "from latentforge.resources import config_file; from latentforge.training.recipe import \
-load_recipe; print(' '.join(s.name for s in load_recipe(config_file('recipes', '$recipe'), []).stages))")
-  for stage in $stages; do overrides+=("$stage.optim.max_steps=40" "$stage.checkpoint.every_steps=0"); done
+  for stage in $(recipe_names stages); do overrides+=("$stage.optim.max_steps=40" "$stage.checkpoint.every_steps=0"); done
 fi
 start=$(date +%s)
 latentforge train recipe --config "$recipe" -o "$out/run" "${overrides[@]}" 2>&1 | tee "$out/recipe.log" \
@@ -31,8 +38,7 @@ for marker in sorted(pathlib.Path(sys.argv[1]).glob("*.done"), key=lambda p: p.s
     print(f"{marker.stem:>16}: {json.loads(marker.read_text())['seconds']:8.1f} s")
 PY
 # the recipe's exports: the text-to-image model first, then (default-model, smoke) the inpainting variant
-read -r -a exports <<< "$(python -c "from latentforge.resources import config_file; from latentforge.training.recipe \
-import load_recipe; print(' '.join(e.to for e in load_recipe(config_file('recipes', '$recipe'), []).export))")"
+read -r -a exports <<< "$(recipe_names export)"
 model="$out/run/${exports[0]}"
 n="${EVAL_PROMPTS:-10}"
 for seed in 0 1; do
