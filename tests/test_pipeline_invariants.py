@@ -77,6 +77,14 @@ def test_img2img_runs_int_steps_times_strength(steps, strength, expected):
     assert len(counter.batches) == expected == int(steps * strength)
 
 
+def test_img2img_image_size_is_rounded_down_to_the_factor(txt2img):
+    """As diffusers' VaeImageProcessor: without height/width, the image's size rounded down to the VAE factor
+    (2 for the tiny model), so a 33x31 photo is drawn at 32x30 instead of being refused."""
+    pipe = ImageToImagePipeline.from_pipe(txt2img)
+    out = pipe(PROMPT, random_image().resize((33, 31)), num_inference_steps=2, generator=0, output_type="pt")
+    assert out.images.shape[-2:] == (30, 32)
+
+
 @pytest.mark.parametrize("model", ["tiny", "tiny-inpaint"])
 @pytest.mark.parametrize("mask_blur", [0, 2])
 def test_paste_back_keeps_unmasked_pixels_exactly(model, mask_blur):

@@ -229,7 +229,9 @@ def _check_images(pipe, task: str, args: CallArgs, batch: int):
         )
     masks = _check_masks(args.mask_image, images) if task == "inpaint" else None
     source = "height/width" if height or width else f"the image size {images.shape[-1]}x{images.shape[-2]}"
-    height, width = height or images.shape[-2], width or images.shape[-1]
+    # a size not given is the image's, rounded down to the factor (as diffusers' VaeImageProcessor does)
+    height = height or images.shape[-2] - images.shape[-2] % factor
+    width = width or images.shape[-1] - images.shape[-1] % factor
     image_inputs.check_size(height, width, factor, source)
     images = image_inputs.resize(images, height, width)
     masks = image_inputs.resize(masks, height, width) if masks is not None else None
