@@ -57,8 +57,8 @@ def step_cache_3(components):
 
 
 def fast(components):
-    """`pipe.enable_fast()`: step caching at interval 3 and channels-last."""
-    step_cache.enable(components.unet, 3)
+    """`pipe.enable_fast()`: step caching on the preset's schedule (step_cache.FAST_SCHEDULE) and channels-last."""
+    step_cache.enable(components.unet, *step_cache.FAST_SCHEDULE)
     _memory_format(components, torch.channels_last)
 
     def undo() -> None:

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import torch
 from pipeline_helpers import one_thread, quiet  # noqa: F401  (autouse fixture)
 
 from latentforge import TextToImagePipeline
@@ -47,3 +48,22 @@ def test_gpu_benchmark_script_runs_tiny_on_the_cpu(tmp_path):
     for row in rows:
         assert set(row["s_per_image"]) == {"latentforge", "diffusers"} and row["peak_mib"]["latentforge"] > 0
         assert (row["mean_pixel_diff_vs_exact"] > 0) == (row["mode"] == "step-cache-3")
+
+
+def test_benchmark_fast_mode_is_the_preset():
+    """benchmarks/speed_modes.py's `fast` mode sets what `pipe.enable_fast()` sets (it had drifted once)."""
+    import importlib.util
+
+    from pipeline_helpers import tiny
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "speed_modes.py"
+    spec = importlib.util.spec_from_file_location("speed_modes", script)
+    modes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(modes)
+    benchmarked, undo = modes.MODES["fast"](tiny(fresh=True))
+    pipe = TextToImagePipeline.from_components(tiny(fresh=True))
+    pipe.enable_fast()
+    assert step_cache.settings_of(benchmarked.unet) == step_cache.settings_of(pipe.unet) is not None
+    assert benchmarked.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    undo()
+    assert step_cache.settings_of(benchmarked.unet) is None

@@ -103,7 +103,11 @@ class MemorySwitches:
         """Every step runs the whole U-Net again (the exact path)."""
         step_cache.disable(self.unet)
 
-    def enable_fast(self, cache_interval: int = 5, cache_warmup: int = 3) -> None:
+    def enable_fast(
+        self,
+        cache_interval: int = step_cache.FAST_SCHEDULE[0],
+        cache_warmup: int = step_cache.FAST_SCHEDULE[1],
+    ) -> None:
         """The fast preset: step caching (the first `cache_warmup` steps in full, then every `cache_interval`-th)
         and channels-last activations.
 
