@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -140,3 +142,12 @@ def guarded_pipelines(networks: tuple[str, ...] = ("unet", "vae", "text_encoder"
     finally:
         for handle in handles:
             handle.remove()
+
+
+def benchmark_script(name: str):
+    """benchmarks/`name`.py loaded as a module (the benchmark scripts are not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

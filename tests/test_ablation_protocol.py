@@ -3,22 +3,17 @@ budget turned into steps, a resumable run, the scores of every seed, one table r
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
+from pipeline_helpers import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def ablation():
-    spec = importlib.util.spec_from_file_location("ablation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("ablation")
 
 
 def test_overrides_split_into_training_and_unet_keys(ablation):

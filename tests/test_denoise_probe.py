@@ -3,23 +3,16 @@ objects at low noise and loses them at high noise; its grid has a row of scenes 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 from PIL import Image
-from pipeline_helpers import one_thread  # noqa: F401  (autouse fixture)
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "denoise_probe.py"
+from pipeline_helpers import benchmark_script, one_thread  # noqa: F401  (autouse fixture)
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("denoise_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("denoise_probe")
 
 
 def test_shipped_model_keeps_objects_at_low_noise_only(probe, tmp_path, capsys):

@@ -52,14 +52,9 @@ def test_gpu_benchmark_script_runs_tiny_on_the_cpu(tmp_path):
 
 def test_benchmark_fast_mode_is_the_preset():
     """benchmarks/speed_modes.py's `fast` mode sets what `pipe.enable_fast()` sets (it had drifted once)."""
-    import importlib.util
+    from pipeline_helpers import benchmark_script, tiny
 
-    from pipeline_helpers import tiny
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "speed_modes.py"
-    spec = importlib.util.spec_from_file_location("speed_modes", script)
-    modes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(modes)
+    modes = benchmark_script("speed_modes")
     benchmarked, undo = modes.MODES["fast"](tiny(fresh=True))
     pipe = TextToImagePipeline.from_components(tiny(fresh=True))
     pipe.enable_fast()

@@ -5,22 +5,17 @@ nor adds the row twice, and a resume from the last checkpoint."""
 from __future__ import annotations
 
 import filecmp
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "vae_ablation.py"
+from pipeline_helpers import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def protocol():
-    spec = importlib.util.spec_from_file_location("vae_ablation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("vae_ablation")
 
 
 def test_overrides_split_into_training_and_vae_keys(protocol):
