@@ -15,13 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from pathlib import Path
 
 import torch
+
+from latentforge.resources import DEFAULT_MODEL
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="default", help="model folder (default: the built-in model)")
+    parser.add_argument(
+        "--model", type=Path, default=DEFAULT_MODEL, help="model folder (default: the built-in)"
+    )
     parser.add_argument("--timesteps", type=int, nargs="+", default=[100, 300, 500, 700, 850, 950])
     parser.add_argument("--num-scenes", type=int, default=64, help="held-out scenes per timestep")
     parser.add_argument("--seed", type=int, default=0, help="seed of the scenes and of the noise")
@@ -39,6 +44,7 @@ def probe(pipe, timesteps: list[int], num_scenes: int, seed: int):
     from latentforge.evaluation.reconstruction import heldout_shapes_images, objects_kept
     from latentforge.imaging import pil_to_tensor, to_pil
     from latentforge.models.tokenizer import tokenize
+    from latentforge.training.losses import snr
 
     schedule = DDPMScheduler.from_config(pipe.scheduler.config)
     prediction = schedule.config.prediction_type
@@ -63,12 +69,14 @@ def probe(pipe, timesteps: list[int], num_scenes: int, seed: int):
             alpha = schedule.alphas_cumprod[t]
             if prediction == "v_prediction":
                 clean = alpha.sqrt() * noisy - (1 - alpha).sqrt() * out
-            else:
+            elif prediction == "epsilon":
                 clean = (noisy - (1 - alpha).sqrt() * out) / alpha.sqrt()
+            else:  # "sample": the clean latents themselves
+                clean = out
             decoded = pipe.vae.decode(clean / pipe.vae.config.scaling_factor).sample
             images = to_pil((decoded.clamp(-1, 1) + 1) / 2)
             kept = sum(objects_kept(s, p) for s, p in zip(scenes, images)) / num_scenes
-            results[t] = (float(alpha / (1 - alpha)), kept)
+            results[t] = (float(snr(alpha)), kept)
             predictions[t] = images
     return results, scenes, predictions
 
@@ -77,10 +85,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     from latentforge import TextToImagePipeline
     from latentforge.imaging import make_grid
-    from latentforge.resources import DEFAULT_MODEL
 
-    model = DEFAULT_MODEL if args.model == "default" else args.model
-    pipe = TextToImagePipeline.from_pretrained(model)
+    pipe = TextToImagePipeline.from_pretrained(args.model)
     results, scenes, predictions = probe(pipe, args.timesteps, args.num_scenes, args.seed)
     print(f"{'t':>5} {'SNR':>10} {'objects kept':>13}")
     for t, (snr, kept) in results.items():
@@ -93,7 +99,13 @@ def main(argv=None) -> None:
         table = {str(t): {"snr": snr, "objects_kept": kept} for t, (snr, kept) in results.items()}
         with open(args.json, "w") as f:
             json.dump(
-                {"model": str(model), "num_scenes": args.num_scenes, "seed": args.seed, "results": table}, f
+                {
+                    "model": str(args.model),
+                    "num_scenes": args.num_scenes,
+                    "seed": args.seed,
+                    "results": table,
+                },
+                f,
             )
 
 

@@ -3,16 +3,13 @@ compositional benchmark above a floor set from its measured numbers (README, "De
 
 import hashlib
 import io
-from pathlib import Path
 
 import pytest
 import torch
 
-import latentforge
 from latentforge.cli import main as cli_main
+from latentforge.resources import DEFAULT_INPAINT_MODEL, DEFAULT_MODEL
 
-DEFAULT_MODEL = Path(latentforge.__file__).parent / "assets" / "default-model"
-DEFAULT_INPAINT_MODEL = DEFAULT_MODEL.parent / "default-inpaint-model"
 # Measured on this set (2 prompts per category x 2 images, seed 0, the model's default settings): overall
 # 0.083 and color_only 0.92 (a random model scores ~0 on both; the previous default model 0.29 and 0.75, the
 # one before it 0.083 and 0.58). Floors are about half of the measured numbers, to allow for CPU/BLAS

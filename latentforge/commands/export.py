@@ -109,17 +109,19 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _replacement_vae(folder: str, components):
-    """The VAE of `folder`, checked to fit the U-Net of `components` (latent channels and size) and cast to its
+    """The VAE of `folder`, checked to fit the U-Net of `components` (latent channels and size), loaded in its
     precision."""
-    import torch
+    from diffusers import AutoencoderKL
 
-    from latentforge.models.component_files import component_folder, has_weights, load_vae
+    from latentforge.models.component_files import component_folder, has_weights, load_network
 
-    if not has_weights(component_folder(folder, "vae")):
+    weights = component_folder(folder, "vae")
+    if not has_weights(weights):
         raise FileNotFoundError(
             f"--vae: {folder} holds no trained VAE weights (vae/ with a safetensors file)"
         )
-    vae, old = load_vae(folder), components.vae
+    old = components.vae
+    vae = load_network(AutoencoderKL, weights, old.dtype)
     ours = (vae.config.latent_channels, len(vae.config.block_out_channels))
     theirs = (old.config.latent_channels, len(old.config.block_out_channels))
     if ours != theirs:
@@ -127,7 +129,7 @@ def _replacement_vae(folder: str, components):
             f"--vae: {folder} makes latents of {ours[0]} channels at 1/{2 ** (ours[1] - 1)} size, the model's U-Net "
             f"works on {theirs[0]} channels at 1/{2 ** (theirs[1] - 1)}; give a VAE of the same latent space"
         )
-    return vae.half() if old.dtype == torch.float16 else vae.float()  # (`to(dtype)` warns for nothing)
+    return vae
 
 
 def _output(args: argparse.Namespace) -> str:

@@ -80,11 +80,10 @@ def plan_call(pipe: Any, task: str, args: CallArgs) -> CallPlan:
 
 
 def _check_unet(unet, latent_channels: int, task: str) -> None:
-    channels = unet.config.in_channels
-    if channels not in (latent_channels, inpaint_in_channels(latent_channels)):
+    channels, inpaint = unet.config.in_channels, inpaint_in_channels(latent_channels)
+    if channels not in (latent_channels, inpaint):
         raise ValueError(
-            f"unet: in_channels must be the VAE's {latent_channels} latent channels or "
-            f"{inpaint_in_channels(latent_channels)} "
+            f"unet: in_channels must be the VAE's {latent_channels} latent channels or {inpaint} "
             f"(inpainting: latents + mask + masked-image latents), this model has {channels}"
         )
     if channels != latent_channels and task != "inpaint":
