@@ -120,3 +120,22 @@ def test_edge_weighted_reconstruction_loss_by_hand():
     rgb = torch.cat([x, torch.zeros_like(x), torch.zeros_like(x)], dim=1)
     assert losses.edge_mask(rgb).shape == (1, 1, 1, 4) and losses.edge_mask(rgb).sum() == 2
     assert losses.reconstruction_loss(rgb, rgb + 1, "l1", edge_weight=3.0).item() == pytest.approx(1.0)
+
+
+def test_logit_normal_timesteps_favour_the_middle_of_the_schedule():
+    torch.manual_seed(0)
+    uniform = losses.sample_timesteps(20000, 1000)
+    logit = losses.sample_timesteps(20000, 1000, "logit_normal")
+    assert int(logit.min()) >= 0 and int(logit.max()) <= 999 and logit.dtype == torch.int64
+
+    def middle(t):
+        return ((t >= 300) & (t < 700)).float().mean().item()
+
+    # P(|N(0, 1)| < logit(0.7) = 0.847) = 0.60 against 0.40 for uniform timesteps
+    assert middle(uniform) == pytest.approx(0.40, abs=0.02)
+    assert middle(logit) == pytest.approx(0.60, abs=0.02)
+    # the mean of the logit moves the mode: sigmoid(1) = 0.73
+    shifted = losses.sample_timesteps(20000, 1000, "logit_normal", logit_mean=1.0)
+    assert shifted.float().median().item() == pytest.approx(731, abs=15)
+    with pytest.raises(ValueError, match="timestep_sampling"):
+        losses.sample_timesteps(4, 1000, "lognormal")

@@ -27,13 +27,14 @@ from latentforge.training.checkpoints import MARKER
 from latentforge.training.latent_cache import cache_key
 
 ROOT = Path(__file__).resolve().parents[1]
-# v-prediction, zero terminal SNR, noise offset, min-SNR, EMA, flips and caption dropout all on: resume must
-# replay all of them
+# v-prediction, zero terminal SNR, noise offset, logit-normal timesteps, min-SNR, EMA, flips and caption dropout
+# all on: resume must replay all of them
 OVERRIDES = [
     "optim.max_steps=6",
     "prediction_type=v_prediction",
     "zero_terminal_snr=true",
     "noise_offset=0.05",
+    "timestep_sampling=logit_normal",
     "checkpoint.every_steps=2",
     "checkpoint.keep_last=0",
 ]
@@ -314,6 +315,16 @@ def test_text_encoder_training_is_refused_with_lora(tmp_path):
         [f"output_dir={tmp_path}", "train_text_encoder=true", "lora.rank=4"],
     )
     with pytest.raises(ValueError, match="lora.rank=0 or train_text_encoder=false"):
+        unet_trainer.train(config)
+    assert not (tmp_path / "cache").exists(), "the error must come before any work"
+
+
+@pytest.mark.parametrize("bad", ["timestep_sampling=lognormal", "logit_std=0"])
+def test_a_bad_timestep_sampling_is_refused_before_any_work(tmp_path, bad):
+    config = load_config(
+        unet_trainer.UNetTrainConfig, config_file("train", "smoke-unet"), [f"output_dir={tmp_path}", bad]
+    )
+    with pytest.raises(ValueError, match=r"timestep_sampling must be one of \['uniform', 'logit_normal'\]"):
         unet_trainer.train(config)
     assert not (tmp_path / "cache").exists(), "the error must come before any work"
 

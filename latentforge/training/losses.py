@@ -1,7 +1,8 @@
 """Loss math of the trainers as small pure functions (unit-tested against hand-computed values).
 
 Diffusion: Ho et al. 2020 (eps target), Salimans & Ho 2022 §4 (v target), Hang et al. 2023 "Efficient
-Diffusion Training via Min-SNR Weighting Strategy" (min-SNR-gamma). VAE: Rombach et al. 2022 (LDM)
+Diffusion Training via Min-SNR Weighting Strategy" (min-SNR-gamma), Esser et al. 2024 (SD3, logit-normal
+timesteps). VAE: Rombach et al. 2022 (LDM)
 appendix G / Esser et al. 2021 (taming-transformers) for the KL term, hinge PatchGAN losses and the
 adaptive discriminator weight.
 """
@@ -12,8 +13,10 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from diffusers.training_utils import compute_density_for_timestep_sampling
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
 
 
 def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -45,6 +48,27 @@ def diffusion_target(
 def snr(alphas_cumprod_t: torch.Tensor) -> torch.Tensor:
     """Signal-to-noise ratio alpha_bar / (1 - alpha_bar) of each timestep; (B,) -> (B,)."""
     return alphas_cumprod_t / (1 - alphas_cumprod_t)
+
+
+def sample_timesteps(
+    batch_size: int,
+    num_train_timesteps: int,
+    sampling: str = "uniform",
+    logit_mean: float = 0.0,
+    logit_std: float = 1.0,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Training timesteps (B,) in [0, num_train_timesteps). "uniform": every step equally often (DDPM);
+    "logit_normal": t / T = sigmoid(N(logit_mean, logit_std)) (Esser et al. 2024, SD3 §3.1), which draws the
+    middle of the schedule more often than its ends, through diffusers' SD3 sampler."""
+    if sampling not in TIMESTEP_SAMPLINGS:
+        raise ValueError(f"timestep_sampling must be one of {list(TIMESTEP_SAMPLINGS)}, got {sampling!r}")
+    if sampling == "uniform":
+        return torch.randint(0, num_train_timesteps, (batch_size,), device=device)
+    u = compute_density_for_timestep_sampling(
+        "logit_normal", batch_size, logit_mean, logit_std, device=device
+    )
+    return (u * num_train_timesteps).long().clamp(max=num_train_timesteps - 1)
 
 
 def min_snr_weights(snr_t: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:

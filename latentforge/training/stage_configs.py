@@ -158,6 +158,11 @@ class UNetTrainConfig(TrainConfig):
     # prediction_type=v_prediction; the export's scheduler gets rescale_betas_zero_snr and trailing timesteps.
     zero_terminal_snr: bool = False
     snr_gamma: float = 5.0  # min-SNR-gamma loss weighting (0 = plain MSE)
+    # How timesteps are drawn: "uniform" (DDPM, every step equally often) or "logit_normal" (SD3: t / T =
+    # sigmoid(N(logit_mean, logit_std)), more samples mid-schedule where shapes and layout are decided).
+    timestep_sampling: str = "uniform"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
     noise_offset: float = 0.0  # adds offset * N(0, 1) per sample and channel to the noise (0 = off)
     caption_dropout: float = 0.1  # fraction of captions replaced by "" (needed for classifier-free guidance)
     # Train the text encoder with the U-Net (full training only), as kohya's and diffusers' DreamBooth

@@ -108,6 +108,11 @@ def check_config(config: UNetTrainConfig) -> None:
             "lora.text_encoder=true adds adapters to the text encoder and needs lora.rank > 0; for full training "
             "of the text encoder set train_text_encoder=true instead"
         )
+    if config.timestep_sampling not in losses.TIMESTEP_SAMPLINGS or config.logit_std <= 0:
+        raise ValueError(
+            f"timestep_sampling must be one of {list(losses.TIMESTEP_SAMPLINGS)} (got "
+            f"{config.timestep_sampling!r}) and logit_std > 0 (got {config.logit_std})"
+        )
     check_dreambooth(config.dreambooth)
     if config.data.shards:
         check_streaming(config)
@@ -150,8 +155,13 @@ def diffusion_loss(
     noise = torch.randn_like(latents)
     if config.noise_offset:
         noise = noise + config.noise_offset * torch.randn(*latents.shape[:2], 1, 1, device=latents.device)
-    t = torch.randint(
-        0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device
+    t = losses.sample_timesteps(
+        latents.shape[0],
+        noise_scheduler.config.num_train_timesteps,
+        config.timestep_sampling,
+        config.logit_mean,
+        config.logit_std,
+        latents.device,
     )
     model_input = noise_scheduler.add_noise(latents, noise, t)
     if components.is_inpaint:
