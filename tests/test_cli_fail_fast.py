@@ -45,6 +45,9 @@ CASES = [
     (["inpaint", "a cat", "--image", "IMAGE"], r"--mask is required"),
     (["inpaint", "a cat", "--image", "IMAGE", "--mask", "IMAGE", "--mask-blur", "-1"], r"mask_blur must be"),
     (["img2img", "a cat", "--image", "OUT/none.png"], r"--image: file .*none.png does not exist"),
+    # an image 5x the default model's area (64x64) without --size: told the size to pass, at the image's shape
+    (["img2img", "a cat", "--image", "BIG"], r"--image is 200x100, 5x the area .*pass --size 92x44"),
+    (["inpaint", "a cat", "--image", "BIG", "--mask", "BIG"], r"--image is 200x100, 5x .*--size 92x44"),
     (["train", "unet", "output_dir=OUT/run"], r"--config is required: one of \[.*'smoke-unet'"),
     (["train", "unet", "--config", "nope"], r"'nope': no such file and not one of the shipped train configs"),
     (["train", "vae", "--config", "smoke-vae", "max_steps"], r"overrides must look like KEY=VALUE"),
@@ -108,8 +111,10 @@ CASES = [
 
 def test_mistakes_fail_with_exit_code_2_before_torch_is_imported(tmp_path):
     PIL.Image.new("RGB", (64, 64), "green").save(tmp_path / "image.png")
+    PIL.Image.new("RGB", (200, 100), "green").save(tmp_path / "big.png")
     (tmp_path / "model.ckpt").write_bytes(b"never opened")
     names = {"OUT": tmp_path, "IMAGE": tmp_path / "image.png", "CKPT": tmp_path / "model.ckpt"}
+    names["BIG"] = tmp_path / "big.png"
     argvs = [[_fill(a, names) for a in argv] for argv, _ in CASES]
     run = subprocess.run(
         [sys.executable, "-c", SCRIPT, json.dumps(argvs)], capture_output=True, text=True, timeout=120
@@ -125,6 +130,7 @@ def test_mistakes_fail_with_exit_code_2_before_torch_is_imported(tmp_path):
         )
     assert report["heavy"] == []  # no mistake waited for torch
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "big.png",
         "image.png",
         "model.ckpt",
     ]  # and nothing was written

@@ -87,7 +87,8 @@ def _add_common_arguments(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument(
         "--size",
         help="WIDTHxHEIGHT in pixels, or one number for a square (default: the model's size; img2img and "
-        "inpaint: the image's, rounded down to a multiple of the VAE factor).",
+        "inpaint: the image's, rounded down to a multiple of the VAE factor; an image over 4x the model's "
+        "area needs --size).",
     )
     parser.add_argument("-W", "--width", type=int, help="image width in pixels (over --size).")
     parser.add_argument("-H", "--height", type=int, help="image height in pixels (over --size).")

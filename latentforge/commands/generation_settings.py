@@ -29,6 +29,7 @@ from latentforge.resources import is_hub_id
 
 TASK_NAMES = ("txt2img", "img2img", "inpaint")
 MAX_SEED = 2**64 - 1  # the largest seed a torch.Generator takes
+MAX_AREA_WITHOUT_SIZE = 4  # img2img/inpaint without --size: at most 4x the model's area (2x its side)
 
 
 def settings_from_args(args: argparse.Namespace) -> GenerationRecord:
@@ -167,7 +168,8 @@ def _check_size(record: GenerationRecord) -> None:
 
 
 def _check_input_images(record: GenerationRecord) -> None:
-    """--image and --mask readable (not cut, not a decompression bomb) and of one size, before torch loads."""
+    """--image and --mask readable (not cut, not a decompression bomb) and of one size, before torch loads;
+    without --size, an image far larger than the model's size is refused (it would be drawn at its own size)."""
     image = load_image(record.image, "--image") if record.image else None
     mask = load_image(record.mask, "--mask", mode="L") if record.mask else None
     if image is not None and mask is not None and image.size != mask.size:
@@ -175,15 +177,41 @@ def _check_input_images(record: GenerationRecord) -> None:
             f"--mask is {mask.width}x{mask.height} but --image is {image.width}x{image.height}; give a mask of "
             "the image's size (white = repaint)"
         )
+    side = model_side(record.model)
+    if image is None or record.width or record.height or not side:
+        return
+    area = image.width * image.height
+    if area > MAX_AREA_WITHOUT_SIZE * side * side:
+        scale, factor = (side * side / area) ** 0.5, vae_factor(record.model) or 1
+        width, height = (max(factor, round(v * scale / factor) * factor) for v in image.size)
+        raise ValueError(
+            f"--image is {image.width}x{image.height}, {area / side**2:.0f}x the area the model draws "
+            f"({side}x{side}), and without --size it would be drawn at its own size (slow, and beyond what the "
+            f"model learned); pass --size {width}x{height} (the image's shape at the model's size) or any "
+            f"--size up to twice the model's side"
+        )
+
+
+def _config(model: str, component: str) -> dict | None:
+    """`model/component/config.json` as a dict; None without the file (the model loader reports a bad one)."""
+    path = Path(model) / component / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def vae_factor(model: str) -> int | None:
     """2 ** (VAE blocks - 1) from `model/vae/config.json`, as diffusers computes it; None without the file."""
-    path = Path(model) / "vae" / "config.json"
-    if not path.is_file():
-        return None
-    try:
-        blocks = json.loads(path.read_text())["block_out_channels"]
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
-        return None  # the model loader says what is wrong with the file
-    return 2 ** (len(blocks) - 1)
+    blocks = (_config(model, "vae") or {}).get("block_out_channels")
+    return 2 ** (len(blocks) - 1) if isinstance(blocks, list) else None
+
+
+def model_side(model: str) -> int | None:
+    """The side in pixels a local model draws by default (U-Net sample_size x VAE factor), as its pipeline does;
+    None when the folder's configs do not say (a single file, a hub id)."""
+    sample_size, factor = (_config(model, "unet") or {}).get("sample_size"), vae_factor(model)
+    return sample_size * factor if isinstance(sample_size, int) and factor else None
