@@ -19,8 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from latentforge.resources import DEFAULT_MODEL
+
 PROMPT = "a red circle to the left of a blue square"
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "latentforge" / "assets" / "default-model"
 
 
 def time_command(model: Path, repeats: int) -> dict[str, list[float]]:
