@@ -2,9 +2,8 @@
 
 Diffusion: Ho et al. 2020 (eps target), Salimans & Ho 2022 §4 (v target), Hang et al. 2023 "Efficient
 Diffusion Training via Min-SNR Weighting Strategy" (min-SNR-gamma), Esser et al. 2024 (SD3, logit-normal
-timesteps). VAE: Rombach et al. 2022 (LDM)
-appendix G / Esser et al. 2021 (taming-transformers) for the KL term, hinge PatchGAN losses and the
-adaptive discriminator weight.
+timesteps). VAE: Rombach et al. 2022 (LDM) appendix G / Esser et al. 2021 (taming-transformers) for the KL
+term, hinge PatchGAN losses and the adaptive discriminator weight.
 """
 
 from __future__ import annotations
