@@ -49,6 +49,15 @@ def snr(alphas_cumprod_t: torch.Tensor) -> torch.Tensor:
     return alphas_cumprod_t / (1 - alphas_cumprod_t)
 
 
+def check_timestep_sampling(sampling: str, logit_std: float = 1.0) -> None:
+    """ValueError unless `sampling` is one of TIMESTEP_SAMPLINGS and `logit_std` > 0."""
+    if sampling not in TIMESTEP_SAMPLINGS or logit_std <= 0:
+        raise ValueError(
+            f"timestep_sampling must be one of {list(TIMESTEP_SAMPLINGS)} (got {sampling!r}) and logit_std > 0 "
+            f"(got {logit_std})"
+        )
+
+
 def sample_timesteps(
     batch_size: int,
     num_train_timesteps: int,
@@ -60,8 +69,7 @@ def sample_timesteps(
     """Training timesteps (B,) in [0, num_train_timesteps). "uniform": every step equally often (DDPM);
     "logit_normal": t / T = sigmoid(N(logit_mean, logit_std)) (Esser et al. 2024, SD3 §3.1), which draws the
     middle of the schedule more often than its ends, through diffusers' SD3 sampler."""
-    if sampling not in TIMESTEP_SAMPLINGS:
-        raise ValueError(f"timestep_sampling must be one of {list(TIMESTEP_SAMPLINGS)}, got {sampling!r}")
+    check_timestep_sampling(sampling, logit_std)
     if sampling == "uniform":
         return torch.randint(0, num_train_timesteps, (batch_size,), device=device)
     u = compute_density_for_timestep_sampling(

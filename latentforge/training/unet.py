@@ -108,11 +108,7 @@ def check_config(config: UNetTrainConfig) -> None:
             "lora.text_encoder=true adds adapters to the text encoder and needs lora.rank > 0; for full training "
             "of the text encoder set train_text_encoder=true instead"
         )
-    if config.timestep_sampling not in losses.TIMESTEP_SAMPLINGS or config.logit_std <= 0:
-        raise ValueError(
-            f"timestep_sampling must be one of {list(losses.TIMESTEP_SAMPLINGS)} (got "
-            f"{config.timestep_sampling!r}) and logit_std > 0 (got {config.logit_std})"
-        )
+    losses.check_timestep_sampling(config.timestep_sampling, config.logit_std)
     check_dreambooth(config.dreambooth)
     if config.data.shards:
         check_streaming(config)
