@@ -1,8 +1,9 @@
 """One row of the default model's ablation table: train a U-Net variant for a fixed budget, score it, append it.
 
 A variant is the shipped U-Net recipe (`--config`, default shapes-small-unet) with KEY=VALUE overrides of the
-training config and `unet.KEY=VALUE` overrides of the `small` architecture's U-Net config. The budget is
-2-core wall-clock time, turned into samples so that rows stay comparable when the machine is shared:
+training config and `unet.KEY=VALUE` overrides of the `small` architecture's U-Net config (any parameter of
+diffusers' `UNet2DConditionModel`). The budget is 2-core wall-clock time, turned into samples so that rows
+stay comparable when the machine is shared:
 samples = minutes x 60 x baseline samples/s (`--baseline-rate`, measured on 2 free cores by
 benchmarks/train_throughput.py) x the variant's speed relative to the baseline U-Net, timed side by side in
 this process (forward + backward at the run's batch size; a text encoder trained alongside is not counted),
@@ -86,6 +87,15 @@ def split_overrides(overrides: list[str], prefix: str = "unet.") -> tuple[list[s
     return train, component
 
 
+def config_parameters(class_name: str) -> set[str]:
+    """The config keys a diffusers model class accepts: its constructor's parameters."""
+    import inspect
+
+    import diffusers
+
+    return set(inspect.signature(getattr(diffusers, class_name).__init__).parameters) - {"self"}
+
+
 def variant_architecture(architecture: str, keys: dict, folder: Path, subfolder: str = "unet") -> str:
     """`architecture` itself, or a copy of its folder in `folder` with keys of `subfolder`/config.json replaced."""
     from latentforge.resources import architecture_dir
@@ -94,10 +104,11 @@ def variant_architecture(architecture: str, keys: dict, folder: Path, subfolder:
         return architecture
     source = architecture_dir(architecture)
     config = json.loads((source / subfolder / "config.json").read_text())
-    unknown = sorted(set(keys) - set(config))
+    unknown = sorted(set(keys) - set(config) - config_parameters(config["_class_name"]))
     if unknown:
         raise SystemExit(
-            f"ablation: {subfolder} keys {unknown} are not in {architecture}'s {subfolder}/config.json"
+            f"ablation: {subfolder} keys {unknown} are neither in {architecture}'s {subfolder}/config.json "
+            f"nor parameters of diffusers' {config['_class_name']}"
         )
     if folder.exists():
         shutil.rmtree(folder)

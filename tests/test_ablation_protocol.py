@@ -36,8 +36,12 @@ def test_variant_architecture_changes_only_the_given_unet_keys(ablation, tmp_pat
     assert (folder / "vae" / "config.json").read_bytes() == (
         architecture_dir("tiny") / "vae/config.json"
     ).read_bytes()
-    with pytest.raises(SystemExit, match="layers_per_blok"):
+    with pytest.raises(SystemExit, match="layers_per_blok.*parameters of diffusers' UNet2DConditionModel"):
         ablation.variant_architecture("tiny", {"layers_per_blok": 3}, tmp_path / "b")
+    # a parameter of the diffusers class that the architecture's file leaves at its default is accepted
+    pooled = Path(ablation.variant_architecture("tiny", {"addition_embed_type": "text"}, tmp_path / "c"))
+    assert "addition_embed_type" not in original
+    assert json.loads((pooled / "unet" / "config.json").read_text())["addition_embed_type"] == "text"
 
 
 def test_the_speed_probe_times_each_variant_on_its_own_shapes(ablation, tmp_path):

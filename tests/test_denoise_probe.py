@@ -23,6 +23,8 @@ def test_shipped_model_keeps_objects_at_low_noise_only(probe, tmp_path, capsys):
     low, high = results["100"], results["950"]
     assert low["snr"] > 1 > 0.01 > high["snr"]
     assert low["objects_kept"] >= 0.5 > high["objects_kept"] + 0.3
+    # at low noise the latents, not the words, decide the shapes: swapped shape words are not followed
+    assert 0 <= low["swapped_followed"] < low["objects_kept"] - 0.3
     assert Image.open(out).size == (4 * 64, 3 * 64)  # scenes + two timesteps, 4 scenes a row
     assert "objects kept" in capsys.readouterr().out
 
@@ -30,3 +32,19 @@ def test_shipped_model_keeps_objects_at_low_noise_only(probe, tmp_path, capsys):
 def test_timestep_outside_the_schedule_is_refused(probe, tmp_path):
     with pytest.raises(SystemExit, match=r"timesteps: 1000 is outside \[0, 1000\)"):
         probe.main(["--timesteps", "1000", "--num-scenes", "2", "-o", str(tmp_path / "p.png")])
+
+
+def test_swap_shapes_changes_every_shape_in_scene_and_caption_alike(probe):
+    from latentforge.data.shapes import Scene, ShapeObject
+
+    scene = Scene(
+        objects=[ShapeObject("star", "red", (0, 0, 20, 20)), ShapeObject("circle", "blue", (30, 30, 50, 50)),
+                 ShapeObject("circle", "blue", (0, 30, 16, 46))],
+        background="gray",
+    )  # fmt: skip
+    swapped, words = probe.swap_shapes(scene, "a red star and two blue circles on a gray background")
+    assert words == "a red circle and two blue squares on a gray background"
+    assert [(o.shape, o.color, o.box) for o in swapped.objects] == [
+        ("circle", "red", (0, 0, 20, 20)), ("square", "blue", (30, 30, 50, 50)), ("square", "blue", (0, 30, 16, 46))
+    ]  # fmt: skip
+    assert swapped.background == "gray" and scene.objects[0].shape == "star"  # the original is unchanged
