@@ -106,6 +106,11 @@ def test_builtin_sources_and_bad_sources(tmp_path):
     )
     with pytest.raises(ValueError, match="allowed keys for shapes"):
         load_image_text_dataset("shapes:colours=3")
+    single = load_image_text_dataset("shapes:num_samples=6,size=32,kind=single")
+    assert [len(json.loads(scene)["objects"]) for scene in single["scene"]] == [1] * 6
+    assert all(" and " not in text and " of " not in text for text in single["text"])
+    with pytest.raises(ValueError, match=r"kind must be one of .*single.*got 'crowd'"):
+        load_image_text_dataset("shapes:num_samples=2,kind=crowd")
     with pytest.raises(ValueError, match="unknown key 'placement'"):
         load_image_text_dataset("shapes", params={"placement": True})
     with pytest.raises(FileNotFoundError, match="not a folder"):

@@ -215,18 +215,27 @@ def scene_for_prompt(
 
 
 def shapes_dataset(
-    num_samples: int, seed: int = 0, size: int = 64, held_out: frozenset[tuple[str, str]] = HELD_OUT_PAIRS
+    num_samples: int,
+    seed: int = 0,
+    size: int = 64,
+    held_out: frozenset[tuple[str, str]] = HELD_OUT_PAIRS,
+    kind: str | None = None,
 ) -> datasets.Dataset:
-    """`datasets.Dataset` with columns image (PIL RGB, size x size), text (caption), scene (JSON)."""
+    """`datasets.Dataset` with columns image (PIL RGB, size x size), text (caption), scene (JSON).
+
+    `kind` draws only scenes of that kind (single, pair, count, mixed); None draws every kind equally often.
+    A data mix joins sources: "shapes:kind=single,num_samples=10000 + shapes:num_samples=10000,seed=1"."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS} (or left out for all of them), got {kind!r}")
     import datasets
 
     columns: dict[str, list[Any]] = {"image": [], "text": [], "scene": []}
     for i in tqdm(range(num_samples), desc="shapes", disable=num_samples < 2000):
         # one RNG per sample, seeded by (seed, index): any sample can be rebuilt on its own
         rng = random.Random(f"shapes:{seed}:{i}")
-        scene = sample_scene(rng, size=size, exclude_pairs=frozenset(held_out))
+        scene = sample_scene(rng, size=size, kind=kind, exclude_pairs=frozenset(held_out))
         columns["image"].append(png_image_value(render_scene(scene)))
         columns["text"].append(caption_scene(scene, rng))
         columns["scene"].append(scene.to_json())
