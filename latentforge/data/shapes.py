@@ -189,7 +189,7 @@ def sample_scene(
 ) -> Scene:
     """Random scene of `kind` (single, pair, count, mixed; None = any), 1-4 non-overlapping objects."""
     if kind is not None and kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS} or None, got {kind!r}")
+        raise ValueError(f"kind must be one of {KINDS} (or none, for every kind), got {kind!r}")
     if size < 16:
         raise ValueError(f"size must be >= 16 px, got {size}")
     r = _as_random(rng)
@@ -227,8 +227,6 @@ def shapes_dataset(
     A data mix joins sources: "shapes:kind=single,num_samples=10000 + shapes:num_samples=10000,seed=1"."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    if kind is not None and kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS} (or left out for all of them), got {kind!r}")
     import datasets
 
     columns: dict[str, list[Any]] = {"image": [], "text": [], "scene": []}
