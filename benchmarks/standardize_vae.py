@@ -1,7 +1,7 @@
 """Write a copy of a model's VAE whose latents are standardized per channel (an ablation of the latent space).
 
 The shapes-world VAE's latents have unit variance overall but per-channel standard deviations from 0.26 to
-1.73, and most of a channel's variance is the background colour, not the shapes. This script measures the
+1.77, and most of a channel's variance is the background colour, not the shapes. This script measures the
 per-channel mean and std on built-in shapes scenes (the training distribution), folds z -> (z - mean) / std
 into the VAE's quant_conv/post_quant_conv (`latentforge.models.latent_channels`; images encode and decode as
 before, stock diffusers still loads it) and writes OUT/vae/ plus the statistics, for a U-Net row:

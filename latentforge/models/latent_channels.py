@@ -1,7 +1,7 @@
 """Per-channel standardization of a VAE's latents, folded into its weights so stock diffusers still loads it.
 
 A VAE's `scaling_factor` gives its latents unit variance overall, but not per channel: the shapes-world VAE's
-16 channels have standard deviations from 0.26 to 1.73, so the diffusion noise drowns some channels at a
+16 channels have standard deviations from 0.26 to 1.77, so the diffusion noise drowns some channels at a
 fraction of the nominal noise level. SD3 and FLUX correct this with `shift_factor` and per-channel statistics,
 which `StableDiffusionPipeline` does not read; here the affine map z -> (z - mean_c) / std_c is folded into the
 1x1 `quant_conv` (encoder side) and its inverse into `post_quant_conv` (decoder side), and `scaling_factor`
@@ -40,9 +40,10 @@ def standardize_latent_channels(vae: AutoencoderKL, images: torch.Tensor, batch_
         raise ValueError(
             f"latent channels {torch.nonzero(std <= 0).flatten().tolist()} are constant on these images"
         )
+    measured = {"mean": mean.tolist(), "std": std.tolist()}
     channels, scale = len(mean), vae.config.scaling_factor
-    gain = (scale / std).to(vae.dtype)  # z' = gain * posterior_mean - mean / std
-    shift = (mean / std).to(vae.dtype)
+    mean, std = mean.to(vae.dtype), std.to(vae.dtype)
+    gain, shift = scale / std, mean / std  # z' = gain * posterior_mean - shift
     quant, post = vae.quant_conv, vae.post_quant_conv
     # quant_conv's output is [mean | logvar] of the posterior: the mean rows get the affine map, the log-variance
     # rows shift by 2 log(gain) (the posterior's std scales with its mean)
@@ -50,7 +51,7 @@ def standardize_latent_channels(vae: AutoencoderKL, images: torch.Tensor, batch_
     quant.bias[:channels] = quant.bias[:channels] * gain - shift
     quant.bias[channels:] += 2 * gain.log()
     # post_quant_conv reads z' / 1 and must see the old z / scaling_factor = (std * z' + mean) / scaling_factor
-    post.bias += (post.weight[:, :, 0, 0] @ (mean / scale).to(vae.dtype)).to(vae.dtype)
-    post.weight *= (std / scale).to(vae.dtype).view(1, -1, 1, 1)
+    post.bias += post.weight[:, :, 0, 0] @ (mean / scale)
+    post.weight *= (std / scale).view(1, -1, 1, 1)
     vae.register_to_config(scaling_factor=1.0)
-    return {"mean": mean.tolist(), "std": std.tolist()}
+    return measured
