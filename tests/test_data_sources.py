@@ -109,6 +109,10 @@ def test_builtin_sources_and_bad_sources(tmp_path):
     single = load_image_text_dataset("shapes:num_samples=6,size=32,kind=single")
     assert [len(json.loads(scene)["objects"]) for scene in single["scene"]] == [1] * 6
     assert all(" and " not in text and " of " not in text for text in single["text"])
+    big = load_image_text_dataset("shapes:num_samples=6,kind=single,min_side=40,max_side=48")
+    assert all(40 <= b[2] - b[0] <= 48 for s in big["scene"] for b in [json.loads(s)["objects"][0]["box"]])
+    with pytest.raises(ValueError, match=r"min_side <= max_side <= size \(32 px\), got 40 and 48"):
+        load_image_text_dataset("shapes:num_samples=2,size=32,min_side=40,max_side=48")
     with pytest.raises(ValueError, match=r"kind must be one of .*single.*got 'crowd'"):
         load_image_text_dataset("shapes:num_samples=2,kind=crowd")
     with pytest.raises(ValueError, match="unknown key 'placement'"):

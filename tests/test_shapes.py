@@ -126,6 +126,25 @@ def test_kinds():
         sample_scene("seed")
 
 
+def test_object_sides():
+    sides = [
+        (scene.objects, o.box[2] - o.box[0])
+        for i in range(80)
+        for scene in [sample_scene(random.Random(i), sides=(24, 44))]
+        for o in scene.objects
+    ]
+    assert all(24 <= side <= 44 for _, side in sides)
+    # one object may be as large as asked; several shrink to fit (at most half the image each)
+    assert max(side for objs, side in sides if len(objs) == 1) > 36
+    assert max(side for objs, side in sides if len(objs) > 1) <= 28
+    with pytest.raises(ValueError, match=r"min_side <= max_side.*got 30 and 20"):
+        sample_scene(random.Random(0), sides=(30, 20))
+    with pytest.raises(
+        ValueError, match=r"[34] objects of at least 34 px do not fit in a 64 px image: lower min_side"
+    ):
+        sample_scene(random.Random(2), kind="mixed", sides=(34, 40))
+
+
 def test_captions_agree_with_scenes():
     relations = Counter()
     for scene, caption in _scenes(600):

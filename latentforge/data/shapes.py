@@ -119,15 +119,21 @@ def render_scene(scene: Scene) -> Image.Image:
     return big.resize((scene.size, scene.size), Image.Resampling.LANCZOS)
 
 
+def _default_sides(size: int) -> tuple[int, int]:
+    return max(4, round(_MIN_SIDE * size)), round(_MAX_SIDE * size)
+
+
 def _place_boxes(
-    rng: random.Random, count: int, size: int, tries: int = 200
+    rng: random.Random, count: int, size: int, sides: tuple[int, int] | None = None, tries: int = 200
 ) -> list[tuple[int, int, int, int]]:
-    """Random square boxes inside the image, pairwise disjoint with a gap (rejection sampling)."""
+    """Random square boxes inside the image, pairwise disjoint with a gap (rejection sampling); `sides` =
+    (smallest, largest) side in px, None = 14-32 px at 64 px."""
     gap = max(1, round(_GAP * size))
-    lo, hi = max(4, round(_MIN_SIDE * size)), round(_MAX_SIDE * size)
+    lo, hi = sides or _default_sides(size)
     # many objects need smaller sides to fit; shrink the upper bound on repeated failure
     hi = min(hi, max(lo, int(size / math.ceil(math.sqrt(count))) - 2 * gap))
     boxes: list[tuple[int, int, int, int]] = []
+    restarts_at_smallest = 0
     while len(boxes) < count:
         for _ in range(tries):
             side = rng.randint(lo, hi)
@@ -137,6 +143,11 @@ def _place_boxes(
                 boxes.append(box)
                 break
         else:  # no room: start again with smaller objects
+            restarts_at_smallest += hi == lo
+            if restarts_at_smallest > 100:
+                raise ValueError(
+                    f"{count} objects of at least {lo} px do not fit in a {size} px image: lower min_side"
+                )
             boxes, hi = [], max(lo, hi - gap)
     return boxes
 
@@ -171,10 +182,14 @@ def _pick_background(rng: random.Random, object_colors: set[str]) -> str:
 
 
 def _build_scene(
-    rng: random.Random, size: int, groups: list[tuple[int, str, str]], background: str | None
+    rng: random.Random,
+    size: int,
+    groups: list[tuple[int, str, str]],
+    background: str | None,
+    sides: tuple[int, int] | None = None,
 ) -> Scene:
     n = sum(count for count, _, _ in groups)
-    boxes = _place_boxes(rng, n, size)
+    boxes = _place_boxes(rng, n, size, sides)
     objects = [ShapeObject(shape, color, boxes.pop()) for count, color, shape in groups for _ in range(count)]
     if background is None:
         background = _pick_background(rng, {o.color for o in objects})
@@ -186,17 +201,26 @@ def sample_scene(
     size: int = 64,
     kind: str | None = None,
     exclude_pairs: frozenset[tuple[str, str]] = HELD_OUT_PAIRS,
+    sides: tuple[int, int] | None = None,
 ) -> Scene:
-    """Random scene of `kind` (single, pair, count, mixed; None = any), 1-4 non-overlapping objects."""
+    """Random scene of `kind` (single, pair, count, mixed; None = any), 1-4 non-overlapping objects.
+
+    `sides` = (smallest, largest) object side in px (None: 14-32 px at 64 px, the same fractions at other
+    sizes); scenes of several objects shrink the largest so that they fit."""
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS} (or none, for every kind), got {kind!r}")
     if size < 16:
         raise ValueError(f"size must be >= 16 px, got {size}")
+    if sides is not None and not 4 <= sides[0] <= sides[1] <= size:
+        raise ValueError(
+            f"object sides must satisfy 4 <= min_side <= max_side <= size ({size} px), got {sides[0]} and "
+            f"{sides[1]}: give min_side and max_side in px of the image"
+        )
     r = _as_random(rng)
     kind = kind or r.choice(KINDS)
     counts = _group_counts(r, kind)
     pairs = _pick_pairs(r, len(counts), frozenset(exclude_pairs))
-    return _build_scene(r, size, [(n, c, s) for n, (c, s) in zip(counts, pairs)], None)
+    return _build_scene(r, size, [(n, c, s) for n, (c, s) in zip(counts, pairs)], None, sides)
 
 
 def scene_for_prompt(
@@ -220,20 +244,25 @@ def shapes_dataset(
     size: int = 64,
     held_out: frozenset[tuple[str, str]] = HELD_OUT_PAIRS,
     kind: str | None = None,
+    min_side: int | None = None,
+    max_side: int | None = None,
 ) -> datasets.Dataset:
     """`datasets.Dataset` with columns image (PIL RGB, size x size), text (caption), scene (JSON).
 
     `kind` draws only scenes of that kind (single, pair, count, mixed); None draws every kind equally often.
+    `min_side`/`max_side`: object sides in px (default 14-32 at 64 px; several objects shrink to fit).
     A data mix joins sources: "shapes:kind=single,num_samples=10000 + shapes:num_samples=10000,seed=1"."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     import datasets
 
+    default_lo, default_hi = _default_sides(size)
+    sides = None if min_side is max_side is None else (min_side or default_lo, max_side or default_hi)
     columns: dict[str, list[Any]] = {"image": [], "text": [], "scene": []}
     for i in tqdm(range(num_samples), desc="shapes", disable=num_samples < 2000):
         # one RNG per sample, seeded by (seed, index): any sample can be rebuilt on its own
         rng = random.Random(f"shapes:{seed}:{i}")
-        scene = sample_scene(rng, size=size, kind=kind, exclude_pairs=frozenset(held_out))
+        scene = sample_scene(rng, size=size, kind=kind, exclude_pairs=frozenset(held_out), sides=sides)
         columns["image"].append(png_image_value(render_scene(scene)))
         columns["text"].append(caption_scene(scene, rng))
         columns["scene"].append(scene.to_json())

@@ -16,7 +16,14 @@ if TYPE_CHECKING:
 BUILTIN_SOURCES = ("shapes", "emoji")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 _BUILTIN_PARAMS = {
-    "shapes": {"num_samples": int, "seed": int, "size": int, "kind": str},
+    "shapes": {
+        "num_samples": int,
+        "seed": int,
+        "size": int,
+        "kind": str,
+        "min_side": int,
+        "max_side": int,
+    },
     "emoji": {"num_samples": int, "seed": int, "size": int, "placement": bool, "skin_tones": bool},
 }
 
