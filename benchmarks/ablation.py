@@ -257,7 +257,8 @@ def main(argv: list[str] | None = None) -> None:
         f.write(table_row(args, argv, steps, batch, rate, scores, time.perf_counter() - start))
     done.write_text(json.dumps({**plan, "scores": scores}, indent=2))
     print(f"ablation {args.name}: overall {scores['in_distribution/overall']:.3f} in distribution, "
-          f"{scores['held_out/overall']:.3f} held out -> {table}")  # fmt: skip
+          f"{scores['held_out/overall']:.3f} held out (clean shapes {scores['in_distribution/clean_shapes']:.3f}"
+          f" / {scores['held_out/clean_shapes']:.3f}) -> {table}")  # fmt: skip
 
 
 if __name__ == "__main__":

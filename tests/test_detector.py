@@ -9,10 +9,17 @@ import random
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
+from scipy import ndimage
 
 from latentforge.data.shapes import COLORS, Scene, ShapeObject, render_scene, sample_scene, scene_for_prompt
 from latentforge.evaluation.compositional import make_prompt_set, score_images
-from latentforge.evaluation.detector import DetectedObject, classify_shape, detect_objects
+from latentforge.evaluation.detector import (
+    CLEAN_MIN_FIT,
+    DetectedObject,
+    classify_shape,
+    detect_objects,
+    shape_fit,
+)
 
 
 def _mask(shape: str, side: int = 40, pad: int = 4) -> np.ndarray:
@@ -79,6 +86,7 @@ def test_ground_truth_renders_of_the_prompt_set_score_at_least_098(size):
     for split in ("in_distribution", "held_out"):
         scores = result.summary()[split]
         assert scores["overall"] >= 0.98 and scores["color_only"] >= 0.98, (split, scores)
+        assert scores["clean_shapes"] >= 0.98, (split, scores)
         assert min(scores.values()) >= 0.875, (split, scores)  # at most one miss of 8 per category
     # the same images scored against other prompts: the scorer must tell them apart
     shuffled = images[1:] + images[:1]
@@ -138,6 +146,7 @@ def test_pure_noise_scores_near_zero():
         assert sum(len(d.objects) for d in result.detections) <= 2
         scores = result.summary()["in_distribution"]
         assert scores["overall"] <= 0.05 and scores["color_only"] <= 0.05, scores
+        assert scores["clean_shapes"] <= 0.05, scores
 
 
 def test_antialiased_edge_rings_are_not_objects():
@@ -162,3 +171,32 @@ def test_detection_helpers_and_errors():
     with pytest.raises(ValueError, match="min_area_fraction"):
         detect_objects(render_scene(scene), min_area_fraction=0)
     assert set(COLORS) >= {o.color for o in detection.objects}
+
+
+def test_fit_tells_clean_shapes_from_blurred_renders_and_ragged_blobs():
+    # renders (measured: 1% of objects below 0.97) and blurred renders (1% below 0.90) are clean
+    scenes = [render_scene(sample_scene(random.Random(f"fit:{i}"), size=64)) for i in range(100)]
+    fits = [o.fit for image in scenes for o in detect_objects(image).objects]
+    assert np.mean(np.array(fits) >= 0.95) >= 0.98, np.percentile(fits, [1, 5])
+    blurred = [image.filter(ImageFilter.GaussianBlur(1)) for image in scenes]
+    fits = [o.fit for image in blurred for o in detect_objects(image).objects]
+    assert np.mean(np.array(fits) >= CLEAN_MIN_FIT) >= 0.97, np.percentile(fits, [1, 5])
+    # what a model draws before it draws shapes: two blobs merged into one, a shape with ragged edges
+    merged = np.zeros((48, 48), dtype=bool)
+    merged[:32, :32] |= _mask("circle", 24, pad=4)
+    merged[10:42, 14:46] |= _mask("square", 24, pad=4)
+    rng = np.random.default_rng(0)
+    ragged = _mask("square", 32, pad=4) & (rng.random((40, 40)) > 0.25)
+    ragged = ndimage.binary_fill_holes(ndimage.binary_opening(ragged))
+    for name, mask in (("merged", merged), ("ragged", ragged)):
+        ys, xs = np.nonzero(mask)
+        crop = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+        assert shape_fit(crop, classify_shape(crop)) < CLEAN_MIN_FIT, name
+    # each clean shape fits its own class, and not the others
+    for shape in ("circle", "square", "triangle", "star"):
+        mask = _mask(shape, 40, pad=0)
+        ys, xs = np.nonzero(mask)
+        crop = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+        assert shape_fit(crop, shape) >= 0.95, shape
+        others = [other for other in ("circle", "square", "triangle", "star") if other != shape]
+        assert max(shape_fit(crop, other) for other in others) < CLEAN_MIN_FIT, shape

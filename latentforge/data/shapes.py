@@ -100,22 +100,34 @@ def _star_points(n: int = 5, inner: float = 0.382) -> list[tuple[float, float]]:
 _UNIT_POLYGONS = {"triangle": [(0.0, 1.0), (1.0, 1.0), (0.5, 0.0)], "star": _star_points()}
 
 
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[float, ...], fill) -> None:
+    """Draw one `shape` filling `box` = (x0, y0, x1, y1), x1/y1 exclusive, as the scenes draw it."""
+    x0, y0, x1, y1 = box
+    # PIL's ellipse/rectangle include the end pixel; -1 keeps x1/y1 exclusive
+    if shape == "circle":
+        draw.ellipse((x0, y0, x1 - 1, y1 - 1), fill=fill)
+    elif shape == "square":
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=fill)
+    else:
+        w, h = x1 - x0, y1 - y0
+        draw.polygon([(x0 + u * w, y0 + v * h) for u, v in _UNIT_POLYGONS[shape]], fill=fill)
+
+
+def shape_mask(shape: str, width: int, height: int) -> np.ndarray:
+    """Boolean (height, width) mask of `shape` filling the whole array: the pixels it covers at least half of."""
+    s = _SUPERSAMPLE
+    big = Image.new("L", (width * s, height * s), 0)
+    draw_shape(ImageDraw.Draw(big), shape, (0, 0, width * s, height * s), 255)
+    return np.asarray(big.resize((width, height), Image.Resampling.BOX)) >= 128
+
+
 def render_scene(scene: Scene) -> Image.Image:
     """Draw `scene` as an RGB image of `scene.size` px, antialiased by 4x supersampling + LANCZOS."""
     s = _SUPERSAMPLE
     big = Image.new("RGB", (scene.size * s, scene.size * s), COLORS[scene.background])
     draw = ImageDraw.Draw(big)
     for obj in scene.objects:
-        x0, y0, x1, y1 = (v * s for v in obj.box)
-        fill = COLORS[obj.color]
-        # PIL's ellipse/rectangle include the end pixel; -1 keeps x1/y1 exclusive
-        if obj.shape == "circle":
-            draw.ellipse((x0, y0, x1 - 1, y1 - 1), fill=fill)
-        elif obj.shape == "square":
-            draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=fill)
-        else:
-            w, h = x1 - x0, y1 - y0
-            draw.polygon([(x0 + u * w, y0 + v * h) for u, v in _UNIT_POLYGONS[obj.shape]], fill=fill)
+        draw_shape(draw, obj.shape, tuple(v * s for v in obj.box), COLORS[obj.color])
     return big.resize((scene.size, scene.size), Image.Resampling.LANCZOS)
 
 
@@ -292,5 +304,6 @@ __all__ = [
     "render_scene",
     "sample_scene",
     "scene_for_prompt",
+    "shape_mask",
     "shapes_dataset",
 ]

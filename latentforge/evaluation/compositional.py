@@ -17,7 +17,10 @@ axis dominate, which fails 4% of correct ground-truth scenes of this world).
 Overall accuracy is the mean of the category accuracies (as GenEval). Beside it, outside the overall,
 "color_only" reads colours without shapes over every image of a split: the background the prompt names
 (if any) is the detected one and each named object colour is on some object, whatever its shape. It
-shows whether colours follow the prompt while shapes are still too rough to classify.
+shows whether colours follow the prompt while shapes are still too rough to classify. "clean_shapes", also
+outside the overall, asks whether the model draws clean, separate shapes of any kind: the detector finds as
+many objects as the prompt names, each close to an ideal circle, square, triangle or star (its `fit`, see
+the detector). A model must draw clean shapes before it can draw the named ones; this tracks the first.
 Prompts whose colour-shape pairs were held out of training (`HELD_OUT_PAIRS`) form a second, separately
 scored set of the same six categories: it measures composition of a colour and a shape never seen together.
 """
@@ -34,7 +37,7 @@ from PIL import Image
 from latentforge.data.shapes import COLORS, HELD_OUT_PAIRS, NUMBER_WORDS, RELATIONS, SHAPES, parse_prompt
 from latentforge.data.shapes import relation_holds as boxes_related
 from latentforge.data.shapes_grammar import PromptSpec
-from latentforge.evaluation.detector import DetectedObject, Detection, detect_objects
+from latentforge.evaluation.detector import CLEAN_MIN_FIT, DetectedObject, Detection, detect_objects
 from latentforge.evaluation.report import Metric, Report
 from latentforge.evaluation.sampling import generate_images
 
@@ -42,6 +45,7 @@ CATEGORIES = ("single_object", "two_objects", "counting", "colors", "position", 
 # Without a background phrase the training captions mean white (shapes_grammar: only white goes
 # unnamed), so a prompt with a white object names a plain background that differs from its objects.
 _PLAIN_FOR_WHITE = ("black", "gray")
+OUTSIDE_OVERALL = ("color_only", "clean_shapes")  # readings of every image of a split, beside the categories
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,13 @@ def colors_follow_prompt(prompt: CompositionalPrompt, detection: Detection) -> b
     )
 
 
+def shapes_are_clean(prompt: CompositionalPrompt, detection: Detection) -> bool:
+    """The shape-only reading of an image: as many objects as the prompt names, each a cleanly drawn shape of
+    any kind (fit >= CLEAN_MIN_FIT), whatever their colours and classes."""
+    wanted = sum(group.count for group in prompt.spec.objects)
+    return len(detection.objects) == wanted and all(o.fit >= CLEAN_MIN_FIT for o in detection.objects)
+
+
 def score_detection(prompt: CompositionalPrompt, detection: Detection) -> tuple[bool, str]:
     """(correct, reason) of one image's detection for `prompt`, by the rules of its category."""
     spec = prompt.spec
@@ -170,10 +181,12 @@ class CompositionalResult:
     reasons: list[str] = field(default_factory=list)
     detections: list[Detection] = field(default_factory=list)
     color_correct: list[bool] = field(default_factory=list)  # colors_follow_prompt per image
+    clean: list[bool] = field(default_factory=list)  # shapes_are_clean per image
 
     def accuracy(self, held_out: bool = False) -> dict[str, float]:
-        """Accuracy per category (in [0, 1]), "overall" (the mean over categories, as GenEval) and
-        "color_only" (colors_follow_prompt over the split's images, outside the overall)."""
+        """Accuracy per category (in [0, 1]), "overall" (the mean over categories, as GenEval), and outside
+        the overall over the split's images: "color_only" (colors_follow_prompt) and "clean_shapes"
+        (shapes_are_clean)."""
         scores: dict[str, float] = {}
         for category in CATEGORIES:
             hits = [
@@ -184,9 +197,10 @@ class CompositionalResult:
             if hits:
                 scores[category] = float(np.mean(hits))
         scores["overall"] = float(np.mean(list(scores.values()))) if scores else float("nan")
-        colors = [c for p, c in zip(self.prompts, self.color_correct) if p.held_out == held_out]
-        if colors:
-            scores["color_only"] = float(np.mean(colors))
+        for name, per_image in zip(OUTSIDE_OVERALL, (self.color_correct, self.clean)):
+            hits = [c for p, c in zip(self.prompts, per_image) if p.held_out == held_out]
+            if hits:
+                scores[name] = float(np.mean(hits))
         return scores
 
     def summary(self) -> dict:
@@ -213,6 +227,7 @@ def score_images(
         result.reasons.append(reason)
         result.detections.append(detection)
         result.color_correct.append(colors_follow_prompt(prompt, detection))
+        result.clean.append(shapes_are_clean(prompt, detection))
     return result
 
 
@@ -237,7 +252,7 @@ def compositional_report(
             continue
         in_split = [p for p in result.prompts if p.held_out == (split == "held_out")]
         for category, value in scores.items():
-            count = sum(category in ("overall", "color_only", p.category) for p in in_split)
+            count = sum(category in ("overall", *OUTSIDE_OVERALL, p.category) for p in in_split)
             metrics.append(Metric(f"{split}/{category}", value, f"{count} images, shapes detector"))
     rows = [
         {
@@ -247,8 +262,11 @@ def compositional_report(
             "correct": c,
             "reason": r,
             "colors_ok": k,
+            "shapes_clean": clean,
         }
-        for p, c, r, k in zip(result.prompts, result.correct, result.reasons, result.color_correct)
+        for p, c, r, k, clean in zip(
+            result.prompts, result.correct, result.reasons, result.color_correct, result.clean
+        )
     ]
     return Report(
         name="compositional",

@@ -15,6 +15,11 @@ the top, which no square, circle or star is. So a mask read as a square whose ro
 is more than TRIANGLE_MIN_TAPER times the width at 20% is a triangle (objects_kept of the shipped VAE on 256
 held-out scenes: 0.566 -> 0.625; blur sigma 1: 0.898 -> 0.957; JPEG 90: 0.984 -> 0.996; clean renders 1.0).
 
+How cleanly an object is drawn is its `fit` (`shape_fit`): its class's ideal shape is drawn in its bounding
+box (`shapes.shape_mask`, as the scenes draw it), and the fit is the smaller of two shares: of the mask's
+pixels within one pixel (at 64 px) of the ideal, and of the ideal's pixels within one pixel of the mask.
+Renders fit at 0.97 and more, blurred ones (sigma 1) at 0.9; a ragged blob, which the classifier still has
+to call something, fits less (`CLEAN_MIN_FIT`; measured margins in tests/test_detector.py).
 Antialiased edges blend two colours into a third (red on blue gives purple): such thin rings have no
 3x3 interior, which is how they are told apart from objects.
 """
@@ -28,13 +33,14 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from latentforge.data.shapes import COLORS
+from latentforge.data.shapes import COLORS, shape_mask
 
 # Thresholds sit midway between the ideal values of neighbouring classes (see module docstring);
 # measured margins on ground-truth renders are in tests/test_detector.py.
 STAR_MAX_SOLIDITY = 0.78
 CIRCLE_MIN_DISC_FILL = 0.75
 SQUARE_MIN_DISC_FILL = 0.50
+CLEAN_MIN_FIT = 0.9  # an object whose fit is at least this is a cleanly drawn shape
 TRIANGLE_MIN_TAPER = 2.0  # upright triangle: bottom/top row width 4 ideally; square, circle 1
 WORK_SIZE = 64  # smaller images are upsampled to at least this many pixels per side
 MIN_AREA_FRACTION = 0.004  # smallest object, as a fraction of the image area (16 px at 64x64)
@@ -48,6 +54,7 @@ class DetectedObject:
     color: str
     box: tuple[int, int, int, int]
     area: int
+    fit: float = 1.0  # how close it is to the ideal `shape` (`shape_fit`; 1.0: made by hand, not detected)
 
     @property
     def center(self) -> tuple[float, float]:
@@ -105,6 +112,19 @@ def classify_shape(mask: np.ndarray) -> str:
     return "square"
 
 
+def shape_fit(mask: np.ndarray, shape: str, tolerance: int = 1) -> float:
+    """How close a filled mask (H, W) is to `shape` drawn in the mask's box: the smaller of the shares of mask
+    pixels within `tolerance` px of the ideal shape and of ideal pixels within `tolerance` px of the mask."""
+    from scipy import ndimage
+
+    ideal = shape_mask(shape, mask.shape[1], mask.shape[0])
+    if not ideal.any() or not mask.any():
+        return 0.0
+    near_ideal = ndimage.binary_dilation(ideal, iterations=tolerance)
+    near_mask = ndimage.binary_dilation(mask, iterations=tolerance)
+    return float(min((mask & near_ideal).sum() / mask.sum(), (ideal & near_mask).sum() / ideal.sum()))
+
+
 def taper(mask: np.ndarray) -> float:
     """Width of the mask's row at 80% of its height over the width at 20% (point-up triangle ~4, square 1)."""
     rows = np.nonzero(mask.any(axis=1))[0]
@@ -142,6 +162,7 @@ def detect_objects(
     border = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]])
     background = int(np.bincount(border, minlength=len(names)).argmax())
     min_area = max(4, math.ceil(min_area_fraction * labels.size))
+    tolerance = max(1, round(min(labels.shape) / WORK_SIZE))  # shape_fit's one pixel at 64 px
     square3 = np.ones((3, 3), dtype=bool)
 
     objects = []
@@ -158,12 +179,14 @@ def detect_objects(
                 continue  # no 3x3 interior: an antialiasing ring or speckle, not an object
             mask = ndimage.binary_fill_holes(mask)
             ys, xs = box
+            shape = classify_shape(mask)
             objects.append(
                 DetectedObject(
-                    shape=classify_shape(mask),
+                    shape=shape,
                     color=names[index],
                     box=(xs.start // scale, ys.start // scale, -(-xs.stop // scale), -(-ys.stop // scale)),
                     area=int(mask.sum()) // scale**2,
+                    fit=shape_fit(mask, shape, tolerance),
                 )
             )
     objects.sort(key=lambda o: -o.area)
