@@ -268,8 +268,10 @@ def shapes_dataset(
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     import datasets
 
-    default_lo, default_hi = _default_sides(size)
-    sides = None if min_side is max_side is None else (min_side or default_lo, max_side or default_hi)
+    sides = None
+    if min_side is not None or max_side is not None:
+        default_lo, default_hi = _default_sides(size)
+        sides = (default_lo if min_side is None else min_side, default_hi if max_side is None else max_side)
     columns: dict[str, list[Any]] = {"image": [], "text": [], "scene": []}
     for i in tqdm(range(num_samples), desc="shapes", disable=num_samples < 2000):
         # one RNG per sample, seeded by (seed, index): any sample can be rebuilt on its own
