@@ -10,6 +10,7 @@ from latentforge.evaluation.compositional import (
     CATEGORIES,
     OUTSIDE_OVERALL,
     CompositionalPrompt,
+    CompositionalResult,
     colors_follow_prompt,
     compositional_report,
     evaluate_compositional,
@@ -135,6 +136,18 @@ def test_clean_shapes_reading_counts_clean_objects_of_any_shape_and_colour():
     assert clean("three red circles", *[("red", "circle", 0.95)] * 3)
     assert not clean("three red circles", *[("red", "circle", 0.95)] * 4)
     assert not clean("a red circle")
+    # object_fit: the mean fit of every object detected in the split (0 when nothing is found)
+    prompts = [CompositionalPrompt("a red circle", "single_object")] * 2
+    detections = [
+        Detection("white", (DetectedObject("circle", "red", (0, 0, 9, 9), 81, 0.9),)),
+        Detection("white", (DetectedObject("star", "red", (0, 0, 9, 9), 81, 0.5),) * 2),
+    ]
+    result = CompositionalResult(prompts, [True, False], detections=detections)
+    result.color_correct, result.clean = [True, True], [True, False]
+    scores = result.accuracy()
+    assert scores["object_fit"] == pytest.approx((0.9 + 0.5 + 0.5) / 3) and scores["clean_shapes"] == 0.5
+    result.detections = [Detection("white", ())] * 2
+    assert result.accuracy()["object_fit"] == 0.0
 
 
 def test_tiny_random_model_end_to_end(tiny_pipeline):

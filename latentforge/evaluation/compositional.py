@@ -21,6 +21,7 @@ shows whether colours follow the prompt while shapes are still too rough to clas
 outside the overall, asks whether the model draws clean, separate shapes of any kind: the detector finds as
 many objects as the prompt names, each close to an ideal circle, square, triangle or star (its `fit`, see
 the detector). A model must draw clean shapes before it can draw the named ones; this tracks the first.
+"object_fit", the mean fit of every object detected in a split's images (0 if none), moves before it does.
 Prompts whose colour-shape pairs were held out of training (`HELD_OUT_PAIRS`) form a second, separately
 scored set of the same six categories: it measures composition of a colour and a shape never seen together.
 """
@@ -45,7 +46,8 @@ CATEGORIES = ("single_object", "two_objects", "counting", "colors", "position", 
 # Without a background phrase the training captions mean white (shapes_grammar: only white goes
 # unnamed), so a prompt with a white object names a plain background that differs from its objects.
 _PLAIN_FOR_WHITE = ("black", "gray")
-OUTSIDE_OVERALL = ("color_only", "clean_shapes")  # readings of every image of a split, beside the categories
+# readings of every image of a split, beside the categories
+OUTSIDE_OVERALL = ("color_only", "clean_shapes", "object_fit")
 
 
 @dataclass(frozen=True)
@@ -185,8 +187,8 @@ class CompositionalResult:
 
     def accuracy(self, held_out: bool = False) -> dict[str, float]:
         """Accuracy per category (in [0, 1]), "overall" (the mean over categories, as GenEval), and outside
-        the overall over the split's images: "color_only" (colors_follow_prompt) and "clean_shapes"
-        (shapes_are_clean)."""
+        the overall over the split's images: "color_only" (colors_follow_prompt), "clean_shapes"
+        (shapes_are_clean) and "object_fit" (the mean fit of the objects detected, 0 if none)."""
         scores: dict[str, float] = {}
         for category in CATEGORIES:
             hits = [
@@ -197,10 +199,12 @@ class CompositionalResult:
             if hits:
                 scores[category] = float(np.mean(hits))
         scores["overall"] = float(np.mean(list(scores.values()))) if scores else float("nan")
-        for name, per_image in zip(OUTSIDE_OVERALL, (self.color_correct, self.clean)):
-            hits = [c for p, c in zip(self.prompts, per_image) if p.held_out == held_out]
-            if hits:
-                scores[name] = float(np.mean(hits))
+        in_split = [i for i, p in enumerate(self.prompts) if p.held_out == held_out]
+        if in_split:
+            scores["color_only"] = float(np.mean([self.color_correct[i] for i in in_split]))
+            scores["clean_shapes"] = float(np.mean([self.clean[i] for i in in_split]))
+            fits = [o.fit for i in in_split for o in self.detections[i].objects]
+            scores["object_fit"] = float(np.mean(fits)) if fits else 0.0
         return scores
 
     def summary(self) -> dict:
