@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from accelerate import Accelerator
 from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file
 
@@ -24,7 +25,7 @@ from latentforge.resources import config_file
 from latentforge.training import unet as unet_trainer
 from latentforge.training.cache_encoding import encode_captions
 from latentforge.training.checkpoints import MARKER
-from latentforge.training.latent_cache import cache_key
+from latentforge.training.latent_cache import cache_key, load_or_build_cache, sample_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 # v-prediction, zero terminal SNR, noise offset, logit-normal timesteps, min-SNR, EMA, flips and caption dropout
@@ -181,11 +182,11 @@ def test_cache_holds_both_flip_variants_and_is_keyed_on_its_inputs(straight):
     )
     assert cache["input_ids"][0].tolist() == tokenize(components.tokenizer, [""])[0].tolist()
 
-    def key(**changes):
+    def key(text_encoder=components.text_encoder, **changes):
         cfg = dataclasses.replace(config.data, **changes)
         return cache_key(
             components.vae,
-            components.text_encoder,
+            text_encoder,
             components.tokenizer,
             data,
             cfg,
@@ -201,10 +202,13 @@ def test_cache_holds_both_flip_variants_and_is_keyed_on_its_inputs(straight):
     with torch.no_grad():
         components.vae.encoder.conv_out.bias[0] += 1e-3
     assert key() != folder.name
-    key_before = key()
+    key_before, key_without_embeddings = key(), key(text_encoder=None)
+    assert key_without_embeddings != key_before  # a cache without embeddings is another cache
     with torch.no_grad():
         components.text_encoder.get_input_embeddings().weight[0, 0] += 1e-3
     assert key() != key_before
+    # a run that trains its text encoder caches no embeddings: its key does not depend on the text encoder
+    assert key(text_encoder=None) == key_without_embeddings
 
 
 def test_killed_and_resumed_run_equals_the_straight_run(straight, tmp_path):
@@ -293,6 +297,14 @@ def test_text_encoder_trains_with_the_unet_and_resumes_exactly(straight, tmp_pat
     trained_te = _weights(reference, "text_encoder")
     assert _max_difference(initial_te, trained_te) > 1e-4, "the text encoder did not train"
     assert (reference / "validation" / "step-2.png").is_file()
+    (folder,) = (reference / "cache").iterdir()  # token ids only: the text encoder reads them as it trains
+    cache = load_file(folder / "cache.safetensors")
+    assert cache["embeds"].numel() == 0 and len(cache["input_ids"]) > 1
+    data = load_splits(config.data)[0]
+    args = (initial, data, config.data, reference, False, config.cache_dtype, False)
+    loaded = load_or_build_cache(Accelerator(cpu=True), *args)
+    with pytest.raises(ValueError, match="holds no text embeddings"):
+        sample_inputs(loaded, torch.tensor([0]), 1.0, 0.0)
     # and without the flag it stays as it was (the `straight` run: same base, same seed)
     frozen = unet_trainer.load_components(straight[0]).text_encoder.state_dict()
     assert _max_difference(frozen, _weights(straight[1], "text_encoder")) == 0

@@ -103,14 +103,19 @@ def _bucket_tensors(rows: list[dict], n_buckets: int, dtype: torch.dtype, with_p
 
 
 def build_cache(
-    components, dataset, data: DataConfig, device, with_pixels: bool, dtype: str
+    components, dataset, data: DataConfig, device, with_pixels: bool, dtype: str, with_embeddings: bool = True
 ) -> dict[str, torch.Tensor]:
-    """All cache tensors as a dict (for saving), computed with the frozen VAE and text encoder."""
+    """All cache tensors as a dict (for saving), computed with the frozen VAE and text encoder (no text
+    embeddings, an empty tensor, when not `with_embeddings`)."""
     encoded = _encode_images(components.vae, dataset, data, device, with_pixels, components.vae_scale_factor)
     rows = encoded["rows"]
     unique = [""] + sorted({c for row in rows for c in row["captions"]} - {""})
     text_row = {text: i for i, text in enumerate(unique)}
-    embeds = encode_captions(components.text_encoder, components.tokenizer, unique, device)
+    embeds = (
+        encode_captions(components.text_encoder, components.tokenizer, unique, device)
+        if with_embeddings
+        else torch.zeros(0)
+    )
     return {
         **_bucket_tensors(rows, len(encoded["sizes"]), DTYPES[dtype], with_pixels),
         "sizes": torch.tensor(encoded["sizes"], dtype=torch.long),

@@ -8,7 +8,9 @@ per flip variant when random_flip is on: the flipped image with 'left'/'right' s
 embedding and one row of token ids per distinct caption (row 0 = the empty caption used for caption
 dropout; the ids feed a text encoder that trains with the U-Net), and for inpainting the uint8 pixels.
 `key` hashes everything the contents depend on: VAE and text-encoder weights, the tokenizer, resolution,
-transform, dataset fingerprint and format; any change gives a new cache. Training reads it through
+transform, dataset fingerprint and format; any change gives a new cache. A run that trains its text encoder
+reads the ids only: its cache holds no embeddings and its key leaves the text encoder out, so runs that
+start from other text-encoder weights (another seed, another architecture) share the encoded images. Training reads it through
 `LatentCache.row_loader` (shuffled row numbers, one bucket per batch) and `sample_inputs` (the tensors of
 those rows). `cache_encoding` computes the contents.
 """
@@ -126,6 +128,11 @@ def sample_inputs(
     rows = cache.text_index[idx, variant]
     rows = torch.where(torch.rand(len(idx)).to(idx.device) < caption_dropout, torch.zeros_like(rows), rows)
     pixels = None if cache.pixels is None else cache.pixels[bucket][slots, variant].float() / 127.5 - 1
+    if text_encoder is None and not len(cache.embeds):
+        raise ValueError(
+            "this latent cache holds no text embeddings (it was built for a run that trains its text encoder): "
+            "pass the text encoder"
+        )
     embeds = cache.embeds[rows].float() if text_encoder is None else text_encoder(cache.input_ids[rows])[0]
     return latents, embeds, pixels
 
@@ -137,13 +144,15 @@ def _tensor_digest(digest, module: torch.nn.Module) -> None:
 
 
 def cache_key(vae, text_encoder, tokenizer, dataset, data: DataConfig, with_pixels: bool, dtype: str) -> str:
-    """Hex digest of everything the cached tensors depend on."""
+    """Hex digest of everything the cached tensors depend on; `text_encoder` None: a cache without embeddings."""
     digest = hashlib.sha256()
     _tensor_digest(digest, vae.encoder)  # the latents depend on the encoder half only: a decoder fine-tune
     if vae.quant_conv is not None:  # (`train vae train_encoder=false`) keeps the cache
         _tensor_digest(digest, vae.quant_conv)
-    _tensor_digest(digest, text_encoder)
+    if text_encoder is not None:
+        _tensor_digest(digest, text_encoder)
     settings = {
+        "embeddings": text_encoder is not None,
         "format": FORMAT,
         "tokenizer": [len(tokenizer), tokenizer.pad_token, tokenizer.model_max_length],
         "resolution": data.resolution,
@@ -196,8 +205,10 @@ def load_or_build_cache(
     output_dir: str | Path,
     with_pixels: bool,
     dtype: str,
+    with_embeddings: bool = True,
 ) -> LatentCache:
-    """The cache for this (model, data) pair: built by the main process if missing, then loaded everywhere."""
+    """The cache for this (model, data) pair: built by the main process if missing, then loaded everywhere.
+    `with_embeddings` False (a run that trains its text encoder): token ids only, no text embeddings."""
     if dtype not in DTYPES:
         raise ValueError(f"cache_dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if not data.center_crop:
@@ -205,9 +216,8 @@ def load_or_build_cache(
             "data.center_crop=false gives a new random crop every epoch, which a latent cache cannot hold"
         )
     root = RunDir.of(output_dir).cache
-    key = cache_key(
-        components.vae, components.text_encoder, components.tokenizer, dataset, data, with_pixels, dtype
-    )
+    text_encoder = components.text_encoder if with_embeddings else None
+    key = cache_key(components.vae, text_encoder, components.tokenizer, dataset, data, with_pixels, dtype)
     folder = root / key
 
     def build() -> None:  # the main process, when there is no intact cache
@@ -220,15 +230,16 @@ def load_or_build_cache(
         # run restarted before its first checkpoint would train on other noise than one run straight through
         device = accelerator.device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            tensors = build_cache(components, dataset, data, device, with_pixels, dtype)
-        meta = {"key": key, "images": len(tensors["bucket"]), "captions": tensors["embeds"].shape[0]}
+            tensors = build_cache(components, dataset, data, device, with_pixels, dtype, with_embeddings)
+        meta = {"key": key, "images": len(tensors["bucket"]), "captions": len(tensors["input_ids"])}
         with staged_folder(folder) as staging:  # a full disk leaves no cache that looks complete
             save_file(tensors, staging / "cache.safetensors")
             (staging / "meta.json").write_text(json.dumps(meta))
         left_out = int(tensors["skipped"])
+        captions = "text embeddings" if with_embeddings else "token ids"
         accelerator.print(
             f"encoded the {meta['images']} training images to latents and their {meta['captions']} different "
-            f"captions to text embeddings, once for the run (kept in {folder})"
+            f"captions to {captions}, once for the run (kept in {folder})"
             + (f"; {left_out} unreadable image(s) left out" if left_out else "")
         )
 

@@ -7,6 +7,11 @@ from latentforge.models.components import Components
 from latentforge.training.lora import add_lora, add_text_encoder_lora
 
 
+def trains_text_encoder(config) -> bool:
+    """Whether the text encoder trains beside the U-Net (wholly, or its LoRA adapters)."""
+    return config.train_text_encoder or bool(config.lora.rank and config.lora.text_encoder)
+
+
 def trained_models(components: Components, config) -> tuple[list, list[dict]]:
     """The U-Net (LoRA-adapted if lora.rank), and the text encoder when it trains too (fully, or its adapters
     with lora.text_encoder), set up for training; and their parameter groups (the text encoder's with its own
@@ -14,16 +19,16 @@ def trained_models(components: Components, config) -> tuple[list, list[dict]]:
     unet, text_encoder = components.unet, components.text_encoder
     if config.lora.rank:
         add_lora(unet, config.lora)
-    trains_text_encoder = config.train_text_encoder or bool(config.lora.rank and config.lora.text_encoder)
+    text_trains = trains_text_encoder(config)
     if config.lora.rank and config.lora.text_encoder:
         add_text_encoder_lora(text_encoder, config.lora)
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-        if trains_text_encoder:
+        if text_trains:
             text_encoder.gradient_checkpointing_enable()
     unet.train()
     groups = [{"params": [p for p in unet.parameters() if p.requires_grad]}]
-    if not trains_text_encoder:
+    if not text_trains:
         return [unet], groups
     text_encoder.train()
     lr = config.lora.text_encoder_lr or config.text_encoder_lr or config.optim.learning_rate

@@ -17,6 +17,7 @@ from latentforge.training.latent_cache import load_or_build_cache, sample_inputs
 from latentforge.training.run import TrainingRun
 from latentforge.training.stage_configs import UNetTrainConfig
 from latentforge.training.stream_encoding import stream_inputs
+from latentforge.training.trained_models import trains_text_encoder
 
 
 def check_streaming(config: UNetTrainConfig) -> None:
@@ -60,6 +61,7 @@ def cached_data(components: Components, config: UNetTrainConfig, run: TrainingRu
         run.dir.root,
         components.is_inpaint,
         config.cache_dtype,
+        with_embeddings=not trains_text_encoder(config),
     ).to(accelerator.device)
     instance = cache.index < n_instance  # DreamBooth: the rest are class images, drawn beside each batch
     loader = cache.row_loader(config.optim.batch_size, config.seed, instance.nonzero()[:, 0].cpu())
