@@ -10,9 +10,9 @@ dropout; the ids feed a text encoder that trains with the U-Net), and for inpain
 `key` hashes everything the contents depend on: VAE and text-encoder weights, the tokenizer, resolution,
 transform, dataset fingerprint and format; any change gives a new cache. A run that trains its text encoder
 reads the ids only: its cache holds no embeddings and its key leaves the text encoder out, so runs that
-start from other text-encoder weights (another seed, another architecture) share the encoded images. Training reads it through
-`LatentCache.row_loader` (shuffled row numbers, one bucket per batch) and `sample_inputs` (the tensors of
-those rows). `cache_encoding` computes the contents.
+start from other text-encoder weights (another seed, another architecture) share the encoded images.
+Training reads it through `LatentCache.row_loader` (shuffled row numbers, one bucket per batch) and
+`sample_inputs` (the tensors of those rows). `cache_encoding` computes the contents.
 """
 
 from __future__ import annotations
