@@ -199,11 +199,13 @@ class CompositionalResult:
             if hits:
                 scores[category] = float(np.mean(hits))
         scores["overall"] = float(np.mean(list(scores.values()))) if scores else float("nan")
-        in_split = [i for i, p in enumerate(self.prompts) if p.held_out == held_out]
-        if in_split:
-            scores["color_only"] = float(np.mean([self.color_correct[i] for i in in_split]))
-            scores["clean_shapes"] = float(np.mean([self.clean[i] for i in in_split]))
-            fits = [o.fit for i in in_split for o in self.detections[i].objects]
+        for name, per_image in (("color_only", self.color_correct), ("clean_shapes", self.clean)):
+            hits = [c for p, c in zip(self.prompts, per_image) if p.held_out == held_out]
+            if hits:
+                scores[name] = float(np.mean(hits))
+        detections = [d for p, d in zip(self.prompts, self.detections) if p.held_out == held_out]
+        if detections:
+            fits = [o.fit for d in detections for o in d.objects]
             scores["object_fit"] = float(np.mean(fits)) if fits else 0.0
         return scores
 
