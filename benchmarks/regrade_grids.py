@@ -20,11 +20,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from latentforge.evaluation.compositional import CompositionalPrompt, shapes_are_clean
-from latentforge.evaluation.detector import CLEAN_MIN_FIT, detect_objects
-from latentforge.evaluation.report import MAX_GRID_IMAGES
-
-BORDER = 2  # report.image_grid's frame around each image
+from latentforge.evaluation.compositional import CompositionalPrompt, score_images
+from latentforge.evaluation.detector import CLEAN_MIN_FIT
+from latentforge.evaluation.report import GRID_BORDER, MAX_GRID_IMAGES
 
 
 def grid_images(folder: Path, name: str = "compositional") -> tuple[list[dict], list[Image.Image]]:
@@ -34,9 +32,9 @@ def grid_images(folder: Path, name: str = "compositional") -> tuple[list[dict], 
     count = min(MAX_GRID_IMAGES, len(rows))
     columns = math.ceil(math.sqrt(count))
     cell = grid.width // columns
-    side = cell - 2 * BORDER
+    side = cell - 2 * GRID_BORDER
     images = [
-        grid.crop((x + BORDER, y + BORDER, x + BORDER + side, y + BORDER + side))
+        grid.crop((x + GRID_BORDER, y + GRID_BORDER, x + GRID_BORDER + side, y + GRID_BORDER + side))
         for i in range(count)
         for x, y in [((i % columns) * cell, (i // columns) * cell)]
     ]
@@ -46,18 +44,19 @@ def grid_images(folder: Path, name: str = "compositional") -> tuple[list[dict], 
 def regrade(folders: list[Path]) -> dict[str, float]:
     """Images, objects, object fit, share of objects with fit >= CLEAN_MIN_FIT and clean shapes, over the
     grids of `folders`."""
-    fits, clean = [], []
+    prompts, images = [], []
     for folder in folders:
-        for row, image in zip(*grid_images(folder)):
-            detection = detect_objects(image)
-            fits += [o.fit for o in detection.objects]
-            clean.append(shapes_are_clean(CompositionalPrompt(row["prompt"], row["category"]), detection))
+        rows, cut = grid_images(folder)
+        prompts += [CompositionalPrompt(row["prompt"], row["category"]) for row in rows]
+        images += cut
+    result = score_images(prompts, images)  # the benchmark's own readings of each image
+    fits = [o.fit for detection in result.detections for o in detection.objects]
     return {
-        "images": len(clean),
+        "images": len(images),
         "objects": len(fits),
         "object_fit": float(np.mean(fits)) if fits else 0.0,
         "clean_objects": float(np.mean(np.array(fits) >= CLEAN_MIN_FIT)) if fits else 0.0,
-        "clean_shapes": float(np.mean(clean)) if clean else 0.0,
+        "clean_shapes": float(np.mean(result.clean)) if images else 0.0,
     }
 
 

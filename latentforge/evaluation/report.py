@@ -18,6 +18,7 @@ from latentforge.imaging import make_grid
 
 SUFFIXES = (".json", ".md", ".png")
 MAX_GRID_IMAGES = 64
+GRID_BORDER = 2  # px of frame around each image of a report's grid
 _MARK_COLORS = {True: (40, 170, 60), False: (210, 40, 40)}  # grid border: correct / wrong
 
 
@@ -100,7 +101,7 @@ def check_writable(out_dir: str | os.PathLike, name: str, overwrite: bool = Fals
 
 
 def image_grid(
-    images: Sequence[Image.Image], marks: Sequence[bool | None] = (), border: int = 2
+    images: Sequence[Image.Image], marks: Sequence[bool | None] = (), border: int = GRID_BORDER
 ) -> Image.Image:
     """Images in a near-square grid (row-major), each framed green (True), red (False) or grey (None)."""
     if not images:
