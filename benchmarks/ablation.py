@@ -5,8 +5,8 @@ training config and `unet.KEY=VALUE` overrides of the `small` architecture's U-N
 diffusers' `UNet2DConditionModel`). The budget is 2-core wall-clock time, turned into samples so that rows
 stay comparable when the machine is shared:
 samples = minutes x 60 x baseline samples/s (`--baseline-rate`, measured on 2 free cores by
-benchmarks/train_throughput.py) x the variant's speed relative to the baseline U-Net, timed side by side in
-this process (forward + backward at the run's batch size; a text encoder trained alongside is not counted),
+benchmarks/train_throughput.py) x the variant's speed relative to the baseline, timed side by side in this
+process (`ProbeStep`: forward + backward at the run's batch size, the text encoder's too when it trains),
 once: the plan is kept in RUNS/NAME/plan.json, so the same command given again continues the same run (its
 steps and schedule) from its last checkpoint, and a finished row is not added twice. The model is then scored with `latentforge eval compositional` at fixed
 sampling settings for every `--seeds` (each seed draws its own prompts and images), and one row is appended
@@ -117,34 +117,51 @@ def variant_architecture(architecture: str, keys: dict, folder: Path, subfolder:
     return str(folder)
 
 
-def speed_ratio(baseline: str, variant: str, batch_size: int, steps: int) -> float:
-    """The variant U-Net's samples/s over the baseline's: forward + backward on random latents, alternated."""
-    import torch
-    from diffusers import UNet2DConditionModel
+class ProbeStep:
+    """One training step of an architecture at random weights, timed: the U-Net's forward and backward on random
+    latents and a full-length caption (the tokenizer's `model_max_length` tokens), with the text encoder's
+    forward and backward as well when it trains alongside (otherwise its output is computed once, as the
+    latent cache does)."""
 
-    from latentforge.resources import architecture_dir
+    def __init__(self, architecture: str, batch_size: int, train_text_encoder: bool) -> None:
+        import torch
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextConfig, CLIPTextModel
 
-    def timer(architecture: str):
-        folder = Path(architecture) if Path(architecture).is_dir() else architecture_dir(architecture)
+        from latentforge.resources import architecture_dir
+        from latentforge.training.clip_model import architecture_tokenizer
+
+        folder = architecture_dir(architecture)
         config = UNet2DConditionModel.load_config(folder, subfolder="unet")
-        unet = UNet2DConditionModel.from_config(config)
+        self.unet = UNet2DConditionModel.from_config(config)
+        text_config = CLIPTextConfig.from_pretrained(folder, subfolder="text_encoder")
+        self.text_encoder = CLIPTextModel(text_config).requires_grad_(train_text_encoder)
+        length = architecture_tokenizer(architecture).model_max_length
+        self.ids = torch.randint(0, text_config.vocab_size, (batch_size, length))
+        self.context = None if train_text_encoder else self.text_encoder(self.ids).last_hidden_state.detach()
         size = config["sample_size"]
-        latents = torch.randn(batch_size, config["in_channels"], size, size)
-        context = torch.randn(batch_size, 16, config["cross_attention_dim"])
-        t = torch.randint(0, 1000, (batch_size,))
+        self.latents = torch.randn(batch_size, config["in_channels"], size, size)
+        self.t = torch.randint(0, 1000, (batch_size,))
 
-        def run() -> float:
-            start = time.perf_counter()
-            unet(latents, t, context).sample.square().mean().backward()
-            return time.perf_counter() - start
+    def __call__(self) -> float:
+        start = time.perf_counter()
+        context = self.context
+        if context is None:
+            context = self.text_encoder(self.ids).last_hidden_state
+        self.unet(self.latents, self.t, context).sample.square().mean().backward()
+        return time.perf_counter() - start
 
-        run()  # warm-up
-        return run
 
+def speed_ratio(
+    baseline: str, variant: str, batch_size: int, steps: int, train_text_encoder: bool = False
+) -> float:
+    """The variant's samples/s over the baseline's: `ProbeStep`s of the two after a warm-up each, alternated."""
     if baseline == variant:
         return 1.0
-    runs = {name: timer(name) for name in (baseline, variant)}
+    runs = {name: ProbeStep(name, batch_size, train_text_encoder) for name in (baseline, variant)}
     times = {name: [] for name in runs}
+    for run in runs.values():
+        run()  # warm-up
     for _ in range(steps):
         for name, run in runs.items():
             times[name].append(run())
@@ -233,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     if plan_file.is_file():  # a rerun continues the same run: the same steps, so the same schedule
         plan = json.loads(plan_file.read_text())
     else:
-        ratio = speed_ratio(args.architecture, base, batch, args.probe_steps)
+        ratio = speed_ratio(args.architecture, base, batch, args.probe_steps, config.train_text_encoder)
         rate = args.baseline_rate * ratio
         steps = args.max_steps or math.ceil(args.minutes * 60 * rate / batch)
         plan = {"steps": steps, "rate": rate, "ratio": ratio}

@@ -54,6 +54,20 @@ def test_the_speed_probe_times_each_variant_on_its_own_shapes(ablation, tmp_path
     assert ablation.speed_ratio("tiny", "tiny", 4, 1) == 1.0
     ratio = ablation.speed_ratio("tiny", wide, 2, 1)
     assert math.isfinite(ratio) and ratio > 0
+    assert math.isfinite(ablation.speed_ratio("tiny", wide, 2, 1, train_text_encoder=True))
+
+
+@pytest.mark.parametrize("train_text_encoder", [False, True])
+def test_the_probe_step_trains_the_text_encoder_only_when_the_row_does(ablation, train_text_encoder):
+    """A row that trains its text encoder pays for its forward and backward in every step, so the probe's step
+    does too; a frozen one is cached by the trainer, so the probe computes its output once. The caption is as
+    long as the tokenizer pads it in training, since cross-attention costs grow with it."""
+    step = ablation.ProbeStep("tiny", 2, train_text_encoder)
+    assert step.ids.shape == (2, 77)
+    assert step() > 0
+    assert all(p.grad is not None for p in step.unet.parameters() if p.requires_grad)
+    text_grads = [p.grad is not None for p in step.text_encoder.parameters()]
+    assert text_grads and all(g == train_text_encoder for g in text_grads)
 
 
 def test_a_row_trains_scores_every_seed_resumes_and_appends(ablation, tmp_path, monkeypatch):
