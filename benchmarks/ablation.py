@@ -125,22 +125,17 @@ class ProbeStep:
 
     def __init__(self, architecture: str, batch_size: int, train_text_encoder: bool) -> None:
         import torch
-        from diffusers import UNet2DConditionModel
-        from transformers import CLIPTextConfig, CLIPTextModel
 
-        from latentforge.resources import architecture_dir
-        from latentforge.training.clip_model import architecture_tokenizer
+        from latentforge.models.components import Components
 
-        folder = architecture_dir(architecture)
-        config = UNet2DConditionModel.load_config(folder, subfolder="unet")
-        self.unet = UNet2DConditionModel.from_config(config)
-        text_config = CLIPTextConfig.from_pretrained(folder, subfolder="text_encoder")
-        self.text_encoder = CLIPTextModel(text_config).requires_grad_(train_text_encoder)
-        length = architecture_tokenizer(architecture).model_max_length
-        self.ids = torch.randint(0, text_config.vocab_size, (batch_size, length))
-        self.context = None if train_text_encoder else self.text_encoder(self.ids).last_hidden_state.detach()
-        size = config["sample_size"]
-        self.latents = torch.randn(batch_size, config["in_channels"], size, size)
+        parts = Components.from_architecture(architecture)
+        self.unet = parts.unet
+        self.text_encoder = parts.text_encoder.requires_grad_(train_text_encoder)
+        length = parts.tokenizer.model_max_length
+        self.ids = torch.randint(0, self.text_encoder.config.vocab_size, (batch_size, length))
+        self.context = None if train_text_encoder else self.text_encoder(self.ids).last_hidden_state
+        size = self.unet.config.sample_size
+        self.latents = torch.randn(batch_size, self.unet.config.in_channels, size, size)
         self.t = torch.randint(0, 1000, (batch_size,))
 
     def __call__(self) -> float:
