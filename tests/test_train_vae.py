@@ -14,8 +14,9 @@ from latentforge.config_loader import load_config
 from latentforge.data.shapes import render_scene, sample_scene
 from latentforge.models.component_files import load_vae
 from latentforge.resources import config_file
-from latentforge.training import losses, vae
+from latentforge.training import losses, vae, vae_networks
 from latentforge.training.checkpoints import OBJECTS_TENSORS, is_complete
+from latentforge.training.stage_configs import VAELossConfig
 
 
 def _imagefolder_with_corrupt_files(root, good: int, corrupt: int):
@@ -133,3 +134,53 @@ def test_init_posterior_logvar_sets_the_starting_noise():
     assert abs(before) < 1.5
     assert after.logvar.mean().item() == pytest.approx(-6.0, abs=1.0)
     assert after.std.mean().item() < 0.1
+
+
+def test_downsample_is_a_low_pass_and_refuses_uneven_sides():
+    flat = torch.full((1, 2, 16, 16), 0.3)
+    assert torch.allclose(vae_networks.downsample(flat, 4), torch.full((1, 2, 4, 4), 0.3))
+    rows, cols = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    checkers = ((rows + cols) % 2 * 2 - 1).float()[None, None]  # the highest frequency there is
+    down = vae_networks.downsample(checkers, 2)
+    assert down.shape == (1, 1, 8, 8)
+    assert down[..., 1:-1, 1:-1].abs().max() < 1e-6  # removed (a plain stride-2 pick would keep +-1)
+    with pytest.raises(ValueError, match="cannot downsample 6x6 by 4"):
+        vae_networks.downsample(torch.randn(1, 1, 6, 6), 4)
+
+
+def test_scale_equivariance_term_decodes_downsampled_latents_into_downsampled_images():
+    tiny = load_vae("tiny", seed=0)
+    autoencoder = vae_networks.AutoencoderWithPosterior(tiny)
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    lc = VAELossConfig(scale_equivariance_weight=0.5, edge_weight=2.0)
+    torch.manual_seed(7)
+    _, loss, logs = vae._generator_loss(autoencoder, None, None, images, lc, disc_on=False)
+
+    torch.manual_seed(7)  # the same draws: the factor (2 or 4), then the posterior's sample
+    factor = 2 ** int(torch.randint(1, 3, ()))
+    with torch.no_grad():
+        latents = tiny.encode(images).latent_dist.sample()
+        small = tiny.decode(vae_networks.downsample(latents, factor)).sample
+    assert small.shape[-1] == 32 // factor
+    expected = losses.reconstruction_loss(vae_networks.downsample(images, factor), small, "l1", 2.0)
+    assert logs["scale_eq"] == pytest.approx(expected.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(logs["rec"] + 1e-6 * logs["kl"] + 0.5 * logs["scale_eq"], rel=1e-5)
+
+    _, _, off = vae._generator_loss(autoencoder, None, None, images, VAELossConfig(), disc_on=False)
+    assert "scale_eq" not in off  # weight 0: no second decode
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["loss.scale_equivariance_weight=-1"], "must be >= 0"),
+        (["loss.scale_equivariance_weight=1", "data.resolution=20"], "10x10 latents.*divide by 4"),
+    ],
+)
+def test_scale_equivariance_settings_that_cannot_work_are_refused(tmp_path, overrides, message):
+    config = load_config(
+        vae.VAETrainConfig, config_file("train", "smoke-vae"), [f"output_dir={tmp_path}", *overrides]
+    )
+    with pytest.raises(ValueError, match=message):
+        vae.train(config)
+    assert not (tmp_path / "checkpoints").exists()

@@ -76,6 +76,10 @@ class VAELossConfig:
     disc_layers: int = 3  # PatchGAN depth (3 = the 70x70 PatchGAN of pix2pix)
     disc_channels: int = 64  # width of the first discriminator layer
     disc_learning_rate: float = 0.0  # discriminator LR (0 = same as optim.learning_rate)
+    # scale equivariance (Skorokhodov et al. 2025, "Improving the Diffusability of Autoencoders"): each step
+    # the latents downsampled 2x or 4x must decode to the image downsampled alike, with this weight on that
+    # reconstruction loss; it keeps high frequencies out of the latents (0 = off)
+    scale_equivariance_weight: float = 0.0
 
 
 @dataclass

@@ -26,7 +26,7 @@ from latentforge.training.model_card import write_model_card
 from latentforge.training.optimization import OptimizerUpdate, make_ema, make_optimizer
 from latentforge.training.run import Backward, Trainer, TrainingRun, train_loop
 from latentforge.training.stage_configs import VAELossConfig, VAETrainConfig
-from latentforge.training.vae_networks import AutoencoderWithPosterior, PatchDiscriminator
+from latentforge.training.vae_networks import AutoencoderWithPosterior, PatchDiscriminator, downsample
 
 
 def train(config: VAETrainConfig) -> Path:
@@ -93,7 +93,19 @@ def _train_step(run: TrainingRun, autoencoder, disc, vae, lc: VAELossConfig):
 
 
 def _prepare_start(vae, config: VAETrainConfig) -> None:
-    """Freeze the encoder (decoder-only fine-tuning) or set a fresh VAE's starting posterior noise."""
+    """Check the loss fits the VAE; freeze the encoder (decoder-only fine-tuning) or set a fresh VAE's starting
+    posterior noise."""
+    latent_side = config.data.resolution // 2 ** (len(vae.config.block_out_channels) - 1)
+    if config.loss.scale_equivariance_weight < 0:
+        raise ValueError(
+            f"loss.scale_equivariance_weight must be >= 0 (0 = off), got {config.loss.scale_equivariance_weight}"
+        )
+    if config.loss.scale_equivariance_weight and latent_side % 4:
+        raise ValueError(
+            f"loss.scale_equivariance_weight downsamples the latents 2x and 4x, but data.resolution="
+            f"{config.data.resolution} gives {latent_side}x{latent_side} latents with this VAE; use a "
+            "resolution whose latents divide by 4, or set loss.scale_equivariance_weight=0"
+        )
     if not config.train_encoder:
         _freeze_encoder(vae, config.model)
     elif config.init_logvar and not has_weights(component_folder(config.model, "vae")):
@@ -122,12 +134,17 @@ def _freeze_encoder(vae, source: str) -> None:
 
 def _generator_loss(autoencoder, raw_disc, last_layer, images, lc: VAELossConfig, disc_on: bool):
     """(reconstruction, loss, scalars): rec + kl_weight * KL (+ adaptive-weighted hinge G loss once on)."""
-    recon, mean, logvar = autoencoder(images)
+    factor = 2 ** int(torch.randint(1, 3, ())) if lc.scale_equivariance_weight else 1  # 2x or 4x
+    recon, mean, logvar, small = autoencoder(images, factor)
     rec = losses.reconstruction_loss(images, recon, lc.rec_loss, lc.edge_weight)
     # KL summed over the latent, divided by the pixel values per image: LDM's weight was for a summed rec loss
     kl = losses.kl_divergence(mean, logvar).mean() / images[0].numel()
     loss = rec + lc.kl_weight * kl
     logs = {"rec": rec.item(), "kl": kl.item()}
+    if small is not None:
+        scale_eq = losses.reconstruction_loss(downsample(images, factor), small, lc.rec_loss, lc.edge_weight)
+        loss = loss + lc.scale_equivariance_weight * scale_eq
+        logs["scale_eq"] = scale_eq.item()
     if disc_on:
         raw_disc.requires_grad_(False)  # G's loss must not leave gradients on D
         g_loss = losses.hinge_g_loss(raw_disc(recon))

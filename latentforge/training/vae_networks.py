@@ -45,7 +45,9 @@ def _pix2pix_init(module: nn.Module) -> None:
 
 
 class AutoencoderWithPosterior(nn.Module):
-    """Encode, sample the posterior, decode: images (B, 3, H, W) in [-1, 1] -> (reconstruction, mean, logvar).
+    """Encode, sample the posterior, decode: images (B, 3, H, W) in [-1, 1] -> (reconstruction, mean, logvar,
+    small): `small` is the decoding of the sampled latents downsampled `scale_down` times (bilinear, antialiased;
+    the scale-equivariance loss compares it with the image downsampled alike), None when `scale_down` is 1.
 
     AutoencoderKL.forward returns only the reconstruction; calling `encode`/`decode` on a DDP-wrapped model
     would bypass DDP's gradient hooks, so the trainer wraps this module instead.
@@ -55,7 +57,22 @@ class AutoencoderWithPosterior(nn.Module):
         super().__init__()
         self.vae = vae
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, scale_down: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         posterior = self.vae.encode(images).latent_dist
-        reconstruction = self.vae.decode(posterior.sample()).sample
-        return reconstruction, posterior.mean, posterior.logvar
+        latents = posterior.sample()
+        reconstruction = self.vae.decode(latents).sample
+        small = self.vae.decode(downsample(latents, scale_down)).sample if scale_down > 1 else None
+        return reconstruction, posterior.mean, posterior.logvar, small
+
+
+def downsample(tensor: torch.Tensor, factor: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H / factor, W / factor), bilinear with antialiasing (a tent filter as wide as two
+    output pixels: no aliasing of the finest patterns into coarse ones)."""
+    height, width = tensor.shape[-2:]
+    if height % factor or width % factor:
+        raise ValueError(f"cannot downsample {height}x{width} by {factor}: the sides must divide by it")
+    return nn.functional.interpolate(
+        tensor, size=(height // factor, width // factor), mode="bilinear", antialias=True, align_corners=False
+    )
