@@ -1,6 +1,7 @@
 """Stage 1: train the KL autoencoder (`AutoencoderKL`) as in latent diffusion (Rombach et al. 2022, §3 and
 appendix G): L1/L2 reconstruction + KL + a PatchGAN discriminator with hinge loss and the adaptive weight of
-taming-transformers, switched on after `disc_start` steps. No LPIPS term: its weights are not available
+taming-transformers, switched on after `disc_start` steps (optionally an edge weighting and a scale-equivariance
+term, `loss.edge_weight` and `loss.scale_equivariance_weight`). No LPIPS term: its weights are not available
 offline. Exports `output_dir/model/vae/` with `scaling_factor = 1 / std(latents)` measured on training data.
 
     latentforge train vae --config shapes-small-vae [key=value ...]
