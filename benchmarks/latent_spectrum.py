@@ -19,11 +19,11 @@ import random
 import torch
 import torch.nn.functional as F
 
+from latentforge.training.vae_networks import downsample
+
 
 def fine_share(tensor: torch.Tensor) -> float:
     """(B, C, H, W) -> share of the within-image variance above half the Nyquist frequency (see the module)."""
-    from latentforge.training.vae_networks import downsample
-
     centred = tensor - tensor.mean(dim=(-2, -1), keepdim=True)
     smooth = F.interpolate(
         downsample(centred, 2), size=centred.shape[-2:], mode="bilinear", align_corners=False
@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("models", nargs="+", help="model folders with vae/ (or vae/ folders)")
     parser.add_argument("--num-scenes", type=int, default=256, help="shapes scenes to encode")
-    parser.add_argument("--seed", type=int, default=1, help="scene seed (0 = the VAE eval's own scenes)")
+    parser.add_argument(
+        "--seed", type=int, default=1, help="seed of the scenes (the same scenes for every model)"
+    )
     args = parser.parse_args(argv)
 
     from diffusers import AutoencoderKL
@@ -43,7 +45,6 @@ def main(argv: list[str] | None = None) -> None:
     from latentforge.data.shapes import render_scene, sample_scene
     from latentforge.imaging import pil_to_tensor
     from latentforge.models.component_files import component_folder
-    from latentforge.training.vae_networks import downsample
 
     images = None
     print("| model | latent shape | fine share of the latents | of the images at the latents' size |")

@@ -172,7 +172,7 @@ class Components:
     @property
     def vae_scale_factor(self) -> int:
         """Pixels per latent cell along each side (8 for Stable Diffusion)."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return vae_scale_factor(self.vae)
 
     @property
     def is_inpaint(self) -> bool:
@@ -195,6 +195,11 @@ class Components:
                 digest.update(key.encode())
                 digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
         return digest.hexdigest()[:12]
+
+
+def vae_scale_factor(vae: AutoencoderKL) -> int:
+    """Pixels per latent cell along each side of `vae`'s latents (8 for Stable Diffusion)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
 def inpaint_in_channels(latent_channels: int) -> int:

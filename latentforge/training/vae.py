@@ -22,6 +22,7 @@ from latentforge.data.training_data import data_note, image_loader, load_splits
 from latentforge.image_metrics import psnr, ssim
 from latentforge.imaging import make_grid, to_pil
 from latentforge.models.component_files import component_folder, has_weights, load_vae
+from latentforge.models.components import vae_scale_factor
 from latentforge.training import losses
 from latentforge.training.model_card import write_model_card
 from latentforge.training.optimization import OptimizerUpdate, make_ema, make_optimizer
@@ -96,7 +97,7 @@ def _train_step(run: TrainingRun, autoencoder, disc, vae, lc: VAELossConfig):
 def _prepare_start(vae, config: VAETrainConfig) -> None:
     """Check the loss fits the VAE; freeze the encoder (decoder-only fine-tuning) or set a fresh VAE's starting
     posterior noise."""
-    latent_side = config.data.resolution // 2 ** (len(vae.config.block_out_channels) - 1)
+    latent_side = config.data.resolution // vae_scale_factor(vae)
     if config.loss.scale_equivariance_weight < 0:
         raise ValueError(
             f"loss.scale_equivariance_weight must be >= 0 (0 = off), got {config.loss.scale_equivariance_weight}"
