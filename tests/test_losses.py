@@ -65,6 +65,32 @@ def test_weighted_mse_by_hand():
     assert losses.weighted_mse(pred, target).item() == pytest.approx(2.5)
 
 
+def test_weighted_mse_with_cell_weights_by_hand():
+    # one sample, 2 channels, 1x2 cells; squared errors: channel 0 (4, 0), channel 1 (0, 2)
+    pred = torch.tensor([[[[2.0, 0.0]], [[0.0, math.sqrt(2.0)]]]])
+    target = torch.zeros_like(pred)
+    cells = torch.tensor([[[[3.0, 1.0]]]])  # (B, 1, H, W): the first cell weighs 3
+    # (3 * 4 + 1 * 0 + 3 * 0 + 1 * 2) / (3 + 1 + 3 + 1) = 14 / 8
+    assert losses.weighted_mse(pred, target, cell_weights=cells).item() == pytest.approx(14 / 8)
+    # equal cell weights are the plain mean, whatever their size; per-sample weights still multiply
+    plain = losses.weighted_mse(pred, target, torch.tensor([2.0]))
+    assert losses.weighted_mse(pred, target, torch.tensor([2.0]), torch.full_like(cells, 5.0)) == plain
+
+
+def test_edge_mask_marks_both_sides_of_an_outline_in_latents():
+    latents = torch.zeros(1, 4, 8, 8)
+    latents[0, 2, 2:5, 2:5] = 3.0  # a 3x3 "object" in one channel of a flat latent
+    mask = losses.edge_mask(latents, threshold=1.5)[0, 0]
+    assert mask.shape == (8, 8)
+    # the 3x3 neighbourhood of every cell within one cell of the object's border spans 3.0: a 5x5 band
+    # less the object's centre cell, whose neighbourhood is all object
+    expected = torch.zeros(8, 8)
+    expected[1:6, 1:6] = 1
+    expected[3, 3] = 0
+    assert torch.equal(mask, expected)
+    assert not losses.edge_mask(latents, threshold=3.5).any()  # a threshold above the step marks nothing
+
+
 def test_kl_divergence_by_hand():
     # one latent value: mean 1, logvar 0 -> 0.5 * (1 + 1 - 1 - 0) = 0.5; mean 0, logvar log 2 -> 0.5 * (2 - 1 - ln 2)
     mean = torch.tensor([1.0, 0.0]).reshape(2, 1, 1, 1)

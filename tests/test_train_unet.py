@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -339,6 +340,47 @@ def test_a_bad_timestep_sampling_is_refused_before_any_work(tmp_path, bad):
     with pytest.raises(ValueError, match=r"timestep_sampling must be one of \['uniform', 'logit_normal'\]"):
         unet_trainer.train(config)
     assert not (tmp_path / "cache").exists(), "the error must come before any work"
+
+
+@pytest.mark.parametrize("bad", ["edge_weight=-1", "edge_threshold=0"])
+def test_a_bad_edge_weighting_is_refused_before_any_work(tmp_path, bad):
+    config = load_config(
+        unet_trainer.UNetTrainConfig, config_file("train", "smoke-unet"), [f"output_dir={tmp_path}", bad]
+    )
+    with pytest.raises(ValueError, match="edge_weight must be >= 0 .* and edge_threshold > 0"):
+        unet_trainer.train(config)
+    assert not (tmp_path / "cache").exists(), "the error must come before any work"
+
+
+def test_edge_weighting_weighs_the_error_on_outline_cells(tmp_path, monkeypatch):
+    """The same prediction error counts edge_weight + 1 times on an outline cell of the clean latents: an
+    error only there raises the loss by that factor against an error of the same size on a flat cell."""
+    monkeypatch.setattr(torch, "randn_like", torch.zeros_like)  # no noise: the epsilon target is 0
+
+    def loss_with(error_cell: tuple[int, int], *overrides: str) -> float:
+        config = load_config(
+            unet_trainer.UNetTrainConfig,
+            config_file("train", "smoke-unet"),
+            [f"output_dir={tmp_path}", "prediction_type=epsilon", "snr_gamma=0", *overrides],
+        )
+        c = unet_trainer.load_components(config)
+        latents = torch.zeros(1, 4, 8, 8)
+        latents[0, 1, 2:5, 2:5] = 3.0  # outline cells: the band around rows/columns 2-4
+        error = torch.zeros_like(latents)
+        error[0, 0, error_cell[0], error_cell[1]] = 1.0
+
+        def unet(model_input, t, embeds):  # predicts the (zero) noise right but at one cell
+            return SimpleNamespace(sample=error)
+
+        schedule = unet_trainer.DDPMScheduler.from_config(c.scheduler.config)
+        return unet_trainer.diffusion_loss(
+            unet, c, schedule, (latents, torch.zeros(1, 77, 32), None), config
+        ).item()
+
+    plain = loss_with((1, 1))
+    assert loss_with((7, 7)) == pytest.approx(plain)  # no weighting: the cell does not matter
+    edge, flat = loss_with((1, 1), "edge_weight=4"), loss_with((7, 7), "edge_weight=4")
+    assert edge == pytest.approx(5 * flat)
 
 
 def test_two_processes_under_accelerate_launch_end_with_equal_weights(tmp_path):

@@ -96,10 +96,19 @@ def min_snr_weights(snr_t: torch.Tensor, gamma: float, prediction_type: str) -> 
 
 
 def weighted_mse(
-    pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    cell_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean squared error per sample (mean over C, H, W), times `weights` (B,) if given, averaged: scalar."""
-    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
+    """Mean squared error per sample (mean over C, H, W; with `cell_weights` (B, 1, H, W), a mean weighted
+    by them over H, W), times `weights` (B,) if given, averaged: scalar."""
+    error = F.mse_loss(pred.float(), target.float(), reduction="none")
+    if cell_weights is None:
+        per_sample = error.flatten(1).mean(1)
+    else:
+        cell_weights = cell_weights.float().expand_as(error)
+        per_sample = (error * cell_weights).flatten(1).sum(1) / cell_weights.flatten(1).sum(1)
     if weights is not None:
         per_sample = per_sample * weights
     return per_sample.mean()
@@ -125,7 +134,8 @@ def reconstruction_loss(
 
 def edge_mask(images: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
     """1 where some channel of `images` (B, C, H, W) in [-1, 1] spans more than `threshold` within the pixel's
-    3x3 neighbourhood (a morphological gradient: both sides of every colour edge), else 0; (B, 1, H, W)."""
+    3x3 neighbourhood (a morphological gradient: both sides of every colour edge), else 0; (B, 1, H, W).
+    Latents work the same way, with a threshold in their own units."""
     spread = F.max_pool2d(images, 3, 1, 1) + F.max_pool2d(-images, 3, 1, 1)
     return (spread.amax(1, keepdim=True) > threshold).to(images.dtype)
 

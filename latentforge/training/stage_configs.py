@@ -168,6 +168,12 @@ class UNetTrainConfig(TrainConfig):
     logit_mean: float = 0.0
     logit_std: float = 1.0
     noise_offset: float = 0.0  # adds offset * N(0, 1) per sample and channel to the noise (0 = off)
+    # Latent cells on an object's outline weigh 1 + edge_weight in the MSE (0 = off): cells where some channel
+    # of the clean latents spans more than edge_threshold (in units of the scaled latents) within the cell's
+    # 3x3 neighbourhood (`losses.edge_mask`, as the VAE's edge weighting does on pixels). Outlines are a few
+    # cells of a mostly flat latent, so a plain mean spends most of the loss on backgrounds and interiors.
+    edge_weight: float = 0.0
+    edge_threshold: float = 1.5
     caption_dropout: float = 0.1  # fraction of captions replaced by "" (needed for classifier-free guidance)
     # Train the text encoder with the U-Net (full training only), as kohya's and diffusers' DreamBooth
     # scripts can: the diffusion loss then also separates words the text encoder's own training left close.

@@ -98,6 +98,11 @@ def check_config(config: UNetTrainConfig) -> None:
         )
     if config.text_encoder_lr < 0 or config.lora.text_encoder_lr < 0:
         raise ValueError("text_encoder_lr and lora.text_encoder_lr must be >= 0 (0 = optim.learning_rate)")
+    if config.edge_weight < 0 or config.edge_threshold <= 0:
+        raise ValueError(
+            f"edge_weight must be >= 0 (0 = off) and edge_threshold > 0, got edge_weight={config.edge_weight}, "
+            f"edge_threshold={config.edge_threshold}"
+        )
     if config.inpaint_variant and config.lora.rank:
         raise ValueError(
             "inpaint_variant=true needs full training: LoRA adapters would leave the new mask and masked-image "
@@ -173,7 +178,12 @@ def diffusion_loss(
         if config.snr_gamma
         else None
     )
-    return losses.weighted_mse(pred, target, weights)
+    cells = (
+        1 + config.edge_weight * losses.edge_mask(latents, config.edge_threshold)
+        if config.edge_weight
+        else None
+    )
+    return losses.weighted_mse(pred, target, weights, cells)
 
 
 def train(config: UNetTrainConfig) -> Path:
