@@ -13,6 +13,10 @@ swapped shapes). Where the noise hides the outlines (t >= 500) a model that read
 swap; one that only reads the noisy latents keeps the original shapes. Prints one line per t (SNR, objects
 kept, swapped followed) and saves a grid: the scenes, then one row per t.
 
+A control for the decoder (`--latent-noise 0.1 0.3 ...`): the same scenes' clean latents plus sigma * N(0, 1),
+decoded, and the objects kept. It says how far off a prediction may be, as unstructured noise, before the
+decoder loses the shapes: a model that does worse than that at low t errs in structure, not in amplitude.
+
     python benchmarks/denoise_probe.py --model runs/default-model/default-model -o probe.png
 """
 
@@ -40,6 +44,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--grid-scenes", type=int, default=8, help="scenes shown in the grid")
     parser.add_argument("-o", "--output", default="denoise_probe.png", help="the grid (PNG)")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument(
+        "--latent-noise", type=float, nargs="*", default=[],
+        help="decoder control: also decode the clean latents plus sigma * N(0, 1) for each sigma given",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -55,14 +63,44 @@ def swap_shapes(scene, caption: str):
     return replace(scene, objects=objects), words
 
 
+def encoded_scenes(pipe, num_scenes: int, seed: int):
+    """(held-out scenes at the model's size, their scaled latents)."""
+    from latentforge.evaluation.reconstruction import heldout_shapes_images
+    from latentforge.imaging import pil_to_tensor
+
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    scenes = heldout_shapes_images(num_scenes, size=size, seed=seed)
+    with torch.no_grad():
+        latents = pipe.vae.encode(pil_to_tensor(scenes) * 2 - 1).latent_dist.mean
+    return scenes, latents * pipe.vae.config.scaling_factor
+
+
+def decoder_control(pipe, sigmas: list[float], num_scenes: int, seed: int) -> dict[float, float]:
+    """{sigma: share of the held-out scenes whose objects survive decoding their scaled latents plus
+    sigma * N(0, 1)} (the probe's scenes for the same `seed`)."""
+    from latentforge.evaluation.reconstruction import objects_kept
+    from latentforge.imaging import to_pil
+
+    scenes, latents = encoded_scenes(pipe, num_scenes, seed)
+    scale = pipe.vae.config.scaling_factor
+    generator = torch.Generator().manual_seed(seed)
+    shares = {}
+    with torch.no_grad():
+        for sigma in sigmas:
+            noisy = latents + sigma * torch.randn(latents.shape, generator=generator)
+            images = to_pil((pipe.vae.decode(noisy / scale).sample.clamp(-1, 1) + 1) / 2)
+            shares[sigma] = sum(objects_kept(s, p) for s, p in zip(scenes, images)) / num_scenes
+    return shares
+
+
 def probe(pipe, timesteps: list[int], num_scenes: int, seed: int):
     """({t: (snr, share of scenes whose objects the prediction keeps, share whose prediction from the
     shape-swapped captions shows the swapped scene)}, scenes, {t: predicted images})."""
     from diffusers import DDPMScheduler
 
     from latentforge.data.shapes import Scene, caption_scene, render_scene
-    from latentforge.evaluation.reconstruction import heldout_shapes_images, objects_kept
-    from latentforge.imaging import pil_to_tensor, to_pil
+    from latentforge.evaluation.reconstruction import objects_kept
+    from latentforge.imaging import to_pil
     from latentforge.models.tokenizer import tokenize
     from latentforge.training.losses import snr
 
@@ -71,8 +109,7 @@ def probe(pipe, timesteps: list[int], num_scenes: int, seed: int):
     for t in timesteps:
         if not 0 <= t < schedule.config.num_train_timesteps:
             raise SystemExit(f"timesteps: {t} is outside [0, {schedule.config.num_train_timesteps})")
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    scenes = heldout_shapes_images(num_scenes, size=size, seed=seed)
+    scenes, latents = encoded_scenes(pipe, num_scenes, seed)
     rng = random.Random(seed)
     ground_truth = [Scene.from_json(image.info["scene"]) for image in scenes]
     captions = [caption_scene(scene, rng) for scene in ground_truth]
@@ -80,8 +117,6 @@ def probe(pipe, timesteps: list[int], num_scenes: int, seed: int):
     swapped_scenes = [render_scene(scene) for scene, _ in swapped]
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        pixels = pil_to_tensor(scenes) * 2 - 1
-        latents = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
         contexts = [pipe.text_encoder(tokenize(pipe.tokenizer, words))[0] for words in
                     (captions, [words for _, words in swapped])]  # fmt: skip
 
@@ -113,6 +148,8 @@ def probe(pipe, timesteps: list[int], num_scenes: int, seed: int):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if any(sigma < 0 for sigma in args.latent_noise):
+        raise SystemExit(f"latent-noise: every sigma must be >= 0, got {args.latent_noise}")
     from latentforge import TextToImagePipeline
     from latentforge.imaging import make_grid
 
@@ -125,6 +162,9 @@ def main(argv=None) -> None:
     rows = [scenes[:shown], *(predictions[t][:shown] for t in args.timesteps)]
     make_grid([image for row in rows for image in row], columns=shown).save(args.output)
     print(f"grid: {args.output} (the scenes, then one row per timestep: {args.timesteps})")
+    control = decoder_control(pipe, args.latent_noise, args.num_scenes, args.seed)
+    for sigma, kept in control.items():
+        print(f"decoder control: clean latents + {sigma:g} * N(0, 1) keep the objects of {kept:.2f}")
     if args.json:
         table = {
             str(t): {"snr": snr, "objects_kept": kept, "swapped_followed": followed}
@@ -137,6 +177,7 @@ def main(argv=None) -> None:
                     "num_scenes": args.num_scenes,
                     "seed": args.seed,
                     "results": table,
+                    "decoder_control": {str(sigma): kept for sigma, kept in control.items()},
                 },
                 f,
             )
