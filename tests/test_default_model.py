@@ -20,10 +20,10 @@ IN_DISTRIBUTION_FLOOR = {"overall": 0.08, "color_only": 0.7}
 VAE_IMAGES = 64
 VAE_FLOOR = {"psnr_db": 34.0, "objects_kept": 0.85}
 # The inpainting variant on INPAINT_CASES cases of the inpainting check (seed 0, its default settings):
-# measured 0.31 (5 of 16: the asked object inside the mask) with the rest of the image kept in all 16 (the
-# previous default's variant: 0.25).
+# measured 0.38 (6 of 16: the asked object inside the mask) with the rest of the image kept in all 16 (the
+# previous default variants: 0.31, 0.25).
 INPAINT_CASES = 16
-INPAINT_FLOOR = {"inpainting": 0.12, "outside_unchanged": 0.9}
+INPAINT_FLOOR = {"inpainting": 0.18, "outside_unchanged": 0.9}
 MAX_DEFAULT_MODEL_MB = 50
 
 
