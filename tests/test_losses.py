@@ -91,6 +91,18 @@ def test_edge_mask_marks_both_sides_of_an_outline_in_latents():
     assert not losses.edge_mask(latents, threshold=3.5).any()  # a threshold above the step marks nothing
 
 
+def test_edge_cell_weights_only_below_the_max_timestep():
+    latents = torch.zeros(2, 4, 8, 8)
+    latents[:, 2, 2:5, 2:5] = 3.0
+    edges = losses.edge_mask(latents, threshold=1.5)
+    t = torch.tensor([100, 700])
+    every = losses.edge_cell_weights(latents, t, 9.0, 1.5)  # max_timestep 0: every timestep
+    assert torch.equal(every, 1 + 9 * edges)
+    low = losses.edge_cell_weights(latents, t, 9.0, 1.5, max_timestep=500)
+    assert torch.equal(low[0], every[0])  # t = 100 < 500: the outline weighs 10
+    assert torch.equal(low[1], torch.ones(1, 8, 8))  # t = 700: every cell weighs 1
+
+
 def test_kl_divergence_by_hand():
     # one latent value: mean 1, logvar 0 -> 0.5 * (1 + 1 - 1 - 0) = 0.5; mean 0, logvar log 2 -> 0.5 * (2 - 1 - ln 2)
     mean = torch.tensor([1.0, 0.0]).reshape(2, 1, 1, 1)

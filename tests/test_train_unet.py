@@ -342,12 +342,14 @@ def test_a_bad_timestep_sampling_is_refused_before_any_work(tmp_path, bad):
     assert not (tmp_path / "cache").exists(), "the error must come before any work"
 
 
-@pytest.mark.parametrize("bad", ["edge_weight=-1", "edge_threshold=0"])
+@pytest.mark.parametrize("bad", ["edge_weight=-1", "edge_threshold=0", "edge_max_timestep=-1"])
 def test_a_bad_edge_weighting_is_refused_before_any_work(tmp_path, bad):
     config = load_config(
         unet_trainer.UNetTrainConfig, config_file("train", "smoke-unet"), [f"output_dir={tmp_path}", bad]
     )
-    with pytest.raises(ValueError, match="edge_weight must be >= 0 .* and edge_threshold > 0"):
+    with pytest.raises(
+        ValueError, match="edge_weight must be >= 0 .*, edge_threshold > 0 and edge_max_timestep >= 0"
+    ):
         unet_trainer.train(config)
     assert not (tmp_path / "cache").exists(), "the error must come before any work"
 

@@ -140,6 +140,22 @@ def edge_mask(images: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
     return (spread.amax(1, keepdim=True) > threshold).to(images.dtype)
 
 
+def edge_cell_weights(
+    latents: torch.Tensor,
+    timesteps: torch.Tensor,
+    edge_weight: float,
+    threshold: float,
+    max_timestep: int = 0,
+) -> torch.Tensor:
+    """Cell weights of the diffusion loss, (B, 1, H, W): 1 + `edge_weight` on the outline cells of the clean
+    `latents` (`edge_mask`), 1 elsewhere; with `max_timestep` > 0, samples noised at `timesteps` >= it weigh
+    every cell 1."""
+    mask = edge_mask(latents, threshold)
+    if max_timestep:
+        mask = mask * (timesteps < max_timestep).to(mask.dtype).view(-1, 1, 1, 1)
+    return 1 + edge_weight * mask
+
+
 def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, exp(logvar)) || N(0, 1)) summed over C, H, W, per sample: (B, C, h, w) -> (B,)."""
     return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1)

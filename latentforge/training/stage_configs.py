@@ -174,6 +174,10 @@ class UNetTrainConfig(TrainConfig):
     # cells of a mostly flat latent, so a plain mean spends most of the loss on backgrounds and interiors.
     edge_weight: float = 0.0
     edge_threshold: float = 1.5
+    # The outline weighting applies to timesteps below this one only (0 = every timestep). At the noisiest
+    # steps, where the layout and the number of objects are decided, it makes a spurious object on the
+    # background cheap (background cells weigh 1 against 1 + edge_weight); below, the outlines are drawn.
+    edge_max_timestep: int = 0
     caption_dropout: float = 0.1  # fraction of captions replaced by "" (needed for classifier-free guidance)
     # Train the text encoder with the U-Net (full training only), as kohya's and diffusers' DreamBooth
     # scripts can: the diffusion loss then also separates words the text encoder's own training left close.

@@ -98,10 +98,11 @@ def check_config(config: UNetTrainConfig) -> None:
         )
     if config.text_encoder_lr < 0 or config.lora.text_encoder_lr < 0:
         raise ValueError("text_encoder_lr and lora.text_encoder_lr must be >= 0 (0 = optim.learning_rate)")
-    if config.edge_weight < 0 or config.edge_threshold <= 0:
+    if config.edge_weight < 0 or config.edge_threshold <= 0 or config.edge_max_timestep < 0:
         raise ValueError(
-            f"edge_weight must be >= 0 (0 = off) and edge_threshold > 0, got edge_weight={config.edge_weight}, "
-            f"edge_threshold={config.edge_threshold}"
+            f"edge_weight must be >= 0 (0 = off), edge_threshold > 0 and edge_max_timestep >= 0 (0 = every "
+            f"timestep), got edge_weight={config.edge_weight}, edge_threshold={config.edge_threshold}, "
+            f"edge_max_timestep={config.edge_max_timestep}"
         )
     if config.inpaint_variant and config.lora.rank:
         raise ValueError(
@@ -179,7 +180,9 @@ def diffusion_loss(
         else None
     )
     cells = (
-        1 + config.edge_weight * losses.edge_mask(latents, config.edge_threshold)
+        losses.edge_cell_weights(
+            latents, t, config.edge_weight, config.edge_threshold, config.edge_max_timestep
+        )
         if config.edge_weight
         else None
     )
