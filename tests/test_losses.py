@@ -103,6 +103,39 @@ def test_edge_cell_weights_only_below_the_max_timestep():
     assert torch.equal(low[1], torch.ones(1, 8, 8))  # t = 700: every cell weighs 1
 
 
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_predicted_sample_matches_diffusers_pred_original_sample(prediction_type):
+    scheduler = DDPMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        prediction_type=prediction_type,
+        clip_sample=False,  # diffusers clips x0 to [-1, 1] by default; the loss uses it unclipped
+    )
+    g = torch.Generator().manual_seed(0)
+    noisy, pred = torch.randn(1, 4, 3, 3, generator=g), torch.randn(1, 4, 3, 3, generator=g)
+    for t in (0, 500, 999):
+        ours = losses.predicted_sample(noisy, pred, scheduler.alphas_cumprod[[t]], prediction_type)
+        theirs = scheduler.step(pred, t, noisy, generator=g).pred_original_sample
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_edge_cell_weights_also_weigh_the_predicted_outlines():
+    latents = torch.zeros(1, 4, 8, 8)
+    latents[0, 2, 1:3, 1:3] = 3.0  # the object that is there: outline band rows/columns 0-3
+    predicted = latents.clone()
+    predicted[0, 0, 6, 6] = -2.0  # a blob the model drew on the background: band rows/columns 5-7
+    cells = losses.edge_cell_weights(latents, torch.tensor([999]), 4.0, 1.5, predicted=predicted)[0, 0]
+    expected = torch.ones(8, 8)
+    expected[0:4, 0:4] = 5
+    expected[5:8, 5:8] = 5
+    assert torch.equal(cells, expected)
+    assert torch.equal(
+        losses.edge_cell_weights(latents, torch.tensor([999]), 4.0, 1.5, predicted=latents),
+        losses.edge_cell_weights(latents, torch.tensor([999]), 4.0, 1.5),
+    )
+
+
 def test_kl_divergence_by_hand():
     # one latent value: mean 1, logvar 0 -> 0.5 * (1 + 1 - 1 - 0) = 0.5; mean 0, logvar log 2 -> 0.5 * (2 - 1 - ln 2)
     mean = torch.tensor([1.0, 0.0]).reshape(2, 1, 1, 1)

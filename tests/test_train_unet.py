@@ -354,12 +354,25 @@ def test_a_bad_edge_weighting_is_refused_before_any_work(tmp_path, bad):
     assert not (tmp_path / "cache").exists(), "the error must come before any work"
 
 
+def test_edge_predicted_without_an_edge_weight_is_refused_before_any_work(tmp_path):
+    config = load_config(
+        unet_trainer.UNetTrainConfig,
+        config_file("train", "smoke-unet"),
+        [f"output_dir={tmp_path}", "edge_predicted=true"],
+    )
+    with pytest.raises(
+        ValueError, match="edge_predicted=true weighs outlines by edge_weight: set edge_weight > 0"
+    ):
+        unet_trainer.train(config)
+    assert not (tmp_path / "cache").exists(), "the error must come before any work"
+
+
 def test_edge_weighting_weighs_the_error_on_outline_cells(tmp_path, monkeypatch):
     """The same prediction error counts edge_weight + 1 times on an outline cell of the clean latents: an
     error only there raises the loss by that factor against an error of the same size on a flat cell."""
     monkeypatch.setattr(torch, "randn_like", torch.zeros_like)  # no noise: the epsilon target is 0
 
-    def loss_with(error_cell: tuple[int, int], *overrides: str) -> float:
+    def loss_with(error_cell: tuple[int, int], *overrides: str, size: float = 1.0) -> float:
         config = load_config(
             unet_trainer.UNetTrainConfig,
             config_file("train", "smoke-unet"),
@@ -369,7 +382,7 @@ def test_edge_weighting_weighs_the_error_on_outline_cells(tmp_path, monkeypatch)
         latents = torch.zeros(1, 4, 8, 8)
         latents[0, 1, 2:5, 2:5] = 3.0  # outline cells: the band around rows/columns 2-4
         error = torch.zeros_like(latents)
-        error[0, 0, error_cell[0], error_cell[1]] = 1.0
+        error[0, 0, error_cell[0], error_cell[1]] = size
 
         def unet(model_input, t, embeds):  # predicts the (zero) noise right but at one cell
             return SimpleNamespace(sample=error)
@@ -382,7 +395,12 @@ def test_edge_weighting_weighs_the_error_on_outline_cells(tmp_path, monkeypatch)
     plain = loss_with((1, 1))
     assert loss_with((7, 7)) == pytest.approx(plain)  # no weighting: the cell does not matter
     edge, flat = loss_with((1, 1), "edge_weight=4"), loss_with((7, 7), "edge_weight=4")
-    assert edge == pytest.approx(5 * flat)
+    assert edge == pytest.approx(5 * flat) and flat == pytest.approx(1 / (4 * (64 + 4 * 24)))
+    # with edge_predicted, the prediction's own outline counts: an error of 100 on the flat cell (7, 7) makes
+    # the implied clean latents step there (by >= 100 * sqrt(beta_0) > 1.5 at any timestep), so its 2x2
+    # corner neighbourhood joins the 24 outline cells: the cell weighs 5, over 4 * (64 + 4 * 28) in all
+    drawn = loss_with((7, 7), "edge_weight=4", "edge_predicted=true", size=100)
+    assert drawn == pytest.approx(100**2 * 5 / (4 * (64 + 4 * 28)))
 
 
 def test_two_processes_under_accelerate_launch_end_with_equal_weights(tmp_path):

@@ -44,6 +44,20 @@ def diffusion_target(
     return a.sqrt() * noise - (1 - a).sqrt() * latents
 
 
+def predicted_sample(
+    noisy: torch.Tensor, pred: torch.Tensor, alphas_cumprod_t: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
+    """The clean latents x0 that the model's prediction `pred` implies for the noisy latents x_t = `noisy`
+    (DDPM eq. 15; for v: x0 = sqrt(a) * x_t - sqrt(1 - a) * v, Salimans & Ho 2022 §4); same shape."""
+    _check_prediction_type(prediction_type)
+    if prediction_type == "sample":
+        return pred
+    a = _per_sample(alphas_cumprod_t.to(pred.dtype), pred)
+    if prediction_type == "epsilon":
+        return (noisy - (1 - a).sqrt() * pred) / a.sqrt()
+    return a.sqrt() * noisy - (1 - a).sqrt() * pred
+
+
 def snr(alphas_cumprod_t: torch.Tensor) -> torch.Tensor:
     """Signal-to-noise ratio alpha_bar / (1 - alpha_bar) of each timestep; (B,) -> (B,)."""
     return alphas_cumprod_t / (1 - alphas_cumprod_t)
@@ -146,11 +160,15 @@ def edge_cell_weights(
     edge_weight: float,
     threshold: float,
     max_timestep: int = 0,
+    predicted: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cell weights of the diffusion loss, (B, 1, H, W): 1 + `edge_weight` on the outline cells of the clean
-    `latents` (`edge_mask`), 1 elsewhere; with `max_timestep` > 0, samples noised at `timesteps` >= it weigh
-    every cell 1."""
+    `latents` (`edge_mask`), 1 elsewhere; with `predicted` (the model's own clean latents, `predicted_sample`),
+    also on its outline cells, so that an object drawn where there is none weighs as an outline; with
+    `max_timestep` > 0, samples noised at `timesteps` >= it weigh every cell 1."""
     mask = edge_mask(latents, threshold)
+    if predicted is not None:
+        mask = torch.maximum(mask, edge_mask(predicted.detach().to(latents.dtype), threshold))
     if max_timestep:
         mask = mask * (timesteps < max_timestep).to(mask.dtype).view(-1, 1, 1, 1)
     return 1 + edge_weight * mask

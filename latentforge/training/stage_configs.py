@@ -178,6 +178,9 @@ class UNetTrainConfig(TrainConfig):
     # steps, where the layout and the number of objects are decided, it makes a spurious object on the
     # background cheap (background cells weigh 1 against 1 + edge_weight); below, the outlines are drawn.
     edge_max_timestep: int = 0
+    # Also weigh the outline cells of the model's own clean prediction (x0 from its output, detached): a blob
+    # the model draws on the background then costs as much as a missed outline, not the background's 1.
+    edge_predicted: bool = False
     caption_dropout: float = 0.1  # fraction of captions replaced by "" (needed for classifier-free guidance)
     # Train the text encoder with the U-Net (full training only), as kohya's and diffusers' DreamBooth
     # scripts can: the diffusion loss then also separates words the text encoder's own training left close.

@@ -104,6 +104,8 @@ def check_config(config: UNetTrainConfig) -> None:
             f"timestep), got edge_weight={config.edge_weight}, edge_threshold={config.edge_threshold}, "
             f"edge_max_timestep={config.edge_max_timestep}"
         )
+    if config.edge_predicted and not config.edge_weight:
+        raise ValueError("edge_predicted=true weighs outlines by edge_weight: set edge_weight > 0 (e.g. 64)")
     if config.inpaint_variant and config.lora.rank:
         raise ValueError(
             "inpaint_variant=true needs full training: LoRA adapters would leave the new mask and masked-image "
@@ -165,7 +167,8 @@ def diffusion_loss(
         config.logit_std,
         latents.device,
     )
-    model_input = noise_scheduler.add_noise(latents, noise, t)
+    noisy = noise_scheduler.add_noise(latents, noise, t)
+    model_input = noisy
     if components.is_inpaint:
         masks = random_masks(len(t), *pixels.shape[-2:], config.inpaint_full_mask_fraction, latents.device)
         cond = inpaint_conditioning(components.vae, pixels, masks, components.vae_scale_factor)
@@ -179,13 +182,14 @@ def diffusion_loss(
         if config.snr_gamma
         else None
     )
-    cells = (
-        losses.edge_cell_weights(
-            latents, t, config.edge_weight, config.edge_threshold, config.edge_max_timestep
+    cells = None
+    if config.edge_weight:
+        predicted = (
+            losses.predicted_sample(noisy, pred, alphas, prediction_type) if config.edge_predicted else None
         )
-        if config.edge_weight
-        else None
-    )
+        cells = losses.edge_cell_weights(
+            latents, t, config.edge_weight, config.edge_threshold, config.edge_max_timestep, predicted
+        )
     return losses.weighted_mse(pred, target, weights, cells)
 
 
