@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
     done.write_text(json.dumps({**plan, "scores": scores}, indent=2))
     print(f"ablation {args.name}: overall {scores['in_distribution/overall']:.3f} in distribution, "
           f"{scores['held_out/overall']:.3f} held out (clean shapes {scores['in_distribution/clean_shapes']:.3f}"
-          f" / {scores['held_out/clean_shapes']:.3f}, object fit {scores['in_distribution/object_fit']:.3f} / "
+          f" / {scores['held_out/clean_shapes']:.3f}, exact count {scores.get('in_distribution/exact_count', math.nan):.3f} / "
+          f"{scores.get('held_out/exact_count', math.nan):.3f}, object fit {scores['in_distribution/object_fit']:.3f} / "
           f"{scores['held_out/object_fit']:.3f}) -> {table}")  # fmt: skip
 
 

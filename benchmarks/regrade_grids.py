@@ -5,7 +5,7 @@ A compositional report keeps its prompts (the JSON rows) and the first images in
 written before a reading existed (`clean_shapes`, `object_fit`) can be compared with new ones, model by
 model, on the same prompts and seeds. Each argument is LABEL=FOLDER[,FOLDER...] (the reports of one model,
 one per eval seed); one line per label: images, objects, object fit, share of objects fitting at least
-CLEAN_MIN_FIT, clean shapes, and on the single-object prompts the objects read per image and the share of
+CLEAN_MIN_FIT, clean shapes, exact count (as many objects as named), and on the single-object prompts the objects read per image and the share of
 images with exactly one (spurious extra objects fail those prompts however well each is drawn).
 
     python benchmarks/regrade_grids.py recipe-1500=runs/ablations/recipe-1500/eval-seed0,runs/ablations/recipe-1500/eval-seed1
@@ -43,7 +43,7 @@ def grid_images(folder: Path, name: str = "compositional") -> tuple[list[dict], 
 
 
 def regrade(folders: list[Path]) -> dict[str, float]:
-    """Images, objects, object fit, share of objects with fit >= CLEAN_MIN_FIT, clean shapes, and objects per
+    """Images, objects, object fit, share of objects with fit >= CLEAN_MIN_FIT, clean shapes, exact count, and objects per
     image and share with exactly one on single-object prompts, over the grids of `folders`."""
     prompts, images = [], []
     for folder in folders:
@@ -59,6 +59,7 @@ def regrade(folders: list[Path]) -> dict[str, float]:
         "object_fit": float(np.mean(fits)) if fits else 0.0,
         "clean_objects": float(np.mean(np.array(fits) >= CLEAN_MIN_FIT)) if fits else 0.0,
         "clean_shapes": float(np.mean(result.clean)) if images else 0.0,
+        "exact_count": float(np.mean(result.exact)) if images else 0.0,
         "single_objects": float(np.mean(single)) if single else 0.0,
         "single_exactly_one": float(np.mean(np.array(single) == 1)) if single else 0.0,
     }
@@ -76,7 +77,7 @@ def main(argv=None) -> None:
         print(
             f"{label}: {scores['images']} images, {scores['objects']} objects, object fit "
             f"{scores['object_fit']:.3f}, objects fitting >= {CLEAN_MIN_FIT} {scores['clean_objects']:.3f}, "
-            f"clean shapes {scores['clean_shapes']:.3f}; single-object prompts: "
+            f"clean shapes {scores['clean_shapes']:.3f}, exact count {scores['exact_count']:.3f}; single-object prompts: "
             f"{scores['single_objects']:.2f} objects per image, exactly one {scores['single_exactly_one']:.2f}"
         )
 

@@ -87,6 +87,7 @@ def test_ground_truth_renders_of_the_prompt_set_score_at_least_098(size):
         scores = result.summary()[split]
         assert scores["overall"] >= 0.98 and scores["color_only"] >= 0.98, (split, scores)
         assert scores["clean_shapes"] >= 0.98 and scores["object_fit"] >= 0.97, (split, scores)
+        assert scores["exact_count"] >= scores["clean_shapes"], (split, scores)
         assert min(scores.values()) >= 0.875, (split, scores)  # at most one miss of 8 per category
     # the same images scored against other prompts: the scorer must tell them apart
     shuffled = images[1:] + images[:1]
@@ -146,7 +147,7 @@ def test_pure_noise_scores_near_zero():
         assert sum(len(d.objects) for d in result.detections) <= 2
         scores = result.summary()["in_distribution"]
         assert scores["overall"] <= 0.05 and scores["color_only"] <= 0.05, scores
-        assert scores["clean_shapes"] <= 0.05, scores
+        assert scores["clean_shapes"] <= 0.05 and scores["exact_count"] <= 0.05, scores
 
 
 def test_antialiased_edge_rings_are_not_objects():

@@ -29,8 +29,8 @@ def test_compositional_command_writes_a_report(tiny_model, tmp_path, capsys):
     args = ["eval", "compositional", "--model", str(tiny_model), "--num-prompts", "1", "--steps", "1"]
     assert main([*args, "-o", str(out), "--config", "quick", "batch_size=6"]) == 0
     metrics = _metrics(out / "compositional.json")
-    # per split: 6 categories, overall, color_only, clean_shapes, object_fit
-    assert len(metrics) == 20 and all(0.0 <= v <= 1.0 for v in metrics.values())
+    # per split: 6 categories, overall, color_only, clean_shapes, exact_count, object_fit
+    assert len(metrics) == 22 and all(0.0 <= v <= 1.0 for v in metrics.values())
     settings = json.loads((out / "compositional.json").read_text())["settings"]
     # flags beat the config file (quick.yaml sets num_prompts 8 and steps 10), KEY=VALUE applies too
     assert (settings["num_prompts"], settings["steps"], settings["batch_size"]) == (1, 1, 6)

@@ -13,6 +13,7 @@ from latentforge.evaluation.compositional import (
     CompositionalResult,
     colors_follow_prompt,
     compositional_report,
+    count_is_exact,
     evaluate_compositional,
     make_prompt_set,
     score_detection,
@@ -136,6 +137,11 @@ def test_clean_shapes_reading_counts_clean_objects_of_any_shape_and_colour():
     assert clean("three red circles", *[("red", "circle", 0.95)] * 3)
     assert not clean("three red circles", *[("red", "circle", 0.95)] * 4)
     assert not clean("a red circle")
+    # exact_count: the number alone, however ragged or misnamed the objects
+    exact = Detection("white", (DetectedObject("star", "green", (0, 0, 9, 9), 81, 0.3),) * 2)
+    assert count_is_exact(CompositionalPrompt("a red circle and a blue star", "two_objects"), exact)
+    assert not count_is_exact(CompositionalPrompt("a red circle", "single_object"), exact)  # a spurious blob
+    assert not count_is_exact(CompositionalPrompt("three red circles", "counting"), exact)
     # object_fit: the mean fit of every object detected in the split (0 when nothing is found)
     prompts = [CompositionalPrompt("a red circle", "single_object")] * 2
     detections = [
@@ -143,9 +149,10 @@ def test_clean_shapes_reading_counts_clean_objects_of_any_shape_and_colour():
         Detection("white", (DetectedObject("star", "red", (0, 0, 9, 9), 81, 0.5),) * 2),
     ]
     result = CompositionalResult(prompts, [True, False], detections=detections)
-    result.color_correct, result.clean = [True, True], [True, False]
+    result.color_correct, result.clean, result.exact = [True, True], [True, False], [True, False]
     scores = result.accuracy()
     assert scores["object_fit"] == pytest.approx((0.9 + 0.5 + 0.5) / 3) and scores["clean_shapes"] == 0.5
+    assert scores["exact_count"] == 0.5
     result.detections = [Detection("white", ())] * 2
     assert result.accuracy()["object_fit"] == 0.0
 
@@ -183,6 +190,7 @@ def test_tiny_random_model_end_to_end(tiny_pipeline):
     ]
     assert len(report.rows) == 12 and report.marks == result.correct
     assert [r["colors_ok"] for r in report.rows] == result.color_correct
+    assert [r["count_exact"] for r in report.rows] == result.exact and len(result.exact) == 12
 
 
 def test_errors_name_the_argument():

@@ -22,6 +22,9 @@ outside the overall, asks whether the model draws clean, separate shapes of any 
 many objects as the prompt names, each close to an ideal circle, square, triangle or star (its `fit`, see
 the detector). A model must draw clean shapes before it can draw the named ones; this tracks the first.
 "object_fit", the mean fit of every object detected in a split's images (0 if none), moves before it does.
+"exact_count" asks only that the detector find as many objects as the prompt names, whatever they look like:
+GenEval's rules (">= 1 circle") let spurious extra objects pass, and each extra blob is one more chance to
+draw a named shape, so a model that scatters blobs scores higher on them than one that draws one object.
 Prompts whose colour-shape pairs were held out of training (`HELD_OUT_PAIRS`) form a second, separately
 scored set of the same six categories: it measures composition of a colour and a shape never seen together.
 """
@@ -47,7 +50,7 @@ CATEGORIES = ("single_object", "two_objects", "counting", "colors", "position", 
 # unnamed), so a prompt with a white object names a plain background that differs from its objects.
 _PLAIN_FOR_WHITE = ("black", "gray")
 # readings of every image of a split, beside the categories
-OUTSIDE_OVERALL = ("color_only", "clean_shapes", "object_fit")
+OUTSIDE_OVERALL = ("color_only", "clean_shapes", "exact_count", "object_fit")
 
 
 @dataclass(frozen=True)
@@ -146,11 +149,16 @@ def colors_follow_prompt(prompt: CompositionalPrompt, detection: Detection) -> b
     )
 
 
+def count_is_exact(prompt: CompositionalPrompt, detection: Detection) -> bool:
+    """The count-only reading of an image: the detector finds as many objects as the prompt names, of any
+    shape, colour and fit."""
+    return len(detection.objects) == sum(group.count for group in prompt.spec.objects)
+
+
 def shapes_are_clean(prompt: CompositionalPrompt, detection: Detection) -> bool:
     """The shape-only reading of an image: as many objects as the prompt names, each a cleanly drawn shape of
     any kind (fit >= CLEAN_MIN_FIT), whatever their colours and classes."""
-    wanted = sum(group.count for group in prompt.spec.objects)
-    return len(detection.objects) == wanted and all(o.fit >= CLEAN_MIN_FIT for o in detection.objects)
+    return count_is_exact(prompt, detection) and all(o.fit >= CLEAN_MIN_FIT for o in detection.objects)
 
 
 def score_detection(prompt: CompositionalPrompt, detection: Detection) -> tuple[bool, str]:
@@ -184,11 +192,13 @@ class CompositionalResult:
     detections: list[Detection] = field(default_factory=list)
     color_correct: list[bool] = field(default_factory=list)  # colors_follow_prompt per image
     clean: list[bool] = field(default_factory=list)  # shapes_are_clean per image
+    exact: list[bool] = field(default_factory=list)  # count_is_exact per image
 
     def accuracy(self, held_out: bool = False) -> dict[str, float]:
         """Accuracy per category (in [0, 1]), "overall" (the mean over categories, as GenEval), and outside
         the overall over the split's images: "color_only" (colors_follow_prompt), "clean_shapes"
-        (shapes_are_clean) and "object_fit" (the mean fit of the objects detected, 0 if none)."""
+        (shapes_are_clean), "exact_count" (count_is_exact) and "object_fit" (the mean fit of the objects
+        detected, 0 if none)."""
         scores: dict[str, float] = {}
         for category in CATEGORIES:
             hits = [
@@ -199,7 +209,12 @@ class CompositionalResult:
             if hits:
                 scores[category] = float(np.mean(hits))
         scores["overall"] = float(np.mean(list(scores.values()))) if scores else float("nan")
-        for name, per_image in (("color_only", self.color_correct), ("clean_shapes", self.clean)):
+        per_image_readings = (
+            ("color_only", self.color_correct),
+            ("clean_shapes", self.clean),
+            ("exact_count", self.exact),
+        )
+        for name, per_image in per_image_readings:
             hits = [c for p, c in zip(self.prompts, per_image) if p.held_out == held_out]
             if hits:
                 scores[name] = float(np.mean(hits))
@@ -234,6 +249,7 @@ def score_images(
         result.detections.append(detection)
         result.color_correct.append(colors_follow_prompt(prompt, detection))
         result.clean.append(shapes_are_clean(prompt, detection))
+        result.exact.append(count_is_exact(prompt, detection))
     return result
 
 
@@ -269,9 +285,10 @@ def compositional_report(
             "reason": r,
             "colors_ok": k,
             "shapes_clean": clean,
+            "count_exact": exact,
         }
-        for p, c, r, k, clean in zip(
-            result.prompts, result.correct, result.reasons, result.color_correct, result.clean
+        for p, c, r, k, clean, exact in zip(
+            result.prompts, result.correct, result.reasons, result.color_correct, result.clean, result.exact
         )
     ]
     return Report(
