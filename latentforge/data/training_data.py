@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 BUILTIN = ("shapes", "emoji")
 
 
-def _load_one(source: str, config: DataConfig) -> datasets.Dataset:
+def _load_one(source: str, config: DataConfig, extra: tuple[str, ...] = ()) -> datasets.Dataset:
     builtin = source.partition(":")[0] in BUILTIN and ":" not in source
     params = (
         {"num_samples": config.num_samples, "seed": config.seed, "size": config.resolution}
@@ -30,13 +30,18 @@ def _load_one(source: str, config: DataConfig) -> datasets.Dataset:
     data = load_image_text_dataset(
         source, config.image_column, config.caption_column, config.split, params=params
     )
-    return data.select_columns([config.image_column, config.caption_column])
+    keep = [c for c in extra if c in data.column_names]
+    return data.select_columns([config.image_column, config.caption_column, *keep])
 
 
-def load_splits(config: DataConfig) -> tuple[datasets.Dataset, datasets.Dataset]:
+def load_splits(
+    config: DataConfig, extra_columns: tuple[str, ...] = ()
+) -> tuple[datasets.Dataset, datasets.Dataset]:
     """(train, held_out) `datasets.Dataset`s of `config`; the split is a function of `config.seed`.
 
-    `dataset` may join sources with "+" ("shapes + emoji"): each built-in one gives num_samples pairs."""
+    `dataset` may join sources with "+" ("shapes + emoji"): each built-in one gives num_samples pairs.
+    `extra_columns` are kept beside the image and caption where every source has them (the shapes data's
+    `scene`, its ground truth)."""
     import datasets
 
     if config.shards:
@@ -45,7 +50,10 @@ def load_splits(config: DataConfig) -> tuple[datasets.Dataset, datasets.Dataset]
         )
     if not 0 <= config.held_out_fraction < 1:
         raise ValueError(f"data.held_out_fraction must be in [0, 1), got {config.held_out_fraction}")
-    parts = [_load_one(source.strip(), config) for source in config.dataset.split("+")]
+    parts = [_load_one(source.strip(), config, extra_columns) for source in config.dataset.split("+")]
+    if len(parts) > 1 and extra_columns:  # a column joins only if every source has it
+        common = set.intersection(*(set(part.column_names) for part in parts))
+        parts = [part.select_columns([c for c in part.column_names if c in common]) for part in parts]
     data = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     n_held = min(config.max_held_out, round(len(data) * config.held_out_fraction))
     if config.held_out_fraction > 0:

@@ -181,6 +181,12 @@ class UNetTrainConfig(TrainConfig):
     # Also weigh the outline cells of the model's own clean prediction (x0 from its output, detached): a blob
     # the model draws on the background then costs as much as a missed outline, not the background's 1.
     edge_predicted: bool = False
+    # Built-in shapes data only: a small head predicts from the U-Net's features at shape_map_layer which shape
+    # (or the background) covers each latent cell of the clean image, and its cross-entropy times this weight
+    # joins the loss (0 = off; `training.shape_maps`): the features must tell the shapes apart, not only the
+    # colours. The head is not exported.
+    shape_map_weight: float = 0.0
+    shape_map_layer: str = "down_blocks.1.attentions.1"
     caption_dropout: float = 0.1  # fraction of captions replaced by "" (needed for classifier-free guidance)
     # Train the text encoder with the U-Net (full training only), as kohya's and diffusers' DreamBooth
     # scripts can: the diffusion loss then also separates words the text encoder's own training left close.

@@ -34,8 +34,9 @@ from latentforge.training.dreambooth import (
 from latentforge.training.inpaint_masks import inpaint_conditioning, random_masks, widen_to_inpaint
 from latentforge.training.optimization import OptimizerUpdate, make_ema, make_optimizer
 from latentforge.training.run import Backward, Trainer, TrainingRun, train_loop
+from latentforge.training.shape_maps import ShapeMapLoss
 from latentforge.training.stage_configs import UNetTrainConfig
-from latentforge.training.trained_models import trained_models
+from latentforge.training.trained_models import trained_models, trains_text_encoder
 from latentforge.training.unet_data import UNetData, cached_data, check_streaming, streamed_data
 from latentforge.training.unet_export import export_unet_run
 from latentforge.training.validation import log_validation_images
@@ -106,6 +107,19 @@ def check_config(config: UNetTrainConfig) -> None:
         )
     if config.edge_predicted and not config.edge_weight:
         raise ValueError("edge_predicted=true weighs outlines by edge_weight: set edge_weight > 0 (e.g. 64)")
+    if config.shape_map_weight < 0:
+        raise ValueError(f"shape_map_weight must be >= 0 (0 = off), got {config.shape_map_weight}")
+    if config.shape_map_weight and (
+        config.data.shards
+        or config.data.buckets
+        or config.data.random_flip
+        or config.dreambooth.instance_data
+    ):
+        raise ValueError(
+            "shape_map_weight > 0 reads each cached image's scene at the latents' cells: it needs the latent "
+            "cache of one square size without flips (data.shards and dreambooth.instance_data unset, "
+            "data.buckets=false, data.random_flip=false), or shape_map_weight=0"
+        )
     if config.inpaint_variant and config.lora.rank:
         raise ValueError(
             "inpaint_variant=true needs full training: LoRA adapters would leave the new mask and masked-image "
@@ -205,6 +219,11 @@ def train(config: UNetTrainConfig) -> Path:
         else cached_data(components, config, run)
     )
     models, groups = trained_models(components, config)
+    shape_map = None
+    if config.shape_map_weight:  # its head trains with the U-Net, in its checkpoints, not in the export
+        shape_map = ShapeMapLoss(components.unet, config.shape_map_layer, data.shape_targets)
+        models.append(shape_map.head.to(accelerator.device))
+        groups.append({"params": list(shape_map.head.parameters())})
     trainable = [p for group in groups for p in group["params"]]
     optimizer, scheduler = make_optimizer(groups, config.optim)
     # a shard loader is not a DataLoader: prepare hands it back as it is (it splits the shards itself)
@@ -213,7 +232,7 @@ def train(config: UNetTrainConfig) -> Path:
     run.checkpoints.register(scheduler, ema)
     run.resume(len(loader))
     trainer = Trainer(
-        train_step=_train_step(prepared, components, data, config),
+        train_step=_train_step(prepared, components, data, config, shape_map),
         updates=[OptimizerUpdate(optimizer, scheduler, trainable, ema)],
         prepared=prepared,
         saved=models,
@@ -228,14 +247,30 @@ def train(config: UNetTrainConfig) -> Path:
     return out
 
 
-def _train_step(prepared: list, components: Components, data: UNetData, config: UNetTrainConfig):
+def _train_step(
+    prepared: list,
+    components: Components,
+    data: UNetData,
+    config: UNetTrainConfig,
+    shape_map: ShapeMapLoss | None = None,
+):
     """One micro-batch -> the diffusion loss through `backward`; {"loss"}. With DreamBooth's prior
-    preservation, as many class images beside it: loss = instance + prior_loss_weight * prior."""
-    model, text_model = prepared[0], (prepared[1] if len(prepared) > 1 else None)
+    preservation, as many class images beside it: loss = instance + prior_loss_weight * prior. With
+    `shape_map`, loss = diffusion + shape_map_weight * shape map cross-entropy (both logged)."""
+    model = prepared[0]
+    text_model = prepared[1] if trains_text_encoder(config) else None
     noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)  # the training noise schedule
 
     def step(batch, backward: Backward) -> dict[str, torch.Tensor]:
         loss = diffusion_loss(model, components, noise_scheduler, data.inputs(batch, text_model), config)
+        if shape_map is not None:
+            aux = shape_map.loss(batch["index"], prepared[-1])
+            backward(loss + config.shape_map_weight * aux)
+            return {
+                "loss": loss.detach() + config.shape_map_weight * aux.detach(),
+                "diffusion_loss": loss.detach(),
+                "shape_map_loss": aux.detach(),
+            }
         if data.prior is None:
             backward(loss)
             return {"loss": loss.detach()}

@@ -15,6 +15,7 @@ from latentforge.models.components import Components
 from latentforge.training.dreambooth import draw_class_rows, dreambooth_images, uses_prior
 from latentforge.training.latent_cache import load_or_build_cache, sample_inputs
 from latentforge.training.run import TrainingRun
+from latentforge.training.shape_maps import cell_fractions, check_scenes
 from latentforge.training.stage_configs import UNetTrainConfig
 from latentforge.training.stream_encoding import stream_inputs
 from latentforge.training.trained_models import trains_text_encoder
@@ -43,6 +44,9 @@ class UNetData:
     size: tuple[int, int]  # (height, width) of the validation images
     summary: dict[str, Any]  # for the model card
     images: tuple[int, int]  # (training or instance images, class images)
+    shape_targets: Any = (
+        None  # shape_map_weight: (rows, classes, h, w) class shares per latent cell of each row
+    )
 
 
 def cached_data(components: Components, config: UNetTrainConfig, run: TrainingRun) -> UNetData:
@@ -51,8 +55,10 @@ def cached_data(components: Components, config: UNetTrainConfig, run: TrainingRu
     if config.dreambooth.instance_data:  # instance photos (+ class images)
         train_data, n_instance = dreambooth_images(accelerator, components, config, run.dir)
     else:
-        train_data = load_splits(config.data)[0]
+        train_data = load_splits(config.data, ("scene",) if config.shape_map_weight else ())[0]
         n_instance = len(train_data)
+        if config.shape_map_weight:
+            check_scenes(train_data)
     cache = load_or_build_cache(
         accelerator,
         components,
@@ -83,7 +89,12 @@ def cached_data(components: Components, config: UNetTrainConfig, run: TrainingRu
     }
     size = next(iter(cache.bucket_counts()))  # validation at the most used bucket's size
     images = (int(instance.sum()), int((~instance).sum()))
-    return UNetData(loader, inputs, prior if uses_prior(config.dreambooth) else None, size, summary, images)
+    targets = None
+    if config.shape_map_weight:
+        scenes = train_data.select(cache.index.cpu().tolist())["scene"]
+        targets = cell_fractions(scenes, tuple(cache.mean[0].shape[-2:])).to(accelerator.device)
+    prior = prior if uses_prior(config.dreambooth) else None
+    return UNetData(loader, inputs, prior, size, summary, images, targets)
 
 
 def streamed_data(accelerator, components: Components, config: UNetTrainConfig) -> UNetData:
