@@ -8,9 +8,12 @@ import datasets
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import load_file
 
 from latentforge.config_loader import load_config
+from latentforge.data.data_config import DataConfig
+from latentforge.data.training_data import load_splits
 from latentforge.models.components import Components
 from latentforge.resources import config_file
 from latentforge.training import unet as unet_trainer
@@ -134,3 +137,16 @@ def test_a_run_with_the_loss_trains_resumes_exactly_and_exports_no_head(tmp_path
     again = _train(resumed, "checkpoint.resume=latest")
     worst = max((straight[k] - again[k]).abs().max().item() for k in straight)
     assert worst <= 1e-6, f"resumed run differs from the straight run by {worst}"
+
+
+def test_the_scene_column_is_kept_only_where_every_source_has_it(tmp_path):
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "a.png")
+    (tmp_path / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": "a red photo"}) + "\n")
+    shapes = DataConfig(dataset="shapes", num_samples=3, resolution=32, held_out_fraction=0.0)
+    assert "scene" not in load_splits(shapes)[0].column_names  # only when asked for
+    check_scenes(load_splits(shapes, ("scene",))[0])
+    mixed = DataConfig(dataset=f"shapes + {tmp_path}", num_samples=3, resolution=32, held_out_fraction=0.0)
+    joined = load_splits(mixed, ("scene",))[0]
+    assert len(joined) == 4 and set(joined.column_names) == {"image", "text"}
+    with pytest.raises(ValueError, match="needs each image's scene"):
+        check_scenes(joined)
