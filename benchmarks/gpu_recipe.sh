@@ -7,7 +7,8 @@
 #   PROBE=1 bash benchmarks/gpu_recipe.sh OUT   # first: 40 steps of every stage, to time them (~2 min)
 #   bash benchmarks/gpu_recipe.sh OUT           # then the whole recipe (the same command resumes it)
 #
-# Environment: RECIPE (default default-model-gpu; the CPU test runs `smoke`), PROBE, EVAL_PROMPTS (prompts
+# Environment: RECIPE (default default-model-gpu; the CPU test runs `smoke`), PROBE, PROBE_STEPS (steps per stage
+# in probe mode, default 40), EVAL_PROMPTS (prompts
 # per category and seed, default 10), EVAL_VAE_IMAGES (default 512), EVAL_ARGS (extra `latentforge eval` flags, e.g. --device cpu).
 set -euo pipefail
 out="${1:?usage: bash benchmarks/gpu_recipe.sh OUT}"
@@ -26,7 +27,8 @@ PY
 }
 overrides=()
 if [[ "${PROBE:-0}" == 1 ]]; then
-  for stage in $(recipe_names stages); do overrides+=("$stage.optim.max_steps=40" "$stage.checkpoint.every_steps=0"); done
+  steps="${PROBE_STEPS:-40}"
+  for stage in $(recipe_names stages); do overrides+=("$stage.optim.max_steps=$steps" "$stage.checkpoint.every_steps=0"); done
 fi
 start=$(date +%s)
 latentforge train recipe --config "$recipe" -o "$out/run" "${overrides[@]}" 2>&1 | tee "$out/recipe.log" \

@@ -152,7 +152,8 @@ def test_a_recipe_under_several_processes_is_refused(monkeypatch, capsys):
 def test_gpu_recipe_script_runs_the_smoke_recipe_on_the_cpu(tmp_path):
     """benchmarks/gpu_recipe.sh end to end with RECIPE=smoke in probe mode: every stage timed, the model
     exported, both eval seeds and the VAE scored, all under the output folder (what a GPU run brings back)."""
-    env = {**os.environ, "RECIPE": "smoke", "PROBE": "1", "EVAL_PROMPTS": "1", "EVAL_VAE_IMAGES": "8"}
+    env = {**os.environ, "RECIPE": "smoke", "PROBE": "1", "PROBE_STEPS": "3", "EVAL_PROMPTS": "1"}
+    env |= {"EVAL_VAE_IMAGES": "8"}
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_recipe.sh"
     done = subprocess.run(["bash", str(script), str(tmp_path)], env=env | {"OMP_NUM_THREADS": "1"}, text=True,
                           capture_output=True)  # fmt: skip
@@ -161,7 +162,7 @@ def test_gpu_recipe_script_runs_the_smoke_recipe_on_the_cpu(tmp_path):
     assert [timed[i].rstrip(":") for i in range(0, len(timed), 3)] == ["vae", "unet", "unet-tail", "inpaint"]
     tail = json.loads((tmp_path / "run" / ".stages" / "unet-tail.done").read_text())["command"]
     assert tail.endswith(
-        "optim.max_steps=40 checkpoint.every_steps=0 checkpoint.resume=latest --config smoke-unet"
+        "optim.max_steps=3 checkpoint.every_steps=0 checkpoint.resume=latest --config smoke-unet"
     )
     for seed in (0, 1):
         assert (tmp_path / f"eval-compositional-seed{seed}" / "compositional.json").is_file()
