@@ -10,10 +10,11 @@ import torch
 from latentforge.cli import main as cli_main
 from latentforge.resources import DEFAULT_INPAINT_MODEL, DEFAULT_MODEL
 
-# Measured on this set (2 prompts per category x 2 images, seed 0, the model's default settings): overall
-# 0.17 and color_only 1.0 (a random model scores ~0 on both; the previous default models 0.17 and 0.96,
-# 0.083 and 1.0, 0.083 and 0.92, 0.29 and 0.75, 0.083 and 0.58). Floors are about half to two thirds of the measured numbers,
-# to allow for CPU/BLAS differences; one image more or less right moves overall by ~0.04 and color_only by ~0.04.
+# Measured on this set (2 prompts per category x 2 images, seed 0, the model's default settings): overall 0.17
+# and color_only 1.0 (a random model scores ~0 on both; the previous default models 0.17 and 0.96, 0.083 and
+# 1.0, 0.083 and 0.92, 0.29 and 0.75, 0.083 and 0.58). Floors are about half to two thirds of the measured
+# numbers, to allow for CPU/BLAS differences; one image more or less right moves overall by ~0.04 and
+# color_only by ~0.04.
 IN_DISTRIBUTION_FLOOR = {"overall": 0.08, "color_only": 0.7}
 # VAE on the first VAE_IMAGES held-out images (seed 0): measured 37.0 dB and objects_kept 0.94 (the previous
 # default model's VAE: 28.7 dB, 0.59).

@@ -88,11 +88,12 @@ def test_dreambooth_moves_toward_the_subject_and_prior_preservation_keeps_the_cl
         measured[name] = {"to_subject": to_subject(instance), "class_drift": drift(classes, base_class)}
     print("base to_subject", to_subject(base_instance), measured)
     # measured on 2 CPU cores with the default model: base 0.993; prior 0.867 (class drift 0.123); no prior
-    # 0.814 (class drift 0.206): prior preservation keeps the class 40% nearer the base model's and still moves the
-    # instance prompt toward the subject. (The previous default models: base 1.000, prior 0.997 (drift 0.022), no
-    # prior 0.846 (drift 0.585), their text encoder putting "a photo of sks cat" and "a photo of a cat" at cosine
-    # 0.987, so the prior traded almost all of the move for the class; before that base 0.984, prior 0.962, no
-    # prior 0.842.) Without training the distance is exactly the base's, so any drop is the training's.
+    # 0.814 (class drift 0.206): prior preservation keeps the class 40% nearer the base model's and still
+    # moves the instance prompt toward the subject. (The previous default models: base 1.000, prior 0.997
+    # (drift 0.022), no prior 0.846 (drift 0.585), their text encoder putting "a photo of sks cat" and "a
+    # photo of a cat" at cosine 0.987, so the prior traded almost all of the move for the class; before that
+    # base 0.984, prior 0.962, no prior 0.842.) Without training the distance is exactly the base's, so any
+    # drop is the training's.
     assert measured["no_prior"]["to_subject"] < to_subject(base_instance) - 0.05, measured
     assert measured["prior"]["to_subject"] <= to_subject(base_instance), measured
     assert measured["prior"]["class_drift"] < 0.75 * measured["no_prior"]["class_drift"], measured
