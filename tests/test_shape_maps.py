@@ -20,6 +20,7 @@ from latentforge.training import unet as unet_trainer
 from latentforge.training.shape_maps import (
     CLASSES,
     ShapeMapLoss,
+    cell_centers,
     cell_fractions,
     check_scenes,
     scene_class_map,
@@ -59,6 +60,56 @@ def test_scene_class_map_draws_each_object_with_its_class_in_its_box():
     assert classes[7, 4] == CLASSES.index("triangle") and classes[0, 0] == 0  # its base, not its corner
 
 
+def test_cell_centers_peak_once_per_object_at_its_centre():
+    scene = _scene(
+        ("circle", (0, 0, 16, 16)), ("star", (40, 40, 64, 64)), ("square", (42, 2, 50, 10)), size=64
+    )
+    heat = cell_centers([scene], (16, 16))[0, 0].float()
+    assert heat.min() >= 0 and heat.max() <= 1
+    peaks = heat == F.max_pool2d(heat[None, None], 3, stride=1, padding=1)[0, 0]
+    peaks &= heat > 0.5
+    rows, cols = peaks.nonzero().T
+    # the circle's centre (8, 8) px is the corner of cells 1-2: four cells tie, as do the star's (52, 52) px;
+    # the square's (46, 6) px is the middle of cell (1, 11)
+    assert sorted(zip(rows.tolist(), cols.tolist())) == [
+        (1, 1),
+        (1, 2),
+        (1, 11),
+        (2, 1),
+        (2, 2),
+        (12, 12),
+        (12, 13),
+        (13, 12),
+        (13, 13),
+    ]
+    assert heat[1, 11] == pytest.approx(1.0, abs=1e-3)
+    # a bigger object spreads wider: the star's heat two cells from its centre exceeds the circle's
+    assert heat[12, 15] > heat[1, 4] > 0
+    assert heat[8, 6] < 0.01  # far from every object
+
+
+def test_the_centre_term_adds_a_binary_cross_entropy_on_one_more_channel():
+    unet = Components.from_architecture("tiny", seed=0).unet
+    scene = _scene(("square", (0, 0, 8, 8)))
+    shares = cell_fractions([scene] * 2, (8, 8))
+    targets = torch.cat([shares, cell_centers([scene] * 2, (8, 8))], dim=1)
+    with pytest.raises(ValueError, match="targets have 5 channels, the head predicts 6"):
+        ShapeMapLoss(unet, "down_blocks.0", shares, centers_weight=2.0)
+    shape_map = ShapeMapLoss(unet, "down_blocks.0", targets, centers_weight=2.0)
+    assert shape_map.head.net[2].out_channels == len(CLASSES) + 1
+    size = unet.config.sample_size
+    text = torch.zeros(2, 3, unet.config.cross_attention_dim)
+    with torch.no_grad():
+        unet(torch.randn(2, unet.config.in_channels, size, size), torch.tensor([10, 500]), text)
+    features = shape_map._features
+    loss = shape_map.loss(torch.tensor([0, 1]))
+    logits = shape_map.head(features, (8, 8))
+    expected = soft_cross_entropy(logits[:, :-1], shares) + 2.0 * F.binary_cross_entropy_with_logits(
+        logits[:, -1:], targets[:, -1:].float()
+    )
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_soft_cross_entropy_matches_torch_for_soft_and_hard_targets():
     logits = torch.randn(2, 5, 3, 3)
     soft = torch.softmax(torch.randn(2, 5, 3, 3), dim=1)
@@ -96,12 +147,20 @@ def test_a_dataset_without_scenes_is_refused():
         check_scenes(data)
 
 
-@pytest.mark.parametrize("bad", ["data.random_flip=true", "shape_map_weight=-1"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "data.random_flip=true",
+        "shape_map_weight=-1",
+        "shape_map_centers=-1",
+        "shape_map_weight=0 shape_map_centers=1",
+    ],
+)
 def test_settings_the_loss_cannot_use_are_refused_before_any_work(tmp_path, bad):
     config = load_config(
         unet_trainer.UNetTrainConfig,
         config_file("train", "smoke-unet"),
-        [f"output_dir={tmp_path}", *SHAPE_MAP, bad],
+        [f"output_dir={tmp_path}", *SHAPE_MAP, *bad.split()],
     )
     with pytest.raises(ValueError, match="shape_map_weight"):
         unet_trainer.train(config)
@@ -137,6 +196,20 @@ def test_a_run_with_the_loss_trains_resumes_exactly_and_exports_no_head(tmp_path
     again = _train(resumed, "checkpoint.resume=latest")
     worst = max((straight[k] - again[k]).abs().max().item() for k in straight)
     assert worst <= 1e-6, f"resumed run differs from the straight run by {worst}"
+
+
+def test_a_run_with_the_centre_term_trains_a_head_with_one_more_output(tmp_path):
+    centers = _train(tmp_path / "centers", "shape_map_centers=1")
+    without = _train(tmp_path / "without")
+    assert max((centers[k] - without[k]).abs().max().item() for k in centers) > 1e-4, (
+        "the term changed nothing"
+    )
+    heads = [
+        load_file(f)
+        for f in (tmp_path / "centers" / "checkpoints" / "checkpoint-2").glob("model_*.safetensors")
+    ]
+    (head,) = [h for h in heads if "net.2.weight" in h]
+    assert head["net.2.weight"].shape[0] == len(CLASSES) + 1
 
 
 def test_the_scene_column_is_kept_only_where_every_source_has_it(tmp_path):

@@ -5,6 +5,11 @@ ground truth. Its cross-entropy is added to the diffusion loss, so the U-Net's f
 apart at every noise level, not only the colours that lower the MSE first: the idea of representation
 alignment (Yu et al. 2025, "REPA"), with the scene's own labels as the representation. The head trains with
 the U-Net and is checkpointed with it, but is not part of the exported model.
+
+With `shape_map_centers` > 0 the head also predicts where each object's centre lies (one more channel: a
+Gaussian heatmap per object, peak 1 at its centre, as CenterNet's, Zhou et al. 2019), trained with a binary
+cross-entropy of that weight: the class shares alone do not say how many objects there are, the centres do,
+so three scattered circles cost where one circle was asked for.
 """
 
 from __future__ import annotations
@@ -46,6 +51,32 @@ def cell_fractions(scenes: list[str], cells: tuple[int, int]) -> torch.Tensor:
     return F.adaptive_avg_pool2d(one_hot, cells).half()
 
 
+def cell_centers(scenes: list[str], cells: tuple[int, int]) -> torch.Tensor:
+    """(N, 1, h, w) float16 for `scenes` (JSON strings of the `scene` column): each object's Gaussian at its
+    box centre (sigma a sixth of its mean side, at least half a cell), peak 1, the maximum where objects meet,
+    read at the centres of the latent cells `cells` = (h, w)."""
+    h, w = cells
+    heat = torch.zeros(len(scenes), 1, h, w)
+    for i, text in enumerate(scenes):
+        scene = json.loads(text)
+        size = int(scene["size"])
+        ys = ((torch.arange(h) + 0.5) * size / h)[:, None]
+        xs = ((torch.arange(w) + 0.5) * size / w)[None, :]
+        for obj in scene["objects"]:
+            x0, y0, x1, y1 = obj["box"]
+            sigma = max((x1 - x0 + y1 - y0) / 12, 0.5 * size / min(h, w))
+            distance2 = (ys - (y0 + y1) / 2) ** 2 + (xs - (x0 + x1) / 2) ** 2
+            heat[i, 0] = torch.maximum(heat[i, 0], torch.exp(-distance2 / (2 * sigma**2)))
+    return heat.half()
+
+
+def shape_targets(scenes: list[str], cells: tuple[int, int], centers: bool) -> torch.Tensor:
+    """The head's targets: `cell_fractions`, and with `centers` the `cell_centers` heatmap as one more
+    channel."""
+    shares = cell_fractions(scenes, cells)
+    return torch.cat([shares, cell_centers(scenes, cells)], dim=1) if centers else shares
+
+
 def check_scenes(dataset) -> None:
     """ValueError unless `dataset` carries the shapes dataset's ground truth (its `scene` column)."""
     if "scene" not in dataset.column_names:
@@ -60,12 +91,12 @@ class ShapeMapHead(torch.nn.Module):
     """Features (B, C, h', w') -> class logits (B, len(CLASSES), h, w): a two-layer 1x1-convolution MLP (as
     REPA's projector) at the features' resolution, then resized to the latents' cells."""
 
-    def __init__(self, channels: int, hidden: int = 128) -> None:
+    def __init__(self, channels: int, hidden: int = 128, outputs: int = len(CLASSES)) -> None:
         super().__init__()
         self.net = torch.nn.Sequential(
             torch.nn.Conv2d(channels, hidden, 1),
             torch.nn.SiLU(),
-            torch.nn.Conv2d(hidden, len(CLASSES), 1),
+            torch.nn.Conv2d(hidden, outputs, 1),
         )
 
     def forward(self, features: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
@@ -90,20 +121,29 @@ def _as_tensor(output) -> torch.Tensor:
 
 
 class ShapeMapLoss:
-    """The loss's state in one run: the targets of every latent-cache row, the head, and a forward hook on the
-    U-Net's `layer` that keeps its last output. Call `loss(rows)` after each U-Net forward."""
+    """The loss's state in one run: the targets of every latent-cache row (`shape_targets`), the head, and a
+    forward hook on the U-Net's `layer` that keeps its last output. Call `loss(rows)` after each U-Net
+    forward. `centers_weight` > 0: the targets' last channel is the centre heatmap, which the head also
+    predicts."""
 
-    def __init__(self, unet: torch.nn.Module, layer: str, targets: torch.Tensor) -> None:
+    def __init__(
+        self, unet: torch.nn.Module, layer: str, targets: torch.Tensor, centers_weight: float = 0.0
+    ) -> None:
         modules = dict(unet.named_modules())
         if not layer or layer not in modules:
             blocks = [n for n in modules if n.count(".") <= 2 and "blocks" in n]
             raise ValueError(
                 f"shape_map_layer={layer!r} is not a layer of this U-Net; for example {blocks[:8]}"
             )
-        self.targets = targets
+        outputs = len(CLASSES) + (1 if centers_weight else 0)
+        if targets.shape[1] != outputs:
+            raise ValueError(
+                f"shape map targets have {targets.shape[1]} channels, the head predicts {outputs}"
+            )
+        self.targets, self.centers_weight = targets, centers_weight
         self._features: torch.Tensor | None = None
         modules[layer].register_forward_hook(self._keep)
-        self.head = ShapeMapHead(self._channels(unet))
+        self.head = ShapeMapHead(self._channels(unet), outputs=outputs)
 
     def _keep(self, module, inputs, output) -> None:
         self._features = _as_tensor(output)
@@ -127,4 +167,9 @@ class ShapeMapLoss:
         features, self._features = self._features, None
         targets = self.targets[rows.to(self.targets.device)].to(features.device)
         logits = (head or self.head)(features, tuple(targets.shape[-2:]))
-        return soft_cross_entropy(logits, targets)
+        k = len(CLASSES)
+        loss = soft_cross_entropy(logits[:, :k], targets[:, :k])
+        if self.centers_weight:
+            centers = F.binary_cross_entropy_with_logits(logits[:, k:].float(), targets[:, k:].float())
+            loss = loss + self.centers_weight * centers
+        return loss

@@ -187,6 +187,9 @@ class UNetTrainConfig(TrainConfig):
     # colours. The head is not exported.
     shape_map_weight: float = 0.0
     shape_map_layer: str = "down_blocks.1.attentions.1"
+    # With shape_map_weight: the head also predicts a heatmap of the objects' centres, whose binary
+    # cross-entropy times this weight joins the shape map's loss (0 = off): the count of objects must show too.
+    shape_map_centers: float = 0.0
     caption_dropout: float = 0.1  # fraction of captions replaced by "" (needed for classifier-free guidance)
     # Train the text encoder with the U-Net (full training only), as kohya's and diffusers' DreamBooth
     # scripts can: the diffusion loss then also separates words the text encoder's own training left close.

@@ -109,6 +109,11 @@ def check_config(config: UNetTrainConfig) -> None:
         raise ValueError("edge_predicted=true weighs outlines by edge_weight: set edge_weight > 0 (e.g. 64)")
     if config.shape_map_weight < 0:
         raise ValueError(f"shape_map_weight must be >= 0 (0 = off), got {config.shape_map_weight}")
+    if config.shape_map_centers < 0 or (config.shape_map_centers and not config.shape_map_weight):
+        raise ValueError(
+            f"shape_map_centers={config.shape_map_centers}: the centre heatmap is a term of the shape map's loss; "
+            "give it a weight >= 0 with shape_map_weight > 0 (e.g. shape_map_weight=0.5 shape_map_centers=1)"
+        )
     if config.shape_map_weight and (
         config.data.shards
         or config.data.buckets
@@ -221,7 +226,9 @@ def train(config: UNetTrainConfig) -> Path:
     models, groups = trained_models(components, config)
     shape_map = None
     if config.shape_map_weight:  # its head trains with the U-Net, in its checkpoints, not in the export
-        shape_map = ShapeMapLoss(components.unet, config.shape_map_layer, data.shape_targets)
+        shape_map = ShapeMapLoss(
+            components.unet, config.shape_map_layer, data.shape_targets, config.shape_map_centers
+        )
         models.append(shape_map.head.to(accelerator.device))
         groups.append({"params": list(shape_map.head.parameters())})
     trainable = [p for group in groups for p in group["params"]]

@@ -15,7 +15,7 @@ from latentforge.models.components import Components
 from latentforge.training.dreambooth import draw_class_rows, dreambooth_images, uses_prior
 from latentforge.training.latent_cache import load_or_build_cache, sample_inputs
 from latentforge.training.run import TrainingRun
-from latentforge.training.shape_maps import cell_fractions, check_scenes
+from latentforge.training.shape_maps import check_scenes, shape_targets
 from latentforge.training.stage_configs import UNetTrainConfig
 from latentforge.training.stream_encoding import stream_inputs
 from latentforge.training.trained_models import trains_text_encoder
@@ -45,7 +45,7 @@ class UNetData:
     summary: dict[str, Any]  # for the model card
     images: tuple[int, int]  # (training or instance images, class images)
     shape_targets: Any = (
-        None  # shape_map_weight: (rows, classes, h, w) class shares per latent cell of each row
+        None  # shape_map_weight: (rows, classes [+ centres], h, w) per latent cell of each row
     )
 
 
@@ -92,7 +92,8 @@ def cached_data(components: Components, config: UNetTrainConfig, run: TrainingRu
     targets = None
     if config.shape_map_weight:
         scenes = train_data.select(cache.index.cpu().tolist())["scene"]
-        targets = cell_fractions(scenes, tuple(cache.mean[0].shape[-2:])).to(accelerator.device)
+        cells = tuple(cache.mean[0].shape[-2:])
+        targets = shape_targets(scenes, cells, bool(config.shape_map_centers)).to(accelerator.device)
     prior = prior if uses_prior(config.dreambooth) else None
     return UNetData(loader, inputs, prior, size, summary, images, targets)
 
