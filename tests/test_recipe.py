@@ -44,6 +44,8 @@ stages:
   - {name: unet, train: unet, config: smoke-unet, set: ["vae_from={vae}"]}
 """
 
+TAIL = "  - {name: tail, run: unet, set: [optim.max_steps=6]}\n"
+
 
 @pytest.mark.parametrize(
     ("text", "overrides", "message"),
@@ -54,6 +56,14 @@ stages:
         (GOOD.replace("{name: vae, ", "{"), [], "missing key(s) ['name']"),
         (GOOD.replace("name: unet", "name: vae"), [], "names must be unique"),
         (GOOD.replace('["vae_from={vae}"]', "vae_from"), [], "expected a list of strings"),
+        (GOOD.replace("train: vae, ", ""), [], "missing key(s) ['train'] (or `run:`"),
+        (
+            GOOD + TAIL.replace("run: unet", "run: unet, train: vae"),
+            [],
+            "'vae' differs from 'unet' of stage 'unet'",
+        ),
+        (GOOD + TAIL.replace("run: unet", "run: unet, config: smoke-vae"), [], "leave config out"),
+        (GOOD + TAIL.replace("run: unet", "run: tail"), [], "run: 'tail' is not an earlier stage"),
         (GOOD + "export: {stage: vea, to: out}\n", [], "export.stage 'vea'"),
         (GOOD + "export: [{stage: unet, to: a}, {stage: vea, to: b}]\n", [], "export.stage 'vea'"),
         (GOOD + 'export: {stage: unet, to: a, args: [--vae, "{vea}"]}\n', [], "export args refer to {vea}"),
@@ -87,6 +97,23 @@ def test_overrides_reach_the_named_stage_and_the_output_dir(tmp_path):
     command = stage_command(recipe, recipe.stages[1])
     assert "output_dir=elsewhere/unet" in command and "vae_from=elsewhere/vae/model" in command
     assert command.index("optim.max_steps=3") < command.index("checkpoint.resume=latest")
+
+
+def test_a_stage_that_continues_a_run_starts_from_its_settings(tmp_path):
+    recipe = load_recipe(write(tmp_path, GOOD + TAIL), ["unet.optim.learning_rate=1e-3"])
+    unet, tail = recipe.stages[1:]
+    assert (tail.train, tail.config, recipe.run_dir(tail)) == ("unet", "smoke-unet", recipe.run_dir(unet))
+    command = stage_command(recipe, tail)
+    assert command[:2] == ["train", "unet"] and command[-2:] == ["--config", "smoke-unet"]
+    settings = command[2 : command.index("checkpoint.resume=latest")]
+    assert settings == [
+        "output_dir=runs/x/unet",
+        "vae_from=runs/x/vae/model",
+        "optim.learning_rate=1e-3",
+        "optim.max_steps=6",
+    ]
+    config = load_config(STAGE_CONFIGS["unet"], config_file("train", "smoke-unet"), settings)
+    assert config.optim.max_steps == 6 and config.optim.learning_rate == 1e-3
 
 
 def test_smoke_recipe_stops_resumes_and_exports(tmp_path, capfd):

@@ -5,10 +5,13 @@ A recipe is a YAML file:
 
     output_dir: runs/default-model        # every stage's run folder goes under it
     stages:
-      - name: vae                         # run folder output_dir/vae (or `run:`, to continue another stage's)
+      - name: vae                         # run folder output_dir/vae
         train: vae                        # vae | clip | unet
         config: shapes-small-vae          # a shipped train config or a YAML path
         set: [optim.max_steps=1200]       # KEY=VALUE overrides; {vae} = that stage's exported model folder
+      - name: vae-tail                    # continues stage vae's run folder, with its train, config and set
+        run: vae                          # (then its own set, which wins where both give a key)
+        set: [optim.max_steps=1500, optim.lr_scheduler=cosine]
       ...
     export:                               # optional: `latentforge export` of one stage's model (or a list)
       stage: unet-te
@@ -44,9 +47,9 @@ _REFERENCE = re.compile(r"\{([A-Za-z0-9_-]+)\}")
 @dataclass
 class Stage:
     name: str
-    train: str
-    config: str
-    set: list[str] = field(default_factory=list)
+    train: str = ""  # with `run:`, the continued stage's
+    config: str = ""  # with `run:`, the continued stage's
+    set: list[str] = field(default_factory=list)  # with `run:`, added to the continued stage's
     run: str = ""  # another stage's run folder, continued (e.g. a cosine tail after a constant rate)
 
 
@@ -67,8 +70,14 @@ class Recipe:
         return Path(self.output_dir) / (stage.run or stage.name)
 
     def model_dir(self, name: str) -> Path:
-        stage = next(s for s in self.stages if s.name == name)
-        return self.run_dir(stage) / "model"
+        return self.run_dir(self.stage(name)) / "model"
+
+    def stage(self, name: str) -> Stage:
+        return next(s for s in self.stages if s.name == name)
+
+    def settings(self, stage: Stage) -> list[str]:
+        """The stage's KEY=VALUE overrides: a stage with `run:` starts from the continued stage's."""
+        return [*(self.settings(self.stage(stage.run)) if stage.run else []), *stage.set]
 
     def done_marker(self, stage: Stage) -> Path:
         return Path(self.output_dir) / ".stages" / f"{stage.name}.done"
@@ -93,7 +102,8 @@ def _fields(kind: type, data: object, where: str, required: tuple[str, ...]) -> 
 
 def load_recipe(path: str | Path, overrides: list[str]) -> Recipe:
     """The recipe in `path` with `output_dir=DIR` and `<stage>.<KEY>=VALUE` overrides (appended to that stage's
-    `set`); ValueError naming the entry for anything malformed, before any stage starts."""
+    `set`, so a stage that continues its run gets them too); ValueError naming the entry for anything
+    malformed, before any stage starts."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as err:
@@ -103,8 +113,7 @@ def load_recipe(path: str | Path, overrides: list[str]) -> Recipe:
     if not isinstance(data.get("stages"), list) or not data["stages"]:
         raise ValueError(f"{path}: stages: expected a non-empty list of stages")
     stages = [
-        Stage(**_fields(Stage, s, f"{path}: stages[{i}]", ("name", "train", "config")))
-        for i, s in enumerate(data["stages"])
+        Stage(**_fields(Stage, s, f"{path}: stages[{i}]", ("name",))) for i, s in enumerate(data["stages"])
     ]
     exports = data.get("export") or []
     exports = [
@@ -157,10 +166,16 @@ def _check(recipe: Recipe, path: str | Path) -> None:
         where = f"{path}: stage {stage.name!r}"
         if stage.name in seen:
             raise ValueError(f"{where}: a second stage of that name; names must be unique")
-        if stage.train not in STAGE_KINDS:
-            raise ValueError(f"{where}: train: {stage.train!r} is not one of {STAGE_KINDS}")
         if stage.run and stage.run not in seen:
             raise ValueError(f"{where}: run: {stage.run!r} is not an earlier stage {seen}")
+        _inherit(recipe, stage, where)
+        missing = [key for key in ("train", "config") if not getattr(stage, key)]
+        if missing:
+            raise ValueError(
+                f"{where}: missing key(s) {missing} (or `run:`, to continue an earlier stage's run)"
+            )
+        if stage.train not in STAGE_KINDS:
+            raise ValueError(f"{where}: train: {stage.train!r} is not one of {STAGE_KINDS}")
         for item in stage.set:
             if "=" not in item:
                 raise ValueError(f"{where}: {item!r} is not KEY=VALUE")
@@ -170,6 +185,22 @@ def _check(recipe: Recipe, path: str | Path) -> None:
         if export.stage not in seen:
             raise ValueError(f"{path}: export.stage {export.stage!r} is not one of the stages {seen}")
         _check_references(" ".join(export.args), seen, f"{path}: export args refer to", "one of the stages")
+
+
+def _inherit(recipe: Recipe, stage: Stage, where: str) -> None:
+    """A stage with `run:` gets the continued stage's train kind and config, which it may repeat but not
+    change."""
+    if not stage.run:
+        return
+    continued = recipe.stage(stage.run)
+    for key in ("train", "config"):
+        mine, theirs = getattr(stage, key), getattr(continued, key)
+        if mine and mine != theirs:
+            raise ValueError(
+                f"{where}: {key}: {mine!r} differs from {theirs!r} of stage {stage.run!r}, whose run it "
+                f"continues; leave {key} out"
+            )
+        setattr(stage, key, theirs)
 
 
 def _check_references(text: str, seen: list[str], what: str, known: str) -> None:
@@ -185,7 +216,7 @@ def _resolved(recipe: Recipe, items: list[str]) -> list[str]:
 
 def stage_command(recipe: Recipe, stage: Stage) -> list[str]:
     """The `latentforge train` arguments of `stage`, {name} references resolved to model folders."""
-    overrides = _resolved(recipe, stage.set)
+    overrides = _resolved(recipe, recipe.settings(stage))
     run = [f"output_dir={recipe.run_dir(stage)}", *overrides, "checkpoint.resume=latest"]
     return ["train", stage.train, *run, "--config", stage.config]
 
