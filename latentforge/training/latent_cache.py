@@ -109,12 +109,17 @@ class _Rows(torch.utils.data.Dataset):
 
 
 def sample_inputs(
-    cache: LatentCache, idx: torch.Tensor, scaling: float, caption_dropout: float, text_encoder=None
+    cache: LatentCache,
+    idx: torch.Tensor,
+    scaling: float,
+    caption_dropout: float,
+    text_encoder=None,
+    dropped: torch.Tensor | None = None,
 ):
     """Latents (B, C, h, w) sampled from the cached posteriors of rows `idx` (all of one bucket; random flip
-    variant), caption embeddings (B, L, D) with `caption_dropout` of them replaced by the "" embedding, pixels
-    (B, 3, H, W) or None. The embeddings come from the cache, or from `text_encoder` (with gradients) when it
-    trains."""
+    variant), caption embeddings (B, L, D) with `caption_dropout` of them replaced by the "" embedding (or the
+    rows where `dropped` (B,) bool is set, when given), pixels (B, 3, H, W) or None. The embeddings come from
+    the cache, or from `text_encoder` (with gradients) when it trains."""
     buckets = cache.bucket[idx].unique()
     if len(buckets) != 1:
         raise ValueError(
@@ -126,7 +131,8 @@ def sample_inputs(
     mean, std = cache.mean[bucket][slots, variant].float(), cache.std[bucket][slots, variant].float()
     latents = (mean + std * torch.randn_like(mean)) * scaling
     rows = cache.text_index[idx, variant]
-    rows = torch.where(torch.rand(len(idx)).to(idx.device) < caption_dropout, torch.zeros_like(rows), rows)
+    dropped = torch.rand(len(idx)) < caption_dropout if dropped is None else dropped
+    rows = torch.where(dropped.to(idx.device), torch.zeros_like(rows), rows)
     pixels = None if cache.pixels is None else cache.pixels[bucket][slots, variant].float() / 127.5 - 1
     if text_encoder is None and not len(cache.embeds):
         raise ValueError(

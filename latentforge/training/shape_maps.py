@@ -27,7 +27,7 @@ CLASSES = ("background", *SHAPES)
 
 
 @lru_cache(maxsize=4096)
-def _mask(shape: str, width: int, height: int) -> np.ndarray:
+def object_mask(shape: str, width: int, height: int) -> np.ndarray:
     return shape_mask(shape, width, height)
 
 
@@ -38,7 +38,7 @@ def scene_class_map(scene: dict) -> np.ndarray:
     classes = np.zeros((size, size), dtype=np.int64)
     for obj in scene["objects"]:
         x0, y0, x1, y1 = obj["box"]
-        covered = _mask(obj["shape"], x1 - x0, y1 - y0)
+        covered = object_mask(obj["shape"], x1 - x0, y1 - y0)
         classes[y0:y1, x0:x1][covered] = 1 + SHAPES.index(obj["shape"])
     return classes
 

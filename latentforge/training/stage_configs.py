@@ -190,6 +190,11 @@ class UNetTrainConfig(TrainConfig):
     # With shape_map_weight: the head also predicts a heatmap of the objects' centres, whose binary
     # cross-entropy times this weight joins the shape map's loss (0 = off): the count of objects must show too.
     shape_map_centers: float = 0.0
+    # Built-in shapes data only: the cross-attention of each object phrase's words (colour, shape) in the layers
+    # under the comma-separated name prefixes token_grounding_layers must fall on that phrase's objects, the
+    # token loss of TokenCompose times this weight (0 = off; `training.token_grounding`).
+    token_grounding_weight: float = 0.0
+    token_grounding_layers: str = "mid_block,up_blocks"
     caption_dropout: float = 0.1  # fraction of captions replaced by "" (needed for classifier-free guidance)
     # Train the text encoder with the U-Net (full training only), as kohya's and diffusers' DreamBooth
     # scripts can: the diffusion loss then also separates words the text encoder's own training left close.

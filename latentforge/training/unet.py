@@ -36,8 +36,15 @@ from latentforge.training.optimization import OptimizerUpdate, make_ema, make_op
 from latentforge.training.run import Backward, Trainer, TrainingRun, train_loop
 from latentforge.training.shape_maps import ShapeMapLoss
 from latentforge.training.stage_configs import UNetTrainConfig
+from latentforge.training.token_grounding import TokenGroundingLoss
 from latentforge.training.trained_models import trained_models, trains_text_encoder
-from latentforge.training.unet_data import UNetData, cached_data, check_streaming, streamed_data
+from latentforge.training.unet_data import (
+    UNetData,
+    cached_data,
+    check_scene_losses,
+    check_streaming,
+    streamed_data,
+)
 from latentforge.training.unet_export import export_unet_run
 from latentforge.training.validation import log_validation_images
 
@@ -107,24 +114,7 @@ def check_config(config: UNetTrainConfig) -> None:
         )
     if config.edge_predicted and not config.edge_weight:
         raise ValueError("edge_predicted=true weighs outlines by edge_weight: set edge_weight > 0 (e.g. 64)")
-    if config.shape_map_weight < 0:
-        raise ValueError(f"shape_map_weight must be >= 0 (0 = off), got {config.shape_map_weight}")
-    if config.shape_map_centers < 0 or (config.shape_map_centers and not config.shape_map_weight):
-        raise ValueError(
-            f"shape_map_centers={config.shape_map_centers}: the centre heatmap is a term of the shape map's loss; "
-            "give it a weight >= 0 with shape_map_weight > 0 (e.g. shape_map_weight=0.5 shape_map_centers=1)"
-        )
-    if config.shape_map_weight and (
-        config.data.shards
-        or config.data.buckets
-        or config.data.random_flip
-        or config.dreambooth.instance_data
-    ):
-        raise ValueError(
-            "shape_map_weight > 0 reads each cached image's scene at the latents' cells: it needs the latent "
-            "cache of one square size without flips (data.shards and dreambooth.instance_data unset, "
-            "data.buckets=false, data.random_flip=false), or shape_map_weight=0"
-        )
+    check_scene_losses(config)
     if config.inpaint_variant and config.lora.rank:
         raise ValueError(
             "inpaint_variant=true needs full training: LoRA adapters would leave the new mask and masked-image "
@@ -231,6 +221,9 @@ def train(config: UNetTrainConfig) -> Path:
         )
         models.append(shape_map.head.to(accelerator.device))
         groups.append({"params": list(shape_map.head.parameters())})
+    grounding = None
+    if config.token_grounding_weight:  # before `prepare`: its processors keep the cross-attention
+        grounding = TokenGroundingLoss(components.unet, config.token_grounding_layers, *data.phrase_targets)
     trainable = [p for group in groups for p in group["params"]]
     optimizer, scheduler = make_optimizer(groups, config.optim)
     # a shard loader is not a DataLoader: prepare hands it back as it is (it splits the shards itself)
@@ -239,7 +232,7 @@ def train(config: UNetTrainConfig) -> Path:
     run.checkpoints.register(scheduler, ema)
     run.resume(len(loader))
     trainer = Trainer(
-        train_step=_train_step(prepared, components, data, config, shape_map),
+        train_step=_train_step(prepared, components, data, config, shape_map, grounding),
         updates=[OptimizerUpdate(optimizer, scheduler, trainable, ema)],
         prepared=prepared,
         saved=models,
@@ -260,24 +253,31 @@ def _train_step(
     data: UNetData,
     config: UNetTrainConfig,
     shape_map: ShapeMapLoss | None = None,
+    grounding: TokenGroundingLoss | None = None,
 ):
     """One micro-batch -> the diffusion loss through `backward`; {"loss"}. With DreamBooth's prior
     preservation, as many class images beside it: loss = instance + prior_loss_weight * prior. With
-    `shape_map`, loss = diffusion + shape_map_weight * shape map cross-entropy (both logged)."""
+    `shape_map` and `grounding`, loss = diffusion + shape_map_weight * shape map cross-entropy +
+    token_grounding_weight * token loss (each logged)."""
     model = prepared[0]
     text_model = prepared[1] if trains_text_encoder(config) else None
     noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)  # the training noise schedule
 
     def step(batch, backward: Backward) -> dict[str, torch.Tensor]:
+        if grounding is not None:  # drawn here: the loss leaves out the captions dropped for guidance
+            batch["caption_dropped"] = torch.rand(len(batch["index"])) < config.caption_dropout
         loss = diffusion_loss(model, components, noise_scheduler, data.inputs(batch, text_model), config)
+        terms = {}
         if shape_map is not None:
-            aux = shape_map.loss(batch["index"], prepared[-1])
-            backward(loss + config.shape_map_weight * aux)
-            return {
-                "loss": loss.detach() + config.shape_map_weight * aux.detach(),
-                "diffusion_loss": loss.detach(),
-                "shape_map_loss": aux.detach(),
-            }
+            terms["shape_map_loss"] = (config.shape_map_weight, shape_map.loss(batch["index"], prepared[-1]))
+        if grounding is not None:
+            grounded = grounding.loss(batch["index"], batch["caption_dropped"])
+            terms["token_grounding_loss"] = (config.token_grounding_weight, grounded)
+        if terms:
+            total = loss + sum(weight * term for weight, term in terms.values())
+            backward(total)
+            logged = {name: term.detach() for name, (_, term) in terms.items()}
+            return {"loss": total.detach(), "diffusion_loss": loss.detach(), **logged}
         if data.prior is None:
             backward(loss)
             return {"loss": loss.detach()}

@@ -18,6 +18,7 @@ from latentforge.training.run import TrainingRun
 from latentforge.training.shape_maps import check_scenes, shape_targets
 from latentforge.training.stage_configs import UNetTrainConfig
 from latentforge.training.stream_encoding import stream_inputs
+from latentforge.training.token_grounding import phrase_targets
 from latentforge.training.trained_models import trains_text_encoder
 
 
@@ -47,6 +48,7 @@ class UNetData:
     shape_targets: Any = (
         None  # shape_map_weight: (rows, classes [+ centres], h, w) per latent cell of each row
     )
+    phrase_targets: Any = None  # token_grounding_weight: (masks, tokens) of each row's named phrases
 
 
 def cached_data(components: Components, config: UNetTrainConfig, run: TrainingRun) -> UNetData:
@@ -55,9 +57,9 @@ def cached_data(components: Components, config: UNetTrainConfig, run: TrainingRu
     if config.dreambooth.instance_data:  # instance photos (+ class images)
         train_data, n_instance = dreambooth_images(accelerator, components, config, run.dir)
     else:
-        train_data = load_splits(config.data, ("scene",) if config.shape_map_weight else ())[0]
+        train_data = load_splits(config.data, ("scene",) if uses_scenes(config) else ())[0]
         n_instance = len(train_data)
-        if config.shape_map_weight:
+        if uses_scenes(config):
             check_scenes(train_data)
     cache = load_or_build_cache(
         accelerator,
@@ -75,7 +77,8 @@ def cached_data(components: Components, config: UNetTrainConfig, run: TrainingRu
 
     def inputs(batch, text_model=None, rows=None):
         rows = batch["index"] if rows is None else rows
-        return sample_inputs(cache, rows, scaling, config.caption_dropout, text_model)
+        dropped = batch.get("caption_dropped")
+        return sample_inputs(cache, rows, scaling, config.caption_dropout, text_model, dropped)
 
     class_rows = (~instance).nonzero()[:, 0]
 
@@ -89,13 +92,46 @@ def cached_data(components: Components, config: UNetTrainConfig, run: TrainingRu
     }
     size = next(iter(cache.bucket_counts()))  # validation at the most used bucket's size
     images = (int(instance.sum()), int((~instance).sum()))
-    targets = None
-    if config.shape_map_weight:
-        scenes = train_data.select(cache.index.cpu().tolist())["scene"]
+    targets = phrases = None
+    if uses_scenes(config):
+        rows = train_data.select(cache.index.cpu().tolist())
         cells = tuple(cache.mean[0].shape[-2:])
-        targets = shape_targets(scenes, cells, bool(config.shape_map_centers)).to(accelerator.device)
+        if config.shape_map_weight:
+            targets = shape_targets(rows["scene"], cells, bool(config.shape_map_centers)).to(
+                accelerator.device
+            )
+        if config.token_grounding_weight:
+            phrases = phrase_targets(list(rows["scene"]), list(rows["text"]), components.tokenizer, cells)
     prior = prior if uses_prior(config.dreambooth) else None
-    return UNetData(loader, inputs, prior, size, summary, images, targets)
+    return UNetData(loader, inputs, prior, size, summary, images, targets, phrases)
+
+
+def uses_scenes(config: UNetTrainConfig) -> bool:
+    """Whether a loss reads the shapes data's scenes (`shape_map_weight`, `token_grounding_weight`)."""
+    return bool(config.shape_map_weight or config.token_grounding_weight)
+
+
+def check_scene_losses(config: UNetTrainConfig) -> None:
+    """ValueError for settings of the losses on the shapes data's scenes that cannot work."""
+    for key in ("shape_map_weight", "token_grounding_weight"):
+        if getattr(config, key) < 0:
+            raise ValueError(f"{key} must be >= 0 (0 = off), got {getattr(config, key)}")
+    if config.shape_map_centers < 0 or (config.shape_map_centers and not config.shape_map_weight):
+        raise ValueError(
+            f"shape_map_centers={config.shape_map_centers}: the centre heatmap is a term of the shape map's loss; "
+            "give it a weight >= 0 with shape_map_weight > 0 (e.g. shape_map_weight=0.5 shape_map_centers=1)"
+        )
+    if uses_scenes(config) and (
+        config.data.shards
+        or config.data.buckets
+        or config.data.random_flip
+        or config.dreambooth.instance_data
+    ):
+        raise ValueError(
+            "shape_map_weight and token_grounding_weight > 0 read each cached image's scene at the latents' "
+            "cells: they need the latent cache of one square size without flips (data.shards and "
+            "dreambooth.instance_data unset, data.buckets=false, data.random_flip=false), or both at 0"
+        )
 
 
 def streamed_data(accelerator, components: Components, config: UNetTrainConfig) -> UNetData:
