@@ -10,13 +10,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
+from scene_loss_helpers import assert_refused_before_work, train_weights
 
-from latentforge.config_loader import load_config
 from latentforge.data.data_config import DataConfig
 from latentforge.data.training_data import load_splits
 from latentforge.models.components import Components
-from latentforge.resources import config_file
-from latentforge.training import unet as unet_trainer
 from latentforge.training.shape_maps import (
     CLASSES,
     ShapeMapLoss,
@@ -157,24 +155,11 @@ def test_a_dataset_without_scenes_is_refused():
     ],
 )
 def test_settings_the_loss_cannot_use_are_refused_before_any_work(tmp_path, bad):
-    config = load_config(
-        unet_trainer.UNetTrainConfig,
-        config_file("train", "smoke-unet"),
-        [f"output_dir={tmp_path}", *SHAPE_MAP, *bad.split()],
-    )
-    with pytest.raises(ValueError, match="shape_map_weight"):
-        unet_trainer.train(config)
-    assert not (tmp_path / "cache").exists(), "the error must come before any work"
+    assert_refused_before_work(tmp_path, "shape_map_weight", *SHAPE_MAP, *bad.split())
 
 
 def _train(out, *overrides: str) -> dict[str, torch.Tensor]:
-    config = load_config(
-        unet_trainer.UNetTrainConfig,
-        config_file("train", "smoke-unet"),
-        [f"output_dir={out}", *SHAPE_MAP, *overrides],
-    )
-    unet_trainer.train(config)
-    return load_file(out / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+    return train_weights(out, *SHAPE_MAP, *overrides)
 
 
 def test_a_run_with_the_loss_trains_resumes_exactly_and_exports_no_head(tmp_path):

@@ -5,12 +5,9 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from scene_loss_helpers import assert_refused_before_work, train_weights
 
-from latentforge.config_loader import load_config
 from latentforge.models.components import Components
-from latentforge.resources import config_file
-from latentforge.training import unet as unet_trainer
 from latentforge.training.token_grounding import GROUPS, TokenGroundingLoss, phrase_targets
 
 GROUNDING = [
@@ -115,29 +112,12 @@ def test_the_loss_is_one_minus_the_share_inside_squared_over_the_phrases_words(t
     "bad", ["token_grounding_weight=-1", "token_grounding_weight=1 data.random_flip=true"]
 )
 def test_settings_the_loss_cannot_use_are_refused_before_any_work(tmp_path, bad):
-    config = load_config(
-        unet_trainer.UNetTrainConfig,
-        config_file("train", "smoke-unet"),
-        [f"output_dir={tmp_path}", *bad.split()],
-    )
-    with pytest.raises(ValueError, match="token_grounding_weight"):
-        unet_trainer.train(config)
-    assert not (tmp_path / "cache").exists(), "the error must come before any work"
-
-
-def _train(out, *overrides: str) -> dict[str, torch.Tensor]:
-    config = load_config(
-        unet_trainer.UNetTrainConfig,
-        config_file("train", "smoke-unet"),
-        [f"output_dir={out}", *GROUNDING, *overrides],
-    )
-    unet_trainer.train(config)
-    return load_file(out / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert_refused_before_work(tmp_path, "token_grounding_weight", *bad.split())
 
 
 def test_a_run_with_the_loss_trains_the_cross_attention_and_exports_a_plain_unet(tmp_path):
-    grounded = _train(tmp_path / "grounded")
-    without = _train(tmp_path / "without", "token_grounding_weight=0")
+    grounded = train_weights(tmp_path / "grounded", *GROUNDING)
+    without = train_weights(tmp_path / "without", *GROUNDING, "token_grounding_weight=0")
     assert set(grounded) == set(without)
     worst = max((grounded[k] - without[k]).abs().max().item() for k in grounded if "attn2.to_k" in k)
     assert worst > 1e-4, "the loss did not reach the cross-attention"
