@@ -130,7 +130,7 @@ def test_export_keeps_the_source_precision_unless_asked(tmp_path, capsys):
 def test_eval_uses_the_built_in_model_by_default_and_set_still_works(tmp_path):
     parse = cli.build_parser().parse_args
     config = evaluate.eval_config(parse(["eval", "compositional", "-o", str(tmp_path)]))
-    assert (config.model, config.steps, config.guidance_scale) == (str(DEFAULT_MODEL), 20, 5.0)
+    assert (config.model, config.steps, config.guidance_scale) == (str(DEFAULT_MODEL), 20, 3.0)
     with pytest.warns(DeprecatedFlag, match=r"--set KEY=VALUE is deprecated .* after the task"):
         config = evaluate.eval_config(parse(["eval", "vae", "--set", "image_size=32", "-o", str(tmp_path)]))
     assert config.image_size == 32
