@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLING = ["--steps", "20", "--guidance", "5", "--guidance-rescale", "0.7"]  # the shipped model's defaults
+SAMPLING = ["--steps", "20", "--guidance", "5", "--guidance-rescale", "0.7"]  # fixed: rows stay comparable
 COLUMNS = ("single_object", "colors", "position", "color_attribution", "overall")
 
 
