@@ -42,23 +42,20 @@ def phrase_targets(
     group leaves the second empty). ValueError if the tokenizer does not split captions at spaces."""
     length = tokenizer.model_max_length
     ids = tokenizer(captions, padding="max_length", max_length=length, truncation=True).input_ids
-    pieces: dict[str, int] = {}
+    pieces: dict[str, list[int]] = {}  # each word's token ids, tokenized once
     masks = torch.zeros(len(scenes), GROUPS, *cells, dtype=torch.bool)
     tokens = torch.zeros(len(scenes), GROUPS, length, dtype=torch.bool)
     for row, (text, caption) in enumerate(zip(scenes, captions, strict=True)):
         words = caption.split(" ")
         for word in words:
             if word not in pieces:
-                pieces[word] = len(tokenizer(word, add_special_tokens=False).input_ids)
-        starts = np.cumsum([1] + [pieces[w] for w in words])  # after the start token
+                pieces[word] = tokenizer(word, add_special_tokens=False).input_ids
+        starts = np.cumsum([1] + [len(pieces[w]) for w in words])  # after the start token
         scene = json.loads(text)
         size = int(scene["size"])
         for group, (i, color, shape) in enumerate(_phrases(words)[:GROUPS]):
             first, last = int(starts[i]), int(starts[i + 2])
-            if (
-                last >= length
-                or ids[row][first] != tokenizer(words[i], add_special_tokens=False).input_ids[0]
-            ):
+            if last >= length or ids[row][first] != pieces[words[i]][0]:
                 raise ValueError(
                     f"token grounding: cannot find {words[i]!r} in the tokens of the caption {caption!r} (the "
                     "tokenizer must split captions at spaces, and the phrase must fit its length)"

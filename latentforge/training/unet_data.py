@@ -95,13 +95,11 @@ def cached_data(components: Components, config: UNetTrainConfig, run: TrainingRu
     targets = phrases = None
     if uses_scenes(config):
         rows = train_data.select(cache.index.cpu().tolist())
-        cells = tuple(cache.mean[0].shape[-2:])
+        scenes, cells = list(rows["scene"]), tuple(cache.mean[0].shape[-2:])
         if config.shape_map_weight:
-            targets = shape_targets(rows["scene"], cells, bool(config.shape_map_centers)).to(
-                accelerator.device
-            )
+            targets = shape_targets(scenes, cells, bool(config.shape_map_centers)).to(accelerator.device)
         if config.token_grounding_weight:
-            phrases = phrase_targets(list(rows["scene"]), list(rows["text"]), components.tokenizer, cells)
+            phrases = phrase_targets(scenes, list(rows["text"]), components.tokenizer, cells)
     prior = prior if uses_prior(config.dreambooth) else None
     return UNetData(loader, inputs, prior, size, summary, images, targets, phrases)
 
