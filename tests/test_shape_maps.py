@@ -148,7 +148,7 @@ def test_a_dataset_without_scenes_is_refused():
 @pytest.mark.parametrize(
     "bad",
     [
-        "data.random_flip=true",
+        "data.buckets=true",
         "shape_map_weight=-1",
         "shape_map_centers=-1",
         "shape_map_weight=0 shape_map_centers=1",

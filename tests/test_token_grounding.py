@@ -108,9 +108,7 @@ def test_the_loss_is_one_minus_the_share_inside_squared_over_the_phrases_words(t
         grounding.loss(torch.tensor([0]), torch.tensor([False]))
 
 
-@pytest.mark.parametrize(
-    "bad", ["token_grounding_weight=-1", "token_grounding_weight=1 data.random_flip=true"]
-)
+@pytest.mark.parametrize("bad", ["token_grounding_weight=-1", "token_grounding_weight=1 data.buckets=true"])
 def test_settings_the_loss_cannot_use_are_refused_before_any_work(tmp_path, bad):
     assert_refused_before_work(tmp_path, "token_grounding_weight", *bad.split())
 

@@ -115,11 +115,13 @@ def sample_inputs(
     caption_dropout: float,
     text_encoder=None,
     dropped: torch.Tensor | None = None,
+    variant: torch.Tensor | None = None,
 ):
-    """Latents (B, C, h, w) sampled from the cached posteriors of rows `idx` (all of one bucket; random flip
-    variant), caption embeddings (B, L, D) with `caption_dropout` of them replaced by the "" embedding (or the
-    rows where `dropped` (B,) bool is set, when given), pixels (B, 3, H, W) or None. The embeddings come from
-    the cache, or from `text_encoder` (with gradients) when it trains."""
+    """Latents (B, C, h, w) sampled from the cached posteriors of rows `idx` (all of one bucket) at a random
+    flip variant (or at `variant` (B,) long, when given), caption embeddings (B, L, D) with `caption_dropout`
+    of them replaced by the "" embedding (or the rows where `dropped` (B,) bool is set, when given), pixels
+    (B, 3, H, W) or None. The embeddings come from the cache, or from `text_encoder` (with gradients) when it
+    trains."""
     buckets = cache.bucket[idx].unique()
     if len(buckets) != 1:
         raise ValueError(
@@ -127,7 +129,7 @@ def sample_inputs(
         )
     bucket, slots = int(buckets[0]), cache.slot[idx]
     variants = cache.mean[bucket].shape[1]
-    variant = torch.randint(0, variants, (len(idx),)).to(idx.device)
+    variant = (torch.randint(0, variants, (len(idx),)) if variant is None else variant).to(idx.device)
     mean, std = cache.mean[bucket][slots, variant].float(), cache.std[bucket][slots, variant].float()
     latents = (mean + std * torch.randn_like(mean)) * scaling
     rows = cache.text_index[idx, variant]

@@ -43,7 +43,9 @@ from latentforge.training.unet_data import (
     cached_data,
     check_scene_losses,
     check_streaming,
+    scene_keys,
     streamed_data,
+    uses_scenes,
 )
 from latentforge.training.unet_export import export_unet_run
 from latentforge.training.validation import log_validation_images
@@ -266,12 +268,17 @@ def _train_step(
     def step(batch, backward: Backward) -> dict[str, torch.Tensor]:
         if grounding is not None:  # drawn here: the loss leaves out the captions dropped for guidance
             batch["caption_dropped"] = torch.rand(len(batch["index"])) < config.caption_dropout
+        if uses_scenes(config):  # drawn here: the scene losses' targets flip with the images
+            batch["flip_variant"] = torch.randint(0, data.flip_variants, (len(batch["index"]),))
         loss = diffusion_loss(model, components, noise_scheduler, data.inputs(batch, text_model), config)
         terms = {}
         if shape_map is not None:
-            terms["shape_map_loss"] = (config.shape_map_weight, shape_map.loss(batch["index"], prepared[-1]))
+            terms["shape_map_loss"] = (
+                config.shape_map_weight,
+                shape_map.loss(scene_keys(batch, data), prepared[-1]),
+            )
         if grounding is not None:
-            grounded = grounding.loss(batch["index"], batch["caption_dropped"])
+            grounded = grounding.loss(scene_keys(batch, data), batch["caption_dropped"])
             terms["token_grounding_loss"] = (config.token_grounding_weight, grounded)
         if terms:
             total = loss + sum(weight * term for weight, term in terms.values())

@@ -8,9 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from latentforge.data.shards import check_readable, find_shards
 from latentforge.data.streaming import shard_loader
 from latentforge.data.training_data import load_splits
+from latentforge.data.transforms import swap_left_right
 from latentforge.models.components import Components
 from latentforge.training.dreambooth import draw_class_rows, dreambooth_images, uses_prior
 from latentforge.training.latent_cache import load_or_build_cache, sample_inputs
@@ -49,6 +52,9 @@ class UNetData:
         None  # shape_map_weight: (rows, classes [+ centres], h, w) per latent cell of each row
     )
     phrase_targets: Any = None  # token_grounding_weight: (masks, tokens) of each row's named phrases
+    # the cache's variants per row (2 with data.random_flip); the targets above hold row r's variant v at
+    # r * flip_variants + v (`scene_keys`)
+    flip_variants: int = 1
 
 
 def cached_data(components: Components, config: UNetTrainConfig, run: TrainingRun) -> UNetData:
@@ -77,8 +83,8 @@ def cached_data(components: Components, config: UNetTrainConfig, run: TrainingRu
 
     def inputs(batch, text_model=None, rows=None):
         rows = batch["index"] if rows is None else rows
-        dropped = batch.get("caption_dropped")
-        return sample_inputs(cache, rows, scaling, config.caption_dropout, text_model, dropped)
+        dropped, variant = batch.get("caption_dropped"), batch.get("flip_variant")
+        return sample_inputs(cache, rows, scaling, config.caption_dropout, text_model, dropped, variant)
 
     class_rows = (~instance).nonzero()[:, 0]
 
@@ -93,15 +99,39 @@ def cached_data(components: Components, config: UNetTrainConfig, run: TrainingRu
     size = next(iter(cache.bucket_counts()))  # validation at the most used bucket's size
     images = (int(instance.sum()), int((~instance).sum()))
     targets = phrases = None
+    variants = cache.mean[0].shape[1]
     if uses_scenes(config):
         rows = train_data.select(cache.index.cpu().tolist())
         scenes, cells = list(rows["scene"]), tuple(cache.mean[0].shape[-2:])
         if config.shape_map_weight:
-            targets = shape_targets(scenes, cells, bool(config.shape_map_centers)).to(accelerator.device)
+            targets = flip_variants(shape_targets(scenes, cells, bool(config.shape_map_centers)), variants)
+            targets = targets.to(accelerator.device)
         if config.token_grounding_weight:
-            phrases = phrase_targets(scenes, list(rows["text"]), components.tokenizer, cells)
+            captions = list(rows["text"])
+            masks, tokens = phrase_targets(scenes, captions, components.tokenizer, cells)
+            if (
+                variants == 2
+            ):  # the flipped image's caption has 'left'/'right' swapped, which may tokenize apart
+                swapped = [swap_left_right(caption) for caption in captions]
+                flipped = phrase_targets(scenes, swapped, components.tokenizer, cells)[1]
+                tokens = torch.stack([tokens, flipped], 1).flatten(0, 1)
+            phrases = (flip_variants(masks, variants), tokens)
     prior = prior if uses_prior(config.dreambooth) else None
-    return UNetData(loader, inputs, prior, size, summary, images, targets, phrases)
+    return UNetData(loader, inputs, prior, size, summary, images, targets, phrases, variants)
+
+
+def flip_variants(maps: torch.Tensor, variants: int) -> torch.Tensor:
+    """Per-row maps (N, ..., h, w) -> (N * variants, ..., h, w): each row's maps, then (with 2 variants) the
+    same mirrored left to right, as the cache holds each image and its flip."""
+    if variants == 1:
+        return maps
+    return torch.stack([maps, maps.flip(-1)], 1).flatten(0, 1)
+
+
+def scene_keys(batch: dict, data: UNetData) -> torch.Tensor:
+    """The rows of the scene losses' targets (`flip_variants`) for a batch: its cache rows at the flip variant
+    the train step drew for each (`batch["flip_variant"]`)."""
+    return batch["index"] * data.flip_variants + batch["flip_variant"].to(batch["index"].device)
 
 
 def uses_scenes(config: UNetTrainConfig) -> bool:
@@ -119,16 +149,11 @@ def check_scene_losses(config: UNetTrainConfig) -> None:
             f"shape_map_centers={config.shape_map_centers}: the centre heatmap is a term of the shape map's loss; "
             "give it a weight >= 0 with shape_map_weight > 0 (e.g. shape_map_weight=0.5 shape_map_centers=1)"
         )
-    if uses_scenes(config) and (
-        config.data.shards
-        or config.data.buckets
-        or config.data.random_flip
-        or config.dreambooth.instance_data
-    ):
+    if uses_scenes(config) and (config.data.shards or config.data.buckets or config.dreambooth.instance_data):
         raise ValueError(
             "shape_map_weight and token_grounding_weight > 0 read each cached image's scene at the latents' "
-            "cells: they need the latent cache of one square size without flips (data.shards and "
-            "dreambooth.instance_data unset, data.buckets=false, data.random_flip=false), or both at 0"
+            "cells: they need the latent cache of one square size (data.shards and dreambooth.instance_data "
+            "unset, data.buckets=false), or both at 0"
         )
 
 
