@@ -128,7 +128,7 @@ def test_smoke_recipe_stops_resumes_and_exports(tmp_path, capfd):
     capfd.readouterr()
     assert main(["train", "recipe", "--config", "smoke", "-o", str(out)]) == 0
     said = capfd.readouterr().out
-    assert "stage 1/4 vae: done already" in said and "stage 2/4 unet: done already" in said
+    assert "stage 1/5 vae: done already" in said and "stage 2/5 unet: done already" in said
     assert "resumed from" in said and "checkpoint-4 at step 4" in said  # the tail continues the unet run
     assert vae_weights.stat().st_mtime_ns == before
     assert json.loads((out / "model-fp16" / "generation_defaults.json").read_text())["steps"] == 4
@@ -186,7 +186,7 @@ def test_gpu_recipe_script_runs_the_smoke_recipe_on_the_cpu(tmp_path):
                           capture_output=True)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     timed = (tmp_path / "stage_seconds.txt").read_text().split()
-    assert [timed[i].rstrip(":") for i in range(0, len(timed), 3)] == ["vae", "unet", "unet-tail", "inpaint"]
+    assert [timed[i].rstrip(":") for i in range(0, len(timed), 3)] == ["vae", "unet", "unet-tail", "unet-anneal", "inpaint"]
     tail = json.loads((tmp_path / "run" / ".stages" / "unet-tail.done").read_text())["command"]
     assert tail.endswith(
         "optim.max_steps=3 checkpoint.every_steps=0 checkpoint.resume=latest --config smoke-unet"
