@@ -186,7 +186,13 @@ def test_gpu_recipe_script_runs_the_smoke_recipe_on_the_cpu(tmp_path):
                           capture_output=True)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     timed = (tmp_path / "stage_seconds.txt").read_text().split()
-    assert [timed[i].rstrip(":") for i in range(0, len(timed), 3)] == ["vae", "unet", "unet-tail", "unet-anneal", "inpaint"]
+    assert [timed[i].rstrip(":") for i in range(0, len(timed), 3)] == [
+        "vae",
+        "unet",
+        "unet-tail",
+        "unet-anneal",
+        "inpaint",
+    ]
     tail = json.loads((tmp_path / "run" / ".stages" / "unet-tail.done").read_text())["command"]
     assert tail.endswith(
         "optim.max_steps=3 checkpoint.every_steps=0 checkpoint.resume=latest --config smoke-unet"
