@@ -109,9 +109,8 @@ def cached_data(components: Components, config: UNetTrainConfig, run: TrainingRu
         if config.token_grounding_weight:
             captions = list(rows["text"])
             masks, tokens = phrase_targets(scenes, captions, components.tokenizer, cells)
-            if (
-                variants == 2
-            ):  # the flipped image's caption has 'left'/'right' swapped, which may tokenize apart
+            # the flipped image's caption has 'left'/'right' swapped, which may tokenize apart: its own tokens
+            if variants == 2:
                 swapped = [swap_left_right(caption) for caption in captions]
                 flipped = phrase_targets(scenes, swapped, components.tokenizer, cells)[1]
                 tokens = torch.stack([tokens, flipped], 1).flatten(0, 1)
