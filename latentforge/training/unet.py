@@ -270,15 +270,13 @@ def _train_step(
             batch["caption_dropped"] = torch.rand(len(batch["index"])) < config.caption_dropout
         if uses_scenes(config):  # drawn here: the scene losses' targets flip with the images
             batch["flip_variant"] = torch.randint(0, data.flip_variants, (len(batch["index"]),))
+            keys = scene_keys(batch, data)
         loss = diffusion_loss(model, components, noise_scheduler, data.inputs(batch, text_model), config)
         terms = {}
         if shape_map is not None:
-            terms["shape_map_loss"] = (
-                config.shape_map_weight,
-                shape_map.loss(scene_keys(batch, data), prepared[-1]),
-            )
+            terms["shape_map_loss"] = (config.shape_map_weight, shape_map.loss(keys, prepared[-1]))
         if grounding is not None:
-            grounded = grounding.loss(scene_keys(batch, data), batch["caption_dropped"])
+            grounded = grounding.loss(keys, batch["caption_dropped"])
             terms["token_grounding_loss"] = (config.token_grounding_weight, grounded)
         if terms:
             total = loss + sum(weight * term for weight, term in terms.values())

@@ -109,10 +109,8 @@ def cached_data(components: Components, config: UNetTrainConfig, run: TrainingRu
         if config.token_grounding_weight:
             captions = list(rows["text"])
             masks, tokens = phrase_targets(scenes, captions, components.tokenizer, cells)
-            # the flipped image's caption has 'left'/'right' swapped, which may tokenize apart: its own tokens
             if variants == 2:
-                swapped = [swap_left_right(caption) for caption in captions]
-                flipped = phrase_targets(scenes, swapped, components.tokenizer, cells)[1]
+                flipped = flipped_tokens(scenes, captions, tokens, components.tokenizer, cells)
                 tokens = torch.stack([tokens, flipped], 1).flatten(0, 1)
             phrases = (flip_variants(masks, variants), tokens)
     prior = prior if uses_prior(config.dreambooth) else None
@@ -125,6 +123,19 @@ def flip_variants(maps: torch.Tensor, variants: int) -> torch.Tensor:
     if variants == 1:
         return maps
     return torch.stack([maps, maps.flip(-1)], 1).flatten(0, 1)
+
+
+def flipped_tokens(
+    scenes: list[str], captions: list[str], tokens: torch.Tensor, tokenizer, cells
+) -> torch.Tensor:
+    """`phrase_targets`' tokens of the flipped images' captions, 'left'/'right' swapped (which may tokenize
+    apart), given those of the captions (`tokens`): only the captions that name a side are tokenized again."""
+    flipped, swapped = tokens.clone(), [swap_left_right(caption) for caption in captions]
+    changed = [i for i, (a, b) in enumerate(zip(captions, swapped, strict=True)) if a != b]
+    if changed:
+        pick = [scenes[i] for i in changed], [swapped[i] for i in changed]
+        flipped[changed] = phrase_targets(*pick, tokenizer, cells)[1]
+    return flipped
 
 
 def scene_keys(batch: dict, data: UNetData) -> torch.Tensor:
