@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
+from latentforge.data.emoji import FONT_PATH as emoji_font
 from latentforge.evaluation import distribution, emoji_fidelity, reconstruction
 from latentforge.evaluation.features import PixelFeatures
 from latentforge.evaluation.report import Metric, Report, check_writable, image_grid
@@ -159,6 +160,9 @@ def test_retrieval_ranks_by_hand():
     assert emoji_fidelity.retrieval_ranks(np.ones((2, 3)), np.ones((5, 3)), [0, 4]).tolist() == [4, 4]
 
 
+@pytest.mark.skipif(
+    not emoji_font.is_file(), reason=f"{emoji_font} missing: sudo apt-get install fonts-noto-color-emoji"
+)
 def test_emoji_gallery_matches_the_dataset_and_retrieval_of_gallery_images_is_perfect():
     from latentforge.data.emoji import emoji_dataset
 
