@@ -195,6 +195,11 @@ class UNetTrainConfig(TrainConfig):
     # token loss of TokenCompose times this weight (0 = off; `training.token_grounding`).
     token_grounding_weight: float = 0.0
     token_grounding_layers: str = "mid_block,up_blocks"
+    # Captions that name a relation ('to the left of', 'to the right of', 'above', 'below'): a linear head on
+    # the text encoder's hidden states must name it from every token from the relation word on, its
+    # cross-entropy times this weight joins the loss (0 = off; needs train_text_encoder=true;
+    # `training.relation_words`): a text encoder trained with the U-Net otherwise leaves left and right alike.
+    relation_words_weight: float = 0.0
     caption_dropout: float = 0.1  # fraction of captions replaced by "" (needed for classifier-free guidance)
     # Train the text encoder with the U-Net (full training only), as kohya's and diffusers' DreamBooth
     # scripts can: the diffusion loss then also separates words the text encoder's own training left close.

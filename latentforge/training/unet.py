@@ -33,6 +33,7 @@ from latentforge.training.dreambooth import (
 )
 from latentforge.training.inpaint_masks import inpaint_conditioning, random_masks, widen_to_inpaint
 from latentforge.training.optimization import OptimizerUpdate, make_ema, make_optimizer
+from latentforge.training.relation_words import RelationWordsLoss, check_relation_words
 from latentforge.training.run import Backward, Trainer, TrainingRun, train_loop
 from latentforge.training.shape_maps import ShapeMapLoss
 from latentforge.training.stage_configs import UNetTrainConfig
@@ -45,7 +46,7 @@ from latentforge.training.unet_data import (
     check_streaming,
     scene_keys,
     streamed_data,
-    uses_scenes,
+    uses_row_targets,
 )
 from latentforge.training.unet_export import export_unet_run
 from latentforge.training.validation import log_validation_images
@@ -117,6 +118,7 @@ def check_config(config: UNetTrainConfig) -> None:
     if config.edge_predicted and not config.edge_weight:
         raise ValueError("edge_predicted=true weighs outlines by edge_weight: set edge_weight > 0 (e.g. 64)")
     check_scene_losses(config)
+    check_relation_words(config)
     if config.inpaint_variant and config.lora.rank:
         raise ValueError(
             "inpaint_variant=true needs full training: LoRA adapters would leave the new mask and masked-image "
@@ -216,13 +218,17 @@ def train(config: UNetTrainConfig) -> Path:
         else cached_data(components, config, run)
     )
     models, groups = trained_models(components, config)
-    shape_map = None
-    if config.shape_map_weight:  # its head trains with the U-Net, in its checkpoints, not in the export
-        shape_map = ShapeMapLoss(
+    heads = {}  # the auxiliary losses' heads: they train with the U-Net, in its checkpoints, not in the export
+    if config.shape_map_weight:
+        heads["shape_map"] = ShapeMapLoss(
             components.unet, config.shape_map_layer, data.shape_targets, config.shape_map_centers
         )
-        models.append(shape_map.head.to(accelerator.device))
-        groups.append({"params": list(shape_map.head.parameters())})
+    if config.relation_words_weight:
+        hidden = components.text_encoder.config.hidden_size
+        heads["relation_words"] = RelationWordsLoss(hidden, *data.relation_targets)
+    for head in heads.values():
+        models.append(head.head.to(accelerator.device))
+        groups.append({"params": list(head.head.parameters())})
     grounding = None
     if config.token_grounding_weight:  # before `prepare`: its processors keep the cross-attention
         grounding = TokenGroundingLoss(components.unet, config.token_grounding_layers, *data.phrase_targets)
@@ -234,7 +240,7 @@ def train(config: UNetTrainConfig) -> Path:
     run.checkpoints.register(scheduler, ema)
     run.resume(len(loader))
     trainer = Trainer(
-        train_step=_train_step(prepared, components, data, config, shape_map, grounding),
+        train_step=_train_step(prepared, components, data, config, heads, grounding),
         updates=[OptimizerUpdate(optimizer, scheduler, trainable, ema)],
         prepared=prepared,
         saved=models,
@@ -254,27 +260,37 @@ def _train_step(
     components: Components,
     data: UNetData,
     config: UNetTrainConfig,
-    shape_map: ShapeMapLoss | None = None,
+    heads: dict | None = None,
     grounding: TokenGroundingLoss | None = None,
 ):
     """One micro-batch -> the diffusion loss through `backward`; {"loss"}. With DreamBooth's prior
-    preservation, as many class images beside it: loss = instance + prior_loss_weight * prior. With
-    `shape_map` and `grounding`, loss = diffusion + shape_map_weight * shape map cross-entropy +
-    token_grounding_weight * token loss (each logged)."""
+    preservation, as many class images beside it: loss = instance + prior_loss_weight * prior. With the
+    auxiliary losses (`heads`: "shape_map", "relation_words"; `grounding`), loss = diffusion + shape_map_weight *
+    shape map cross-entropy + relation_words_weight * relation cross-entropy + token_grounding_weight * token
+    loss (each logged)."""
     model = prepared[0]
     text_model = prepared[1] if trains_text_encoder(config) else None
     noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)  # the training noise schedule
+    heads = heads or {}
+    prepared_heads = dict(zip(heads, prepared[len(prepared) - len(heads) :], strict=True))
 
     def step(batch, backward: Backward) -> dict[str, torch.Tensor]:
-        if grounding is not None:  # drawn here: the loss leaves out the captions dropped for guidance
+        if grounding is not None or "relation_words" in heads:  # the losses leave out the dropped captions
             batch["caption_dropped"] = torch.rand(len(batch["index"])) < config.caption_dropout
-        if uses_scenes(config):  # drawn here: the scene losses' targets flip with the images
+        if uses_row_targets(config):  # drawn here: the losses' targets flip with the images
             batch["flip_variant"] = torch.randint(0, data.flip_variants, (len(batch["index"]),))
             keys = scene_keys(batch, data)
-        loss = diffusion_loss(model, components, noise_scheduler, data.inputs(batch, text_model), config)
+        inputs = data.inputs(batch, text_model)
+        loss = diffusion_loss(model, components, noise_scheduler, inputs, config)
         terms = {}
-        if shape_map is not None:
-            terms["shape_map_loss"] = (config.shape_map_weight, shape_map.loss(keys, prepared[-1]))
+        if "shape_map" in heads:
+            shape_map_loss = heads["shape_map"].loss(keys, prepared_heads["shape_map"])
+            terms["shape_map_loss"] = (config.shape_map_weight, shape_map_loss)
+        if "relation_words" in heads:
+            relation = heads["relation_words"].loss(
+                keys, inputs[1], batch["caption_dropped"], prepared_heads["relation_words"]
+            )
+            terms["relation_words_loss"] = (config.relation_words_weight, relation)
         if grounding is not None:
             grounded = grounding.loss(keys, batch["caption_dropped"])
             terms["token_grounding_loss"] = (config.token_grounding_weight, grounded)

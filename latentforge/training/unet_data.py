@@ -17,6 +17,7 @@ from latentforge.data.transforms import swap_left_right
 from latentforge.models.components import Components
 from latentforge.training.dreambooth import draw_class_rows, dreambooth_images, uses_prior
 from latentforge.training.latent_cache import load_or_build_cache, sample_inputs
+from latentforge.training.relation_words import flip_relation_targets, relation_targets
 from latentforge.training.run import TrainingRun
 from latentforge.training.shape_maps import check_scenes, shape_targets
 from latentforge.training.stage_configs import UNetTrainConfig
@@ -52,6 +53,7 @@ class UNetData:
         None  # shape_map_weight: (rows, classes [+ centres], h, w) per latent cell of each row
     )
     phrase_targets: Any = None  # token_grounding_weight: (masks, tokens) of each row's named phrases
+    relation_targets: Any = None  # relation_words_weight: (labels, tokens) of each row's relation
     # the cache's variants per row (2 with data.random_flip); the targets above hold row r's variant v at
     # r * flip_variants + v (`scene_keys`)
     flip_variants: int = 1
@@ -98,8 +100,11 @@ def cached_data(components: Components, config: UNetTrainConfig, run: TrainingRu
     }
     size = next(iter(cache.bucket_counts()))  # validation at the most used bucket's size
     images = (int(instance.sum()), int((~instance).sum()))
-    targets = phrases = None
+    targets = phrases = relations = None
     variants = cache.mean[0].shape[1]
+    if config.relation_words_weight:
+        captions = list(train_data.select(cache.index.cpu().tolist())["text"])
+        relations = flip_relation_targets(*relation_targets(captions, components.tokenizer), variants)
     if uses_scenes(config):
         rows = train_data.select(cache.index.cpu().tolist())
         scenes, cells = list(rows["scene"]), tuple(cache.mean[0].shape[-2:])
@@ -114,7 +119,7 @@ def cached_data(components: Components, config: UNetTrainConfig, run: TrainingRu
                 tokens = torch.stack([tokens, flipped], 1).flatten(0, 1)
             phrases = (flip_variants(masks, variants), tokens)
     prior = prior if uses_prior(config.dreambooth) else None
-    return UNetData(loader, inputs, prior, size, summary, images, targets, phrases, variants)
+    return UNetData(loader, inputs, prior, size, summary, images, targets, phrases, relations, variants)
 
 
 def flip_variants(maps: torch.Tensor, variants: int) -> torch.Tensor:
@@ -139,9 +144,15 @@ def flipped_tokens(
 
 
 def scene_keys(batch: dict, data: UNetData) -> torch.Tensor:
-    """The rows of the scene losses' targets (`flip_variants`) for a batch: its cache rows at the flip variant
+    """The rows of the row losses' targets (`flip_variants`) for a batch: its cache rows at the flip variant
     the train step drew for each (`batch["flip_variant"]`)."""
     return batch["index"] * data.flip_variants + batch["flip_variant"].to(batch["index"].device)
+
+
+def uses_row_targets(config: UNetTrainConfig) -> bool:
+    """Whether a loss reads targets per latent-cache row (the scene losses, `relation_words_weight`): the train
+    step then draws each row's flip variant itself, so that latents and targets agree."""
+    return uses_scenes(config) or bool(config.relation_words_weight)
 
 
 def uses_scenes(config: UNetTrainConfig) -> bool:
