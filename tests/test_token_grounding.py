@@ -119,3 +119,17 @@ def test_a_run_with_the_loss_trains_the_cross_attention_and_exports_a_plain_unet
     assert set(grounded) == set(without)
     worst = max((grounded[k] - without[k]).abs().max().item() for k in grounded if "attn2.to_k" in k)
     assert worst > 1e-4, "the loss did not reach the cross-attention"
+
+
+def test_with_relation_the_relation_word_grounds_on_the_first_object(tiny, tmp_path):
+    tokenizer = tiny.tokenizer
+    scene = _scene(("circle", "red", (0, 0, 8, 8)), ("star", "blue", (8, 8, 16, 16)))
+    captions = ["a red circle above a blue star", "a red circle and a blue star"]
+    plain = phrase_targets([scene] * 2, captions, tokenizer, (4, 4))[1]
+    masks, tokens = phrase_targets([scene] * 2, captions, tokenizer, (4, 4), relation=True)
+    ids = tokenizer(captions[0]).input_ids
+    first = [tokenizer.decode([ids[i]]).strip() for i in tokens[0, 0].nonzero()[:, 0]]
+    assert first == ["red", "circle", "above"]
+    assert torch.equal(tokens[0, 1], plain[0, 1]) and torch.equal(tokens[1], plain[1])  # nothing else moves
+    assert masks[0, 0, :2, :2].all() and not masks[0, 0, 2:].any()  # "above" grounds on the circle's cells
+    assert_refused_before_work(tmp_path, "token_grounding_relation=true", "token_grounding_relation=true")

@@ -195,6 +195,9 @@ class UNetTrainConfig(TrainConfig):
     # token loss of TokenCompose times this weight (0 = off; `training.token_grounding`).
     token_grounding_weight: float = 0.0
     token_grounding_layers: str = "mid_block,up_blocks"
+    # With token_grounding_weight: a caption's relation word ('left', 'right', 'above', 'below') grounds on the
+    # first object's cells too, the first word that can know where that object goes (a causal text encoder).
+    token_grounding_relation: bool = False
     # Captions that name a relation ('to the left of', 'to the right of', 'above', 'below'): a linear head on
     # the text encoder's hidden states must name it from every token from the relation word on, its
     # cross-entropy times this weight joins the loss (0 = off; needs train_text_encoder=true;

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import AttnProcessor
 
 from latentforge.data.shapes import COLORS, SHAPES
+from latentforge.training.relation_words import RELATION_WORDS
 from latentforge.training.shape_maps import object_mask
 
 GROUPS = 2  # a shapes caption names one or two colour/shape groups
@@ -34,12 +35,14 @@ def _phrases(words: list[str]) -> list[tuple[int, str, str]]:
 
 
 def phrase_targets(
-    scenes: list[str], captions: list[str], tokenizer, cells: tuple[int, int]
+    scenes: list[str], captions: list[str], tokenizer, cells: tuple[int, int], relation: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """For each row (a `scene` JSON string and its caption): masks (N, GROUPS, h, w) bool, the latent cells
     `cells` that the objects of each named colour/shape group touch, and tokens (N, GROUPS, L) bool, the
     positions of that phrase's words in the tokenized caption (L = the tokenizer's length; a row naming one
-    group leaves the second empty). ValueError if the tokenizer does not split captions at spaces."""
+    group leaves the second empty). With `relation`, the relation word of a caption that names one ('left',
+    'right', 'above', 'below') counts among the first phrase's words. ValueError if the tokenizer does not
+    split captions at spaces."""
     length = tokenizer.model_max_length
     ids = tokenizer(captions, padding="max_length", max_length=length, truncation=True).input_ids
     pieces: dict[str, list[int]] = {}  # each word's token ids, tokenized once
@@ -61,6 +64,11 @@ def phrase_targets(
                     "tokenizer must split captions at spaces, and the phrase must fit its length)"
                 )
             tokens[row, group, first:last] = True
+            if relation and group == 0:
+                named = [j for j, word in enumerate(words) if word in RELATION_WORDS]
+                if len(named) == 1:
+                    at = int(starts[named[0]])
+                    tokens[row, 0, at : int(starts[named[0] + 1])] = True
             pixels = np.zeros((size, size), dtype=np.float32)
             for obj in scene["objects"]:
                 if obj["color"] == color and obj["shape"] == shape:

@@ -113,9 +113,10 @@ def cached_data(components: Components, config: UNetTrainConfig, run: TrainingRu
             targets = targets.to(accelerator.device)
         if config.token_grounding_weight:
             captions = list(rows["text"])
-            masks, tokens = phrase_targets(scenes, captions, components.tokenizer, cells)
+            relation = config.token_grounding_relation
+            masks, tokens = phrase_targets(scenes, captions, components.tokenizer, cells, relation)
             if variants == 2:
-                flipped = flipped_tokens(scenes, captions, tokens, components.tokenizer, cells)
+                flipped = flipped_tokens(scenes, captions, tokens, components.tokenizer, cells, relation)
                 tokens = torch.stack([tokens, flipped], 1).flatten(0, 1)
             phrases = (flip_variants(masks, variants), tokens)
     prior = prior if uses_prior(config.dreambooth) else None
@@ -131,7 +132,7 @@ def flip_variants(maps: torch.Tensor, variants: int) -> torch.Tensor:
 
 
 def flipped_tokens(
-    scenes: list[str], captions: list[str], tokens: torch.Tensor, tokenizer, cells
+    scenes: list[str], captions: list[str], tokens: torch.Tensor, tokenizer, cells, relation: bool = False
 ) -> torch.Tensor:
     """`phrase_targets`' tokens of the flipped images' captions, 'left'/'right' swapped (which may tokenize
     apart), given those of the captions (`tokens`): only the captions that name a side are tokenized again."""
@@ -139,7 +140,7 @@ def flipped_tokens(
     changed = [i for i, (a, b) in enumerate(zip(captions, swapped, strict=True)) if a != b]
     if changed:
         pick = [scenes[i] for i in changed], [swapped[i] for i in changed]
-        flipped[changed] = phrase_targets(*pick, tokenizer, cells)[1]
+        flipped[changed] = phrase_targets(*pick, tokenizer, cells, relation)[1]
     return flipped
 
 
@@ -169,6 +170,11 @@ def check_scene_losses(config: UNetTrainConfig) -> None:
         raise ValueError(
             f"shape_map_centers={config.shape_map_centers}: the centre heatmap is a term of the shape map's loss; "
             "give it a weight >= 0 with shape_map_weight > 0 (e.g. shape_map_weight=0.5 shape_map_centers=1)"
+        )
+    if config.token_grounding_relation and not config.token_grounding_weight:
+        raise ValueError(
+            "token_grounding_relation=true adds the relation word to the token-grounding loss: give it a weight "
+            "(e.g. token_grounding_weight=0.3), or token_grounding_relation=false"
         )
     if uses_scenes(config) and (config.data.shards or config.data.buckets or config.dreambooth.instance_data):
         raise ValueError(
