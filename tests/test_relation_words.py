@@ -19,7 +19,11 @@ from latentforge.training.relation_words import (
     relation_targets,
 )
 
-RELATIONS = ["data.dataset=shapes:kind=pair", "train_text_encoder=true", "relation_words_weight=1"]
+RELATIONS = [
+    "data.dataset=shapes:kind=pair,num_samples=24",
+    "train_text_encoder=true",
+    "relation_words_weight=1",
+]
 CAPTIONS = [
     "a red circle to the left of a blue square on a gray background",
     "a red circle and a blue star",
