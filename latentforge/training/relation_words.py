@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from latentforge.training.caption_words import caption_words
+
 # the word of each relation phrase that tells it apart (shapes_grammar.RELATIONS), and its class
 RELATION_WORDS = {"left": 0, "right": 1, "above": 2, "below": 3}
 # a mirrored image swaps left and right (data.random_flip swaps the words of its caption alike)
@@ -46,27 +48,21 @@ def relation_targets(captions: list[str], tokenizer) -> tuple[torch.Tensor, torc
     one) and the tokens that must name it (N, L) bool, from the relation word through the first end token
     (L = the tokenizer's length). ValueError if the tokenizer does not split captions at spaces."""
     length = tokenizer.model_max_length
-    ids = tokenizer(captions, padding="max_length", max_length=length, truncation=True).input_ids
-    pieces: dict[str, list[int]] = {}  # each word's token ids, tokenized once
     labels = torch.full((len(captions),), -1, dtype=torch.long)
     tokens = torch.zeros(len(captions), length, dtype=torch.bool)
-    for row, caption in enumerate(captions):
-        words = caption.split(" ")
-        named = [i for i, word in enumerate(words) if word in RELATION_WORDS]
+    for row, caption in enumerate(caption_words(captions, tokenizer)):
+        named = [i for i, word in enumerate(caption.words) if word in RELATION_WORDS]
         if len(named) != 1:
             continue
-        for word in words:
-            if word not in pieces:
-                pieces[word] = tokenizer(word, add_special_tokens=False).input_ids
-        first = 1 + sum(len(pieces[w]) for w in words[: named[0]])  # after the start token
-        end = 1 + sum(len(pieces[w]) for w in words)  # the first end token
-        if end >= length or ids[row][first] != pieces[words[named[0]]][0]:
+        end = caption.starts[-1]  # the first end token
+        if end >= length or not caption.has_word_at(named[0]):
             raise ValueError(
-                f"relation_words_weight: cannot find {words[named[0]]!r} in the tokens of the caption {caption!r} "
-                "(the tokenizer must split captions at spaces, and the caption must fit its length)"
+                f"relation_words_weight: cannot find {caption.words[named[0]]!r} in the tokens of the caption "
+                f"{captions[row]!r} (the tokenizer must split captions at spaces, and the caption must fit its "
+                "length)"
             )
-        labels[row] = RELATION_WORDS[words[named[0]]]
-        tokens[row, first : end + 1] = True
+        labels[row] = RELATION_WORDS[caption.words[named[0]]]
+        tokens[row, caption.starts[named[0]] : end + 1] = True
     return labels, tokens
 
 

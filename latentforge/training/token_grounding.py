@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import AttnProcessor
 
 from latentforge.data.shapes import COLORS, SHAPES
+from latentforge.training.caption_words import caption_words
 from latentforge.training.relation_words import RELATION_WORDS
 from latentforge.training.shape_maps import object_mask
 
@@ -44,31 +45,25 @@ def phrase_targets(
     'right', 'above', 'below') counts among the first phrase's words. ValueError if the tokenizer does not
     split captions at spaces."""
     length = tokenizer.model_max_length
-    ids = tokenizer(captions, padding="max_length", max_length=length, truncation=True).input_ids
-    pieces: dict[str, list[int]] = {}  # each word's token ids, tokenized once
     masks = torch.zeros(len(scenes), GROUPS, *cells, dtype=torch.bool)
     tokens = torch.zeros(len(scenes), GROUPS, length, dtype=torch.bool)
-    for row, (text, caption) in enumerate(zip(scenes, captions, strict=True)):
-        words = caption.split(" ")
-        for word in words:
-            if word not in pieces:
-                pieces[word] = tokenizer(word, add_special_tokens=False).input_ids
-        starts = np.cumsum([1] + [len(pieces[w]) for w in words])  # after the start token
+    for row, (text, caption) in enumerate(zip(scenes, caption_words(captions, tokenizer), strict=True)):
+        words, starts = caption.words, caption.starts
         scene = json.loads(text)
         size = int(scene["size"])
         for group, (i, color, shape) in enumerate(_phrases(words)[:GROUPS]):
-            first, last = int(starts[i]), int(starts[i + 2])
-            if last >= length or ids[row][first] != pieces[words[i]][0]:
+            first, last = starts[i], starts[i + 2]
+            if last >= length or not caption.has_word_at(i):
                 raise ValueError(
-                    f"token grounding: cannot find {words[i]!r} in the tokens of the caption {caption!r} (the "
-                    "tokenizer must split captions at spaces, and the phrase must fit its length)"
+                    f"token grounding: cannot find {words[i]!r} in the tokens of the caption "
+                    f"{' '.join(words)!r} (the tokenizer must split captions at spaces, and the phrase must fit "
+                    "its length)"
                 )
             tokens[row, group, first:last] = True
             if relation and group == 0:
                 named = [j for j, word in enumerate(words) if word in RELATION_WORDS]
                 if len(named) == 1:
-                    at = int(starts[named[0]])
-                    tokens[row, 0, at : int(starts[named[0] + 1])] = True
+                    tokens[row, 0, starts[named[0]] : starts[named[0] + 1]] = True
             pixels = np.zeros((size, size), dtype=np.float32)
             for obj in scene["objects"]:
                 if obj["color"] == color and obj["shape"] == shape:

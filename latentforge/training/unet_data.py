@@ -102,11 +102,11 @@ def cached_data(components: Components, config: UNetTrainConfig, run: TrainingRu
     images = (int(instance.sum()), int((~instance).sum()))
     targets = phrases = relations = None
     variants = cache.mean[0].shape[1]
+    rows = train_data.select(cache.index.cpu().tolist()) if uses_row_targets(config) else None
     if config.relation_words_weight:
-        captions = list(train_data.select(cache.index.cpu().tolist())["text"])
+        captions = list(rows["text"])
         relations = flip_relation_targets(*relation_targets(captions, components.tokenizer), variants)
     if uses_scenes(config):
-        rows = train_data.select(cache.index.cpu().tolist())
         scenes, cells = list(rows["scene"]), tuple(cache.mean[0].shape[-2:])
         if config.shape_map_weight:
             targets = flip_variants(shape_targets(scenes, cells, bool(config.shape_map_centers)), variants)
